@@ -1,0 +1,123 @@
+"""The `flowkit-loader` command: parse options, call the core, render, choose the exit code.
+
+click lives here and nowhere else; this is the only module that prints or exits.
+"""
+
+from __future__ import annotations
+
+import sys
+from collections import defaultdict
+from importlib.metadata import PackageNotFoundError, version
+
+import click
+
+from loader.model import LoaderError, nanos_to_text
+from loader.validate import SCHEMA_NAMES, ValidationReport, schema_text, validate
+
+
+def _version() -> str:
+    try:
+        return version("flowkit-loader")
+    except PackageNotFoundError:  # running from a checkout that was never installed
+        return "unknown"
+
+
+@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+@click.version_option(_version(), prog_name="flowkit-loader")
+def cli() -> None:
+    """Declarative loader for FlowKit-UI deployments: validate, plan, apply."""
+
+
+@cli.command(name="validate")
+@click.argument("manifests", nargs=-1, required=True, type=click.Path(dir_okay=False))
+@click.option("--target", "-t", help="The target whose ids to check (default: the default).")
+@click.option("--no-data", is_flag=True, help="Check the manifest and config only, not the CSVs.")
+@click.option("--max-problems", default=100, show_default=True, type=click.IntRange(min=1),
+              help="Print at most this many problems per manifest.")
+@click.option("--verbose", "-v", is_flag=True, help="List the prepared datasets per indicator.")
+def validate_command(
+    manifests: tuple[str, ...], target: str | None, no_data: bool, max_problems: int,
+    verbose: bool,
+) -> None:
+    """Check MANIFEST(s) and their data; print every problem as path:line:column: message.
+
+    Nothing is sent anywhere. Exit 1 when there is any error (warnings do not fail).
+    """
+    failed = False
+    for manifest in manifests:
+        report = validate(manifest, target=target, data=not no_data)
+        for problem in report.problems[:max_problems]:
+            click.echo(str(problem))
+        if len(report.problems) > max_problems:
+            click.echo(f"... and {len(report.problems) - max_problems} more")
+        if verbose and report.ok:
+            for line in _dataset_lines(report):
+                click.echo(line)
+        click.echo(_summary(report, data=not no_data))
+        failed = failed or not report.ok
+    sys.exit(1 if failed else 0)
+
+
+def _plural(count: int, word: str) -> str:
+    return f"{count:,} {word}{'' if count == 1 else 's'}"
+
+
+def _summary(report: ValidationReport, data: bool) -> str:
+    counts = f"{_plural(len(report.errors), 'error')}, {_plural(len(report.warnings), 'warning')}"
+    if not report.ok:
+        return f"{report.path}: invalid: {counts}"
+    if not data:
+        return f"{report.path}: valid (data not checked): {counts}"
+    rows = sum(f.rows for f in report.files)
+    values = sum(f.values for f in report.files)
+    empty = sum(f.empty_cells for f in report.files)
+    return (
+        f"{report.path}: valid: {_plural(len(report.files), 'file')}, {_plural(rows, 'row')}, "
+        f"{_plural(values, 'value')} in {_plural(len(report.summaries), 'dataset')} "
+        f"({_plural(empty, 'empty cell')} skipped); {counts}"
+    )
+
+
+def _dataset_lines(report: ValidationReport) -> list[str]:
+    """One line per indicator and resolution: dates, datasets, values, min and max."""
+    groups = defaultdict(list)
+    for summary in report.summaries:
+        key = summary.key
+        groups[(key.indicator_id, key.srid, key.trid)].append(summary)
+    lines = []
+    for (indicator, srid, trid), summaries in sorted(groups.items()):
+        dates = sorted(s.key.dt[:10] for s in summaries)
+        values = sum(s.stats.count for s in summaries)
+        low = min(s.stats.min for s in summaries)
+        high = max(s.stats.max for s in summaries)
+        lines.append(
+            f"  {indicator} srid={srid} trid={trid}: {dates[0]}..{dates[-1]}, "
+            f"{_plural(len(summaries), 'dataset')}, {_plural(values, 'value')}, "
+            f"min {nanos_to_text(low)}, max {nanos_to_text(high)}"
+        )
+    return lines
+
+
+@cli.command(name="schema")
+@click.option("--config", "which", flag_value="config.schema.json",
+              help="Print the setup config's schema instead.")
+@click.option("--manifest", "which", flag_value="manifest.schema.json", default=True,
+              help="Print the manifest's schema (the default).")
+def schema_command(which: str) -> None:
+    """Print the manifest's JSON Schema (for editors and other tools)."""
+    assert which in SCHEMA_NAMES
+    click.echo(schema_text(which), nl=False)
+
+
+def main() -> None:
+    try:
+        cli.main(standalone_mode=False)
+    except click.exceptions.Abort:
+        click.echo("aborted", err=True)
+        sys.exit(1)
+    except click.ClickException as error:
+        error.show()
+        sys.exit(1 if error.exit_code == 1 else 2)
+    except LoaderError as error:
+        click.echo(f"error: {error}", err=True)
+        sys.exit(1)

@@ -1,0 +1,613 @@
+"""Manifest (YAML document) -> Manifest model, with the semantic problems found on the way.
+
+Reading order: `read_document` parses the YAML (positions, ${ENV}); validate checks it
+against the JSON Schema; `load_setup_source` reads the setup config; `ManifestBuilder`
+resolves targets, ids, data files and access rules. The builder is defensive: a part that
+the schema already rejected is skipped here, never reported twice.
+"""
+
+from __future__ import annotations
+
+import glob
+import ipaddress
+import json
+import re
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+from urllib.parse import urlsplit
+
+from loader.config import ConfigBuilder
+from loader.jsonpos import JsonPositions
+from loader.model import (
+    AccessRule,
+    Credential,
+    DatasetSpec,
+    LoaderError,
+    Manifest,
+    Position,
+    Problem,
+    Role,
+    SetupConfig,
+    Severity,
+    Target,
+)
+from loader.timegrid import DateError, Grid
+from loader.yamlsrc import JsonPath, YamlDocument, YamlSyntaxError, load_yaml
+
+_ENV_REFERENCE = re.compile(r"^\$\{[A-Za-z_][A-Za-z0-9_]*\}$")
+_URL_SCHEME = re.compile(r"^[A-Za-z][A-Za-z0-9+.-]*://")
+_GLOB_CHARS = re.compile(r"[*?\[]")
+SECRET_FIELDS = ("client_secret", "token")
+
+
+def display_path(path: Path | str) -> str:
+    """A path as a user wants to read it: relative to the working directory when inside it."""
+    resolved = Path(path).absolute()
+    try:
+        return str(resolved.relative_to(Path.cwd()))
+    except ValueError:
+        return str(path)
+
+
+def read_document(path: Path, environ: Mapping[str, str]) -> YamlDocument:
+    """Parse the manifest file; raise LoaderError (missing) or YamlSyntaxError (broken)."""
+    shown = display_path(path)
+    try:
+        text = path.read_text(encoding="utf-8-sig")
+    except FileNotFoundError:
+        raise LoaderError(f"{shown}: manifest not found") from None
+    except (OSError, UnicodeDecodeError) as error:
+        raise LoaderError(f"{shown}: cannot read manifest: {error}") from None
+    document = load_yaml(text, shown, environ)
+    if not isinstance(document.value, dict):
+        raise YamlSyntaxError(Position(shown, 1, 1), "a manifest must be a mapping of keys")
+    return document
+
+
+@dataclass
+class SetupSource:
+    """The setup config as read, with a way to locate any of its values."""
+
+    config: Any
+    locate: Callable[[JsonPath], Position]
+    from_file: bool
+
+
+def load_setup_source(document: YamlDocument, base: Path) -> SetupSource | Problem:
+    value = document.value.get("setup")
+    if isinstance(value, dict):
+        return SetupSource(value, lambda p: document.position(("setup", *p)), from_file=False)
+    if not isinstance(value, str):
+        return SetupSource({}, document.position, from_file=False)
+    where = document.position(("setup",))
+    if document.unresolved(("setup",)):
+        return Problem(where, f"environment variable {document.unresolved(('setup',))[0].name} "
+                       "is not set (needed to find the setup config)")
+    path = base / value
+    shown = display_path(path)
+    try:
+        text = path.read_text(encoding="utf-8-sig")
+    except FileNotFoundError:
+        return Problem(where, f"setup config not found: {value}")
+    except (OSError, UnicodeDecodeError) as error:
+        return Problem(where, f"cannot read setup config {value}: {error}")
+    try:
+        config = json.loads(text)
+    except json.JSONDecodeError as error:
+        return Problem(Position(shown, error.lineno, error.colno), f"invalid JSON: {error.msg}")
+    positions = JsonPositions(shown, text)
+    return SetupSource(config, positions.position, from_file=True)
+
+
+class ManifestBuilder:
+    def __init__(
+        self, document: YamlDocument, base: Path, setup: SetupSource, target: str | None = None
+    ) -> None:
+        self.doc = document
+        self.selected = target
+        self.base = base
+        self.source = setup
+        self.problems: list[Problem] = []
+        self.value: dict[str, Any] = document.value
+
+    # -- helpers ------------------------------------------------------------------------
+
+    def error(self, path: JsonPath, message: str, *, key: bool = False) -> None:
+        position = self.doc.key_position(path) if key else self.doc.position(path)
+        self.problems.append(Problem(position, message))
+
+    def warn(self, path: JsonPath, message: str) -> None:
+        self.problems.append(Problem(self.doc.position(path), message, Severity.WARNING))
+
+    def section(self, name: str) -> Any:
+        return self.value.get(name)
+
+    def resolve_path(self, text: str) -> Path:
+        return (self.base / text).resolve()
+
+    # -- the whole ----------------------------------------------------------------------
+
+    def build(self) -> Manifest:
+        self.report_variables()
+        self.report_duplicate_keys()
+        targets = self.targets()
+        setups = self.setups(targets)
+        any_setup = next(iter(setups.values()), None)
+        revision = self.section("revision")
+        revision = revision if isinstance(revision, str) else ""
+        datasets = self.datasets(setups, revision) if any_setup else ()
+        access = self.access(setups) if any_setup else ()
+        default = self.section("default_target")
+        if isinstance(default, str) and default not in targets:
+            self.error(("default_target",), f"no target named '{default}'")
+        if not isinstance(default, str):
+            default = next(iter(targets)) if len(targets) == 1 else None
+        return Manifest(
+            path=self.doc.path,
+            version=1,
+            targets=targets,
+            default_target=default if default in targets else None,
+            setups=setups,
+            datasets=datasets,
+            access=access,
+            revision=revision,
+        )
+
+    def chosen_target(self) -> str | None:
+        """The target this run is about: --target, default_target, or the only one."""
+        if self.selected:
+            return self.selected
+        default = self.section("default_target")
+        targets = self.section("targets")
+        if isinstance(default, str):
+            return default
+        if isinstance(targets, dict) and len(targets) == 1:
+            return str(next(iter(targets)))
+        return None
+
+    def report_variables(self) -> None:
+        reported: set[tuple[JsonPath, str]] = set()
+        chosen = self.chosen_target()
+        for variable in self.doc.variables:
+            if variable.defined or (variable.path, variable.name) in reported:
+                continue
+            if variable.path[:1] == ("targets",) and chosen and variable.path[1:2] != (chosen,):
+                continue  # another target's variables matter only when that one is used
+            reported.add((variable.path, variable.name))
+            # Validate runs where secrets are absent (pre-commit, forks): a variable that
+            # only plan and apply need is a warning; one validate needs is an error.
+            if variable.path[:1] == ("targets",):
+                self.problems.append(
+                    Problem(
+                        variable.position,
+                        f"environment variable {variable.name} is not set "
+                        "(needed to plan or apply)",
+                        Severity.WARNING,
+                    )
+                )
+            else:
+                self.problems.append(
+                    Problem(variable.position, f"environment variable {variable.name} is not set")
+                )
+
+    def report_duplicate_keys(self) -> None:
+        for path, position in self.doc.duplicate_keys:
+            self.problems.append(Problem(position, f"duplicate key '{path[-1]}'"))
+
+    # -- targets ------------------------------------------------------------------------
+
+    def targets(self) -> dict[str, Target]:
+        section = self.section("targets")
+        if not isinstance(section, dict):
+            return {}
+        targets: dict[str, Target] = {}
+        for name, spec in section.items():
+            if isinstance(spec, dict) and isinstance(spec.get("url"), str):
+                targets[name] = self.target(name, spec)
+        return targets
+
+    def target(self, name: str, spec: dict[str, Any]) -> Target:
+        path: JsonPath = ("targets", name)
+        url: str = spec["url"]
+        resolvable = not self.doc.unresolved((*path, "url"))
+        if url.startswith("local:"):
+            url = f"local:{self.resolve_path(url.removeprefix('local:'))}"
+        elif resolvable and url.startswith("http://"):
+            host = urlsplit(url).hostname or ""
+            if not is_loopback(host):
+                self.error(
+                    (*path, "url"),
+                    "plain http is allowed only on loopback (tokens would travel "
+                    "unencrypted): use https",
+                )
+        state = spec.get("state")
+        if isinstance(state, str) and not _URL_SCHEME.match(state):
+            state = str(self.resolve_path(state))
+        elif not isinstance(state, str):
+            stem = Path(self.doc.path).stem
+            state = str(self.resolve_path(f"{stem}.{name}.state.json"))
+        credentials, readers = self.credentials(path, spec)
+        if not url.startswith("local:"):
+            for role in (Role.ADMIN, Role.UPDATER):
+                if role not in credentials:
+                    self.error(
+                        path,
+                        f"target '{name}' has no credential for the {role.value} role: "
+                        f"set credentials.{role.value} or credentials.all",
+                        key=True,
+                    )
+        ca_bundle = spec.get("ca_bundle")
+        if isinstance(ca_bundle, str):
+            ca_bundle = str(self.resolve_path(ca_bundle))
+            if resolvable and not Path(ca_bundle).is_file():
+                self.error((*path, "ca_bundle"), f"CA bundle not found: {spec['ca_bundle']}")
+        return Target(name, url, state, credentials, readers, ca_bundle)
+
+    def credentials(
+        self, path: JsonPath, spec: dict[str, Any]
+    ) -> tuple[dict[Role, Credential], dict[str, Credential]]:
+        auth = spec.get("auth") if isinstance(spec.get("auth"), dict) else {}
+        section = spec.get("credentials")
+        if not isinstance(section, dict):
+            return {}, {}
+        base = (*path, "credentials")
+        shared = self.credential((*base, "all"), section.get("all"), auth)
+        roles: dict[Role, Credential] = {}
+        for role in Role:
+            own = self.credential((*base, role.value), section.get(role.value), auth)
+            chosen = own or shared
+            if chosen is not None:
+                roles[role] = chosen
+        if Role.READER not in roles and Role.ADMIN in roles:
+            roles[Role.READER] = roles[Role.ADMIN]
+        readers: dict[str, Credential] = {}
+        scopes = section.get("scopes")
+        for scope, value in (scopes.items() if isinstance(scopes, dict) else ()):
+            credential = self.credential((*base, "scopes", scope), value, auth)
+            if credential is not None:
+                readers[scope] = credential
+        return roles, readers
+
+    def credential(self, path: JsonPath, spec: Any, auth: dict[str, Any]) -> Credential | None:
+        if not isinstance(spec, dict):
+            return None
+        secret_field = "token" if "token" in spec else "client_secret"
+        secret_env = self.secret_reference((*path, secret_field), spec.get(secret_field))
+        if secret_env is None:
+            return None
+        if secret_field == "token":
+            return Credential("token", secret_env)
+        token_url = spec.get("token_url", auth.get("token_url"))
+        audience = spec.get("audience", auth.get("audience"))
+        if not isinstance(token_url, str):
+            self.error(path, "client credentials need a token_url (here or in auth)")
+            return None
+        client_id = spec.get("client_id")
+        return Credential(
+            "client_credentials",
+            secret_env,
+            client_id=client_id if isinstance(client_id, str) else None,
+            token_url=token_url,
+            audience=audience if isinstance(audience, str) else None,
+        )
+
+    def secret_reference(self, path: JsonPath, value: Any) -> str | None:
+        """The environment variable a secret comes from; a literal secret is refused."""
+        if not isinstance(value, str):
+            return None
+        raw = self.doc.raw_scalars.get(path)
+        if raw is None or not _ENV_REFERENCE.match(raw):
+            self.error(
+                path,
+                f"literal secret in '{path[-1]}': write it as ${{ENV_VAR}}; "
+                "secrets come only from the environment",
+            )
+            return None
+        return raw[2:-1]
+
+    # -- setup config, per target ids -----------------------------------------------------
+
+    def setups(self, targets: Mapping[str, Target]) -> dict[str, SetupConfig]:
+        top_ids = self.ids_section(self.value.get("ids"))
+        unit_props = self.section("unit_properties")
+        unit_props = unit_props if isinstance(unit_props, dict) else {}
+        config = self.source.config if isinstance(self.source.config, Mapping) else {}
+        built: dict[str, tuple[SetupConfig, list[Problem]]] = {}
+        setups: dict[str, SetupConfig] = {}
+        names = list(targets) or [""]
+        for name in names:
+            target_ids = self.ids_section(
+                self.value.get("targets", {}).get(name, {}).get("ids") if name else None
+            )
+            merged = {kind: {**top_ids.get(kind, {}), **target_ids.get(kind, {})}
+                      for kind in {*top_ids, *target_ids}}
+            fingerprint = json.dumps(merged, sort_keys=True)
+            if fingerprint not in built:
+                builder = ConfigBuilder(
+                    config,
+                    self.source.locate,
+                    merged,
+                    self.locate_ids(name),
+                    unit_props,
+                    self.doc.key_position,
+                )
+                built[fingerprint] = (builder.build(), builder.problems)
+            setups[name] = built[fingerprint][0]
+        seen: set[Problem] = set()
+        for _, problems in built.values():
+            for problem in problems:
+                if problem not in seen:
+                    seen.add(problem)
+                    self.problems.append(problem)
+        return setups
+
+    def locate_ids(self, target: str) -> Callable[[JsonPath], Position]:
+        def locate(path: JsonPath) -> Position:
+            own = ("targets", target, *path)
+            if target and own in self.doc.key_positions:
+                return self.doc.key_position(own)
+            return self.doc.key_position(path)
+
+        return locate
+
+    @staticmethod
+    def ids_section(value: Any) -> dict[str, dict[str, int]]:
+        if not isinstance(value, dict):
+            return {}
+        return {
+            kind: {str(k): v for k, v in ids.items() if isinstance(v, int)}
+            for kind, ids in value.items()
+            if isinstance(ids, dict)
+        }
+
+    # -- resolution references ------------------------------------------------------------
+
+    def resolution_label(
+        self, path: JsonPath, value: Any, setups: Mapping[str, SetupConfig], spatial: bool
+    ) -> str | None:
+        """The label a dataset or rule means by `value` (a label or an id) in every target."""
+        what = "spatial" if spatial else "temporal"
+        labels: dict[str, str | None] = {}
+        for name, setup in setups.items():
+            resolutions = setup.spatial if spatial else setup.temporal
+            if isinstance(value, str):
+                labels[name] = value if value in resolutions else None
+            else:
+                labels[name] = next(
+                    (
+                        label
+                        for label, r in resolutions.items()
+                        if (r.srid if spatial else r.trid) == value  # type: ignore[union-attr]
+                    ),
+                    None,
+                )
+        found = set(labels.values())
+        if None in found or not found:
+            known = sorted(next(iter(setups.values())).spatial if spatial
+                           else next(iter(setups.values())).temporal)
+            self.error(
+                path,
+                f"unknown {what} resolution {value!r} (known: {', '.join(known) or 'none'})",
+            )
+            return None
+        if len(found) > 1:
+            self.error(
+                path,
+                f"{what} resolution {value!r} means different resolutions in different "
+                "targets; name it by label",
+            )
+            return None
+        return found.pop()
+
+    # -- datasets -----------------------------------------------------------------------
+
+    def datasets(
+        self, setups: Mapping[str, SetupConfig], revision: str
+    ) -> tuple[DatasetSpec, ...]:
+        section = self.section("datasets")
+        specs: list[DatasetSpec] = []
+        setup = next(iter(setups.values()))
+        for index, entry in enumerate(section if isinstance(section, list) else []):
+            if isinstance(entry, dict):
+                spec = self.dataset(index, entry, setups, setup, revision)
+                if spec is not None:
+                    specs.append(spec)
+        return tuple(specs)
+
+    def dataset(
+        self,
+        index: int,
+        entry: dict[str, Any],
+        setups: Mapping[str, SetupConfig],
+        setup: SetupConfig,
+        revision: str,
+    ) -> DatasetSpec | None:
+        path: JsonPath = ("datasets", index)
+        required = ("file", "category", "spatial_resolution", "temporal_resolution", "columns")
+        if any(key not in entry for key in required) or not isinstance(entry["columns"], dict):
+            return None  # the schema has said so
+        files = self.files((*path, "file"), entry["file"])
+        category = setup.categories.get(entry["category"])
+        if category is None:
+            known = ", ".join(sorted(setup.categories)) or "none"
+            self.error((*path, "category"), f"unknown category '{entry['category']}' "
+                       f"(known: {known})")
+        spatial = self.resolution_label(
+            (*path, "spatial_resolution"), entry["spatial_resolution"], setups, spatial=True
+        )
+        temporal = self.resolution_label(
+            (*path, "temporal_resolution"), entry["temporal_resolution"], setups, spatial=False
+        )
+        columns = entry["columns"]
+        if category is None:
+            return None
+        if category.data_type == "flow":
+            unit_keys = ("origin", "destination")
+            wrong = "spatial_unit"
+        else:
+            unit_keys = ("spatial_unit",)
+            wrong = "origin" if "origin" in columns else "destination"
+        missing = [key for key in unit_keys if key not in columns]
+        if missing or wrong in columns:
+            need = " and ".join(unit_keys)
+            kind = "a flow" if category.data_type == "flow" else "single-location"
+            self.error(
+                (*path, "columns"),
+                f"category '{category.category_id}' is {kind}: columns needs {need}"
+                + (f", not {wrong}" if wrong in columns else ""),
+            )
+            return None
+        indicator_columns = entry.get("indicators") or {}
+        for column, indicator in indicator_columns.items():
+            if indicator not in category.indicators:
+                self.error(
+                    (*path, "indicators", column),
+                    f"'{indicator}' is not an indicator of category '{category.category_id}'",
+                )
+        own_revision = entry.get("revision")
+        if files is None or spatial is None or temporal is None:
+            return None
+        return DatasetSpec(
+            index=index,
+            pattern=entry["file"],
+            files=files,
+            category_id=category.category_id,
+            data_type=category.data_type,
+            spatial_resolution=spatial,
+            temporal_resolution=temporal,
+            date_column=columns["date"],
+            unit_columns=tuple(columns[key] for key in unit_keys),
+            indicator_columns=dict(indicator_columns),
+            exclude=frozenset(entry.get("exclude") or ()),
+            revision=own_revision if isinstance(own_revision, str) else revision,
+            date_format=entry.get("date_format"),
+            position=self.doc.position(path),
+        )
+
+    def files(self, path: JsonPath, pattern: str) -> tuple[str, ...] | None:
+        if self.doc.unresolved(path):
+            return None  # reported as an undefined variable
+        absolute = str(self.base / pattern)
+        if _GLOB_CHARS.search(pattern):
+            matches = sorted(p for p in glob.glob(absolute, recursive=True) if Path(p).is_file())
+            if not matches:
+                self.error(path, f"no file matches '{pattern}'")
+                return None
+            return tuple(str(Path(m).resolve()) for m in matches)
+        if not Path(absolute).is_file():
+            self.error(path, f"data file not found: {pattern}")
+            return None
+        return (str(Path(absolute).resolve()),)
+
+    # -- access rules -------------------------------------------------------------------
+
+    def access(self, setups: Mapping[str, SetupConfig]) -> tuple[AccessRule, ...]:
+        section = self.section("access")
+        rules: list[AccessRule] = []
+        setup = next(iter(setups.values()))
+        indicators = sorted(i for c in setup.categories.values() for i in c.indicators)
+        for scope, entries in (section.items() if isinstance(section, dict) else ()):
+            if scope == "admin":
+                self.error(
+                    ("access", scope),
+                    "the admin scope is mapped to every dataset automatically and must not "
+                    "be managed",
+                    key=True,
+                )
+                continue
+            for index, entry in enumerate(entries if isinstance(entries, list) else []):
+                if isinstance(entry, dict) and isinstance(entry.get("indicator"), str):
+                    rule = self.rule(("access", scope, index), scope, entry, setups, indicators)
+                    if rule is not None:
+                        rules.append(rule)
+        return tuple(rules)
+
+    def rule(
+        self,
+        path: JsonPath,
+        scope: str,
+        entry: dict[str, Any],
+        setups: Mapping[str, SetupConfig],
+        indicators: list[str],
+    ) -> AccessRule | None:
+        from fnmatch import fnmatchcase
+
+        pattern = entry["indicator"]
+        if not any(fnmatchcase(i, pattern) for i in indicators):
+            self.error(
+                (*path, "indicator"),
+                f"unknown indicator '{pattern}'"
+                if not _GLOB_CHARS.search(pattern)
+                else f"no indicator matches '{pattern}'",
+            )
+            return None
+        resolved: dict[str, tuple[str, ...] | None] = {}
+        for field, spatial in (("spatial_resolution", True), ("temporal_resolution", False)):
+            value = entry.get(field)
+            if value is None:
+                resolved[field] = None
+                continue
+            values = value if isinstance(value, list) else [value]
+            labels = [
+                self.resolution_label((*path, field, i) if isinstance(value, list)
+                                      else (*path, field), v, setups, spatial)
+                for i, v in enumerate(values)
+            ]
+            if any(label is None for label in labels):
+                return None
+            resolved[field] = tuple(label for label in labels if label is not None)
+        start, until, duration = entry.get("start"), entry.get("until"), entry.get("duration")
+        if duration is not None and until is not None:
+            self.error((*path, "until"), "give either duration or until, not both")
+            return None
+        temporal = resolved["temporal_resolution"]
+        if start is not None or until is not None:
+            if temporal is None or len(temporal) != 1:
+                self.error(
+                    path,
+                    "a rule with start or until needs exactly one temporal_resolution "
+                    "(its dates are in that resolution's format)",
+                )
+                return None
+            resolution = next(iter(setups.values())).temporal[temporal[0]]
+            grid = Grid.of(resolution)
+            for field in ("start", "until"):
+                value = entry.get(field)
+                if value is None:
+                    continue
+                try:
+                    grid.parse_formatted(str(value))
+                except DateError as error:
+                    self.error((*path, field), str(error))
+                    return None
+        return AccessRule(
+            scope=scope,
+            indicator=pattern,
+            spatial_resolutions=resolved["spatial_resolution"],
+            temporal_resolutions=temporal,
+            start=None if start is None else str(start),
+            duration=duration,
+            until=None if until is None else str(until),
+            position=self.doc.position(path),
+        )
+
+
+def is_loopback(host: str) -> bool:
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
+
+
+__all__ = [
+    "ManifestBuilder",
+    "SetupSource",
+    "YamlSyntaxError",
+    "display_path",
+    "load_setup_source",
+    "read_document",
+]

@@ -1,0 +1,388 @@
+"""The vocabulary every layer shares: frozen dataclasses for the manifest, datasets and
+problems, the error family, and exact value arithmetic.
+
+This module sits at the bottom of the pipeline and uses the standard library only.
+
+Values are carried as integers of nano-units ("nanos"): the backend stores every value as
+DECIMAL(20,9), so an integer count of 1e-9 is exactly what it keeps, and int64 holds the
+whole admissible range (|v| <= 2,147,483,647 gives |nanos| < 2.2e18 < 9.2e18).
+"""
+
+from __future__ import annotations
+
+import enum
+import hashlib
+import json
+from array import array
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from decimal import ROUND_HALF_UP, Decimal
+from typing import Any, Literal
+
+NANOS_PER_UNIT = 10**9
+# The backend keeps each dataset's min and max in INT columns: a value beyond this is a 500.
+MAX_ABS_VALUE = 2_147_483_647
+DataType = Literal["single_location", "flow"]
+DATA_TYPES: tuple[DataType, ...] = ("single_location", "flow")
+
+
+class LoaderError(Exception):
+    """A problem a user can cause or fix; the CLI prints it on one line, without traceback."""
+
+
+class ManifestError(LoaderError):
+    """The manifest cannot be read or is invalid."""
+
+
+# ---------------------------------------------------------------------------------------
+# Problems: what validate reports
+
+
+@dataclass(frozen=True, order=True)
+class Position:
+    """A place in a file: 1-based line and column; either may be unknown (0)."""
+
+    path: str
+    line: int = 0
+    column: int = 0
+
+    def __str__(self) -> str:
+        if self.line and self.column:
+            return f"{self.path}:{self.line}:{self.column}"
+        if self.line:
+            return f"{self.path}:{self.line}"
+        return self.path
+
+
+class Severity(enum.Enum):
+    ERROR = "error"
+    WARNING = "warning"
+
+
+@dataclass(frozen=True)
+class Problem:
+    position: Position
+    message: str
+    severity: Severity = Severity.ERROR
+
+    def __str__(self) -> str:
+        prefix = "warning: " if self.severity is Severity.WARNING else ""
+        return f"{self.position}: {prefix}{self.message}"
+
+    @property
+    def is_error(self) -> bool:
+        return self.severity is Severity.ERROR
+
+
+# ---------------------------------------------------------------------------------------
+# Exact values
+
+
+def canonical_nanos(value: float | str) -> int:
+    """The value the backend's DECIMAL(20,9) stores, in nanos: the float's shortest decimal
+    text rounded to 9 decimals, half away from zero (-0 becomes 0)."""
+    exact = Decimal(repr(float(value))) * NANOS_PER_UNIT
+    return int(exact.quantize(Decimal(1), rounding=ROUND_HALF_UP))
+
+
+def nanos_to_text(nanos: int) -> str:
+    """The shortest decimal text of a nanos value: 1500000000 -> '1.5', -1 -> '-0.000000001'."""
+    sign = "-" if nanos < 0 else ""
+    whole, frac = divmod(abs(nanos), NANOS_PER_UNIT)
+    if not frac:
+        return f"{sign}{whole}"
+    return f"{sign}{whole}.{frac:09d}".rstrip("0")
+
+
+def nanos_to_float(nanos: int) -> float:
+    """The float the real backend answers for a stored DECIMAL (it converts the decimal)."""
+    return float(nanos_to_text(nanos))
+
+
+# ---------------------------------------------------------------------------------------
+# Datasets
+
+
+@dataclass(frozen=True, order=True)
+class DatasetKey:
+    """A dataset's identity on the backend: one indicator at one resolution on one date.
+
+    `dt` is always the backend's `YYYY-MM-DD HH:MM:SS` text.
+    """
+
+    category_id: str
+    indicator_id: str
+    srid: int
+    trid: int
+    dt: str
+
+    def __str__(self) -> str:
+        return f"{self.indicator_id} srid={self.srid} trid={self.trid} {self.dt}"
+
+
+@dataclass(frozen=True)
+class DatasetStats:
+    """Count, sum, min and max of a dataset's values, in nanos (exact)."""
+
+    count: int
+    sum: int
+    min: int
+    max: int
+
+
+@dataclass(frozen=True)
+class DatasetSummary:
+    """Everything plan and state need of a canonical dataset, without its values."""
+
+    key: DatasetKey
+    data_type: DataType
+    revision: str
+    digest: str
+    stats: DatasetStats
+    source: str  # the CSV it came from, as the manifest names it
+
+
+DIGEST_VERSION = 1
+
+
+def dataset_digest(
+    key: DatasetKey, revision: str, data_type: str, unit_lines: str, values_le64: bytes
+) -> str:
+    """The content digest of a canonical dataset, prefixed by its format version.
+
+    It covers the identity, the revision, the data type, the sorted units (one line each,
+    origin and destination separated by a tab) and the values as little-endian int64 nanos.
+    """
+    header = {
+        "category_id": key.category_id,
+        "indicator_id": key.indicator_id,
+        "srid": key.srid,
+        "trid": key.trid,
+        "dt": key.dt,
+        "revision": revision,
+        "data_type": data_type,
+    }
+    digest = hashlib.sha256(json.dumps(header, sort_keys=True).encode())
+    digest.update(b"\0")
+    digest.update(unit_lines.encode())
+    digest.update(b"\0")
+    digest.update(values_le64)
+    return f"{DIGEST_VERSION}:{digest.hexdigest()}"
+
+
+def digest_of(
+    key: DatasetKey,
+    revision: str,
+    data_type: str,
+    units: Sequence[tuple[str, ...]],
+    values: Sequence[int],
+) -> str:
+    """`dataset_digest` of plain sequences (for backends and tests; data.py vectorises it)."""
+    packed = array("q", values)
+    if packed.itemsize != 8 or array("h", [1]).tobytes() != b"\x01\x00":
+        raise RuntimeError("digests need a little-endian platform with 64-bit integers")
+    return dataset_digest(
+        key, revision, data_type, "\n".join("\t".join(u) for u in units), packed.tobytes()
+    )
+
+
+@dataclass(frozen=True, eq=False)
+class Dataset:
+    """A canonical dataset: units sorted, values in nanos (one per unit or unit pair)."""
+
+    summary: DatasetSummary
+    units: Sequence[tuple[str, ...]]
+    values: Sequence[int]
+
+    @property
+    def key(self) -> DatasetKey:
+        return self.summary.key
+
+
+# ---------------------------------------------------------------------------------------
+# The setup config
+
+
+class EntityKind(enum.Enum):
+    """Config entity kinds in dependency order; the value is the config.json list name."""
+
+    LANGUAGE = "languages"
+    DATA_PROVIDER = "data_providers"
+    CATEGORY = "categories"
+    INDICATOR = "indicators"
+    SPATIAL_RESOLUTION = "spatial_resolutions"
+    TEMPORAL_RESOLUTION = "temporal_resolutions"
+
+    @property
+    def id_field(self) -> str:
+        return _ID_FIELDS[self]
+
+    @property
+    def singular(self) -> str:
+        return self.value[:-1].replace("_", " ").replace("categorie", "category")
+
+
+_ID_FIELDS = {
+    EntityKind.LANGUAGE: "lid",
+    EntityKind.DATA_PROVIDER: "dpid",
+    EntityKind.CATEGORY: "category_id",
+    EntityKind.INDICATOR: "indicator_id",
+    EntityKind.SPATIAL_RESOLUTION: "srid",
+    EntityKind.TEMPORAL_RESOLUTION: "trid",
+}
+
+
+@dataclass(frozen=True, eq=False)
+class ConfigEntity:
+    """One config object exactly as the backend stores it, its id field included."""
+
+    kind: EntityKind
+    id: int | str
+    label: str  # how the manifest names it (code, name, label or id)
+    body: Mapping[str, Any]
+
+
+@dataclass(frozen=True)
+class TemporalResolution:
+    trid: int
+    label: str
+    unit: str  # years | months | weeks | days | hours
+    step: int
+    date_format: str
+
+
+@dataclass(frozen=True)
+class SpatialResolution:
+    srid: int
+    label: str
+    unit_property: str | None  # the boundary property that holds unit codes
+    unit_codes: frozenset[str] | None  # None when the config carries no boundaries
+
+
+@dataclass(frozen=True)
+class Category:
+    category_id: str
+    data_type: DataType
+    indicators: tuple[str, ...]
+
+
+@dataclass(frozen=True)
+class SetupConfig:
+    """The deployment's config with every id resolved (for one target)."""
+
+    entities: tuple[ConfigEntity, ...]
+    categories: Mapping[str, Category]
+    spatial: Mapping[str, SpatialResolution]  # by label
+    temporal: Mapping[str, TemporalResolution]  # by label
+
+    def indicator_category(self, indicator_id: str) -> str | None:
+        for category in self.categories.values():
+            if indicator_id in category.indicators:
+                return category.category_id
+        return None
+
+
+# ---------------------------------------------------------------------------------------
+# The manifest
+
+
+class Role(enum.Enum):
+    """Who does what on the backend: each may have its own credential."""
+
+    ADMIN = "admin"  # config
+    UPDATER = "updater"  # data and grants
+    READER = "reader"  # refresh reads
+
+
+@dataclass(frozen=True)
+class Credential:
+    """How to obtain a bearer token. Secrets are held as the names of environment variables,
+    never as values, so that no manifest object can leak one."""
+
+    kind: Literal["client_credentials", "token"]
+    secret_env: str  # client_secret for client credentials, the token itself otherwise
+    client_id: str | None = None
+    token_url: str | None = None
+    audience: str | None = None
+
+
+@dataclass(frozen=True)
+class Target:
+    name: str
+    url: str  # local:/absolute/path.db or http(s)://host/v1
+    state: str  # a path (absolute) or a URL
+    credentials: Mapping[Role, Credential] = field(default_factory=dict)
+    scope_readers: Mapping[str, Credential] = field(default_factory=dict)
+    ca_bundle: str | None = None
+
+    @property
+    def is_local(self) -> bool:
+        return self.url.startswith("local:")
+
+    @property
+    def local_path(self) -> str:
+        return self.url.removeprefix("local:")
+
+
+@dataclass(frozen=True)
+class DatasetSpec:
+    """One `datasets` entry: a file or glob and how its columns map to datasets."""
+
+    index: int  # position in the manifest's list
+    pattern: str  # as written
+    files: tuple[str, ...]  # absolute paths, sorted
+    category_id: str
+    data_type: DataType
+    spatial_resolution: str  # label
+    temporal_resolution: str  # label
+    date_column: str
+    unit_columns: tuple[str, ...]  # (unit,) or (origin, destination)
+    indicator_columns: Mapping[str, str]  # explicit column -> indicator id
+    exclude: frozenset[str]
+    revision: str
+    date_format: str | None
+    position: Position
+
+
+@dataclass(frozen=True)
+class AccessRule:
+    """Which datasets one scope may read: indicators by id or glob, resolutions, dates.
+
+    Dates follow the backend's /query: `start` in the resolution's format and `duration`
+    steps (start, start + 1 step, ..., start + (duration - 1) steps); without `duration`
+    the range is open (from `start`, or from the beginning, up to `until` if given).
+    """
+
+    scope: str
+    indicator: str
+    spatial_resolutions: tuple[str, ...] | None  # labels; None: all
+    temporal_resolutions: tuple[str, ...] | None
+    start: str | None
+    duration: int | None
+    until: str | None
+    position: Position
+
+
+@dataclass(frozen=True)
+class Manifest:
+    path: str
+    version: int
+    targets: Mapping[str, Target]
+    default_target: str | None
+    setups: Mapping[str, SetupConfig]  # by target name: each target may keep its own ids
+    datasets: tuple[DatasetSpec, ...]
+    access: tuple[AccessRule, ...]
+    revision: str
+
+    def setup(self, target: str | None = None) -> SetupConfig:
+        return self.setups[self.target(target).name]
+
+    def target(self, name: str | None = None) -> Target:
+        chosen = name or self.default_target
+        if chosen is None:
+            names = ", ".join(sorted(self.targets))
+            raise ManifestError(f"{self.path}: several targets ({names}); choose one with --target")
+        if chosen not in self.targets:
+            names = ", ".join(sorted(self.targets))
+            raise ManifestError(f"{self.path}: no target named '{chosen}' (targets: {names})")
+        return self.targets[chosen]

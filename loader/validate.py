@@ -1,0 +1,293 @@
+"""Manifest path -> every problem at once: JSON Schema, setup config, data files, access
+rules. jsonschema lives here and nowhere else. Nothing is sent anywhere.
+
+Problems carry positions: the YAML position for the manifest, the JSON position for a
+config.json, the CSV's physical line for data.
+"""
+
+from __future__ import annotations
+
+import difflib
+import json
+import os
+from collections.abc import Callable, Iterable, Mapping
+from dataclasses import dataclass, field
+from functools import cache
+from importlib import resources
+from pathlib import Path
+from typing import Any
+
+import jsonschema
+from referencing import Registry, Resource
+
+from loader.access import RuleSelector
+from loader.data import FileReport, summarize_file
+from loader.manifest import (
+    ManifestBuilder,
+    SetupSource,
+    YamlSyntaxError,
+    display_path,
+    load_setup_source,
+    read_document,
+)
+from loader.model import (
+    DatasetSummary,
+    LoaderError,
+    Manifest,
+    ManifestError,
+    Position,
+    Problem,
+    Severity,
+)
+from loader.yamlsrc import JsonPath, YamlDocument
+
+SCHEMA_NAMES = ("manifest.schema.json", "config.schema.json")
+
+
+# ---------------------------------------------------------------------------------------
+# The schemas (package data in a wheel, schemas/ in a checkout)
+
+
+def schema_text(name: str = "manifest.schema.json") -> str:
+    packaged = resources.files("loader").joinpath("schemas", name)
+    if packaged.is_file():
+        return packaged.read_text(encoding="utf-8")
+    return (Path(__file__).resolve().parent.parent / "schemas" / name).read_text(encoding="utf-8")
+
+
+@cache
+def _validator(name: str) -> jsonschema.protocols.Validator:
+    registry: Registry[Any] = Registry().with_resources(
+        (schema, Resource.from_contents(json.loads(schema_text(schema))))
+        for schema in SCHEMA_NAMES
+    )
+    validator_class = jsonschema.Draft202012Validator
+    return validator_class(json.loads(schema_text(name)), registry=registry)
+
+
+def schema_problems(
+    instance: Any,
+    locate: Callable[[JsonPath], Position],
+    locate_key: Callable[[JsonPath], Position],
+    schema: str = "manifest.schema.json",
+    skip: Callable[[JsonPath], bool] = lambda path: False,
+) -> list[Problem]:
+    """Every schema violation, each at the position of the offending key or value."""
+    problems: list[Problem] = []
+    for error in _validator(schema).iter_errors(instance):
+        path: JsonPath = tuple(error.absolute_path)
+        if skip(path):
+            continue
+        if error.validator == "additionalProperties" and isinstance(error.instance, dict):
+            allowed = set(error.schema.get("properties", {}))
+            for extra in sorted(set(error.instance) - allowed):
+                hint = difflib.get_close_matches(extra, sorted(allowed), n=1)
+                suggestion = f" (did you mean '{hint[0]}'?)" if hint else ""
+                problems.append(Problem(locate_key((*path, extra)), f"unknown key '{extra}'"
+                                        + suggestion))
+            continue
+        problems.append(Problem(locate(path), _message(error, path)))
+    return problems
+
+
+_TYPE_NAMES = {
+    "string": "text",
+    "integer": "an integer",
+    "number": "a number",
+    "object": "a mapping",
+    "array": "a list",
+    "boolean": "true or false",
+    "null": "null",
+}
+
+
+def _kind(value: Any) -> str:
+    if isinstance(value, bool):
+        return "true or false"
+    for name, kind in (
+        ("text", str), ("an integer", int), ("a number", float),
+        ("a mapping", dict), ("a list", list),
+    ):
+        if isinstance(value, kind):
+            return name
+    return "null"
+
+
+def _message(error: jsonschema.ValidationError, path: JsonPath) -> str:
+    where = ".".join(str(p) for p in path)
+    secret = "credentials" in path
+    shown = "" if secret else f" {json.dumps(error.instance)[:60]}"
+    if "errorMessage" in error.schema and error.validator in {"const", "pattern", "enum"}:
+        return f"{error.schema['errorMessage']}, not{shown}".rstrip(", not")
+    if error.validator == "required":
+        missing = str(error.message).split("'")[1]
+        return f"missing required key '{missing}'" + (f" in {where}" if where else "")
+    if error.validator == "type":
+        wanted = error.validator_value
+        names = [wanted] if isinstance(wanted, str) else list(wanted)
+        expected = " or ".join(_TYPE_NAMES.get(n, n) for n in names)
+        return f"{where or 'the manifest'} must be {expected}, not {_kind(error.instance)}"
+    if error.validator == "enum":
+        options = ", ".join(str(v) for v in error.validator_value)
+        return f"{where} must be one of: {options}; not{shown}"
+    if error.validator == "const":
+        return f"{where} must be {json.dumps(error.validator_value)}, not{shown}"
+    if error.validator in {"minItems", "minProperties"}:
+        return f"{where} must not be empty"
+    if error.validator == "minLength":
+        return f"{where} must not be empty"
+    if error.validator == "minimum":
+        return f"{where} must be at least {error.validator_value}, not{shown}"
+    if error.validator == "dependentRequired":
+        return str(error.message).replace("is a dependency of", "is needed with")
+    if error.validator == "pattern":
+        return f"{where} does not have the expected form{':' + shown if shown else ''}"
+    return f"{where}: {error.message}" if where else str(error.message)
+
+
+# ---------------------------------------------------------------------------------------
+# The report
+
+
+@dataclass
+class ValidationReport:
+    path: str
+    manifest: Manifest | None = None
+    problems: list[Problem] = field(default_factory=list)
+    files: list[FileReport] = field(default_factory=list)
+
+    @property
+    def errors(self) -> list[Problem]:
+        return [p for p in self.problems if p.is_error]
+
+    @property
+    def warnings(self) -> list[Problem]:
+        return [p for p in self.problems if not p.is_error]
+
+    @property
+    def ok(self) -> bool:
+        return not self.errors
+
+    @property
+    def summaries(self) -> list[DatasetSummary]:
+        return [s for f in self.files for s in f.summaries]
+
+
+def validate(
+    path: str | Path,
+    *,
+    target: str | None = None,
+    data: bool = True,
+    environ: Mapping[str, str] | None = None,
+) -> ValidationReport:
+    """Check a manifest and (unless `data` is False) its data files; never raises for a
+    problem in the input, only reports it."""
+    env = os.environ if environ is None else environ
+    manifest_path = Path(path)
+    report = ValidationReport(display_path(manifest_path))
+    try:
+        document = read_document(manifest_path, env)
+    except YamlSyntaxError as error:
+        report.problems.append(Problem(error.position, error.message))
+        return report
+    except LoaderError as error:
+        report.problems.append(Problem(Position(report.path), str(error).split(": ", 1)[-1]))
+        return report
+    base = manifest_path.absolute().parent
+    unresolved = {v.path for v in document.variables if not v.defined}
+    report.problems += schema_problems(
+        document.value,
+        document.position,
+        document.key_position,
+        skip=lambda p: p in unresolved,
+    )
+    source = load_setup_source(document, base)
+    if isinstance(source, Problem):
+        report.problems.append(source)
+        source = SetupSource({}, document.position, from_file=False)
+    elif source.from_file:
+        positions = source.locate
+        report.problems += schema_problems(
+            source.config, positions, positions, schema="config.schema.json"
+        )
+    builder = ManifestBuilder(document, base, source, target)
+    manifest = builder.build()
+    report.problems += builder.problems
+    report.manifest = manifest
+    if target is not None and target not in manifest.targets:
+        names = ", ".join(sorted(manifest.targets)) or "none"
+        report.problems.append(
+            Problem(document.key_position(("targets",)), f"no target named '{target}' "
+                    f"(targets: {names})")
+        )
+    if data and manifest.setups:
+        _check_data(report, manifest, target, document)
+    report.problems = _ordered(report.problems)
+    return report
+
+
+def _setup_name(manifest: Manifest, target: str | None) -> str:
+    if target in manifest.setups:
+        return target
+    if manifest.default_target in manifest.setups:
+        return manifest.default_target
+    return next(iter(manifest.setups))
+
+
+def _check_data(
+    report: ValidationReport, manifest: Manifest, target: str | None, document: YamlDocument
+) -> None:
+    setup = manifest.setups[_setup_name(manifest, target)]
+    for spec in manifest.datasets:
+        for file in spec.files:
+            file_report = summarize_file(spec, file, setup, display_path(file))
+            report.files.append(file_report)
+            report.problems += file_report.problems
+    _check_duplicate_datasets(report)
+    keys = [s.key for s in report.summaries]
+    for rule in manifest.access:
+        selector = RuleSelector(rule, setup)
+        if not any(selector.selects(k) for k in keys):
+            report.problems.append(
+                Problem(rule.position, f"access rule for {rule.scope} selects no dataset",
+                        Severity.WARNING)
+            )
+
+
+def _check_duplicate_datasets(report: ValidationReport) -> None:
+    """Two files (or entries) that produce the same dataset identity would fight."""
+    origin: dict[object, str] = {}
+    clashes: dict[tuple[str, str], list[str]] = {}
+    for file_report in report.files:
+        for summary in file_report.summaries:
+            other = origin.setdefault(summary.key, file_report.path)
+            if other != file_report.path:
+                clashes.setdefault((file_report.path, other), []).append(str(summary.key))
+    for (path, other), keys in clashes.items():
+        more = f" (and {len(keys) - 1} more)" if len(keys) > 1 else ""
+        report.problems.append(
+            Problem(Position(path, 1, 1), f"dataset {keys[0]} also comes from {other}{more}")
+        )
+
+
+def _ordered(problems: Iterable[Problem]) -> list[Problem]:
+    """Unique problems, sorted by file order of appearance, then line and column."""
+    unique = list(dict.fromkeys(problems))
+    first_seen: dict[str, int] = {}
+    for problem in unique:
+        first_seen.setdefault(problem.position.path, len(first_seen))
+    return sorted(
+        unique,
+        key=lambda p: (first_seen[p.position.path], p.position.line, p.position.column),
+    )
+
+
+def load_manifest(
+    path: str | Path, *, target: str | None = None, environ: Mapping[str, str] | None = None
+) -> Manifest:
+    """The manifest model, or ManifestError listing its errors (data files not read)."""
+    report = validate(path, target=target, data=False, environ=environ)
+    if report.errors or report.manifest is None:
+        lines = "\n".join(str(p) for p in report.errors)
+        raise ManifestError(f"{report.path} is invalid:\n{lines}")
+    return report.manifest
