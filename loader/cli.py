@@ -32,11 +32,19 @@ def cli() -> None:
 @click.argument("manifests", nargs=-1, required=True, type=click.Path(dir_okay=False))
 @click.option("--target", "-t", help="The target whose ids to check (default: the default).")
 @click.option("--no-data", is_flag=True, help="Check the manifest and config only, not the CSVs.")
-@click.option("--max-problems", default=100, show_default=True, type=click.IntRange(min=1),
-              help="Print at most this many problems per manifest.")
+@click.option(
+    "--max-problems",
+    default=100,
+    show_default=True,
+    type=click.IntRange(min=1),
+    help="Print at most this many problems per manifest.",
+)
 @click.option("--verbose", "-v", is_flag=True, help="List the prepared datasets per indicator.")
 def validate_command(
-    manifests: tuple[str, ...], target: str | None, no_data: bool, max_problems: int,
+    manifests: tuple[str, ...],
+    target: str | None,
+    no_data: bool,
+    max_problems: int,
     verbose: bool,
 ) -> None:
     """Check MANIFEST(s) and their data; print every problem as path:line:column: message.
@@ -99,10 +107,19 @@ def _dataset_lines(report: ValidationReport) -> list[str]:
 
 
 @cli.command(name="schema")
-@click.option("--config", "which", flag_value="config.schema.json",
-              help="Print the setup config's schema instead.")
-@click.option("--manifest", "which", flag_value="manifest.schema.json", default=True,
-              help="Print the manifest's schema (the default).")
+@click.option(
+    "--config",
+    "which",
+    flag_value="config.schema.json",
+    help="Print the setup config's schema instead.",
+)
+@click.option(
+    "--manifest",
+    "which",
+    flag_value="manifest.schema.json",
+    default=True,
+    help="Print the manifest's schema (the default).",
+)
 def schema_command(which: str) -> None:
     """Print the manifest's JSON Schema (for editors and other tools)."""
     assert which in SCHEMA_NAMES

@@ -75,13 +75,9 @@ class ConfigBuilder:
         temporal = {
             e.label: self.temporal(e) for e in entities if e.kind is EntityKind.TEMPORAL_RESOLUTION
         }
-        for label, path in (
-            (label, ("unit_properties", label)) for label in self.unit_properties
-        ):
+        for label, path in ((label, ("unit_properties", label)) for label in self.unit_properties):
             if label not in spatial:
-                self.error(
-                    self.locate_unit_property(path), f"unknown spatial resolution '{label}'"
-                )
+                self.error(self.locate_unit_property(path), f"unknown spatial resolution '{label}'")
         return SetupConfig(tuple(entities), categories, spatial, temporal)
 
     # -- entities and their ids -----------------------------------------------------------
@@ -251,8 +247,7 @@ class ConfigBuilder:
                 self.locate_unit_property(("unit_properties", entity.label))
                 if explicit
                 else self.locate(path),
-                f"boundary property '{chosen}' is missing from some geometries of "
-                f"'{entity.label}'",
+                f"boundary property '{chosen}' is missing from some geometries of '{entity.label}'",
             )
             return SpatialResolution(int(entity.id), entity.label, chosen, None)
         return SpatialResolution(

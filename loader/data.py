@@ -16,6 +16,7 @@ spares re-reading unchanged files when only summaries are needed.
 
 from __future__ import annotations
 
+import contextlib
 import csv
 import hashlib
 import json
@@ -61,6 +62,8 @@ def _code_fingerprint() -> str:
     for module in ("data.py", "model.py", "timegrid.py"):
         digest.update((Path(__file__).parent / module).read_bytes())
     return digest.hexdigest()
+
+
 _UNIT_ROLES = {1: ("spatial unit",), 2: ("origin", "destination")}
 
 
@@ -343,8 +346,12 @@ class CsvDatasets:
                     except StopIteration:
                         return
                     yield chunk
-        except (pd.errors.ParserError, pd.errors.EmptyDataError, UnicodeDecodeError,
-                ValueError) as error:
+        except (
+            pd.errors.ParserError,
+            pd.errors.EmptyDataError,
+            UnicodeDecodeError,
+            ValueError,
+        ) as error:
             text = str(error).strip()
             message = text.splitlines()[-1] if text else type(error).__name__
             self.header_problems.append(Problem(self.at(1, 1), f"cannot parse CSV: {message}"))
@@ -411,10 +418,11 @@ class CsvDatasets:
         )
         for code in np.flatnonzero(dt_of_code == ""):
             bad = (codes == code) & ~blank
-            self._date_problem(str(dates.cat.categories[code]), rows[bad])
+            self._date_problem(str(dates.cat.categories[int(code)]), rows[bad])
             ok &= ~bad
-        for role, column in zip(_UNIT_ROLES[len(spec.unit_columns)], spec.unit_columns,
-                                strict=True):
+        for role, column in zip(
+            _UNIT_ROLES[len(spec.unit_columns)], spec.unit_columns, strict=True
+        ):
             units = chunk[column]
             unit_codes = units.cat.codes.to_numpy()
             missing = (unit_codes < 0) & ~blank
@@ -426,7 +434,7 @@ class CsvDatasets:
                 unknown = np.flatnonzero(~categories.isin(list(known)))
                 for code in unknown:
                     bad = (unit_codes == code) & ~blank
-                    self.findings.add("unit", column, rows[bad], str(categories[code]))
+                    self.findings.add("unit", column, rows[bad], str(categories[int(code)]))
                     ok &= ~bad
         values: dict[str, np.ndarray[Any, Any]] = {}
         for column in self.indicators:
@@ -448,7 +456,10 @@ class CsvDatasets:
             yield str(dt), part
 
     def _values(
-        self, column: str, series: pd.Series[Any], rows: np.ndarray[Any, Any],
+        self,
+        column: str,
+        series: pd.Series[Any],
+        rows: np.ndarray[Any, Any],
         blank: np.ndarray[Any, Any],
     ) -> np.ndarray[Any, Any]:
         """The column as floats, NaN where empty or invalid (invalid cells are reported)."""
@@ -462,9 +473,11 @@ class CsvDatasets:
             text = series.astype(object)
             written = text.notna().to_numpy()
             # pd.to_numeric reads the text 'NaN' as a number: it is not one here.
-            nan_text = written & ~np.isnan(numbers) & text.astype(str).str.strip().str.lower().isin(
-                ["nan", "-nan", "+nan"]
-            ).to_numpy()
+            nan_text = (
+                written
+                & ~np.isnan(numbers)
+                & text.astype(str).str.strip().str.lower().isin(["nan", "-nan", "+nan"]).to_numpy()
+            )
             bad = written & (np.isnan(numbers) | nan_text)
             self.findings.add("number", column, rows[bad])
             numbers[bad] = np.nan
@@ -499,8 +512,11 @@ class CsvDatasets:
                     first -= 1
                 units = " -> ".join(str(u[index]) for u in sorted_units)
                 self.findings.add(
-                    "duplicate", self.spec.date_column, rows[[index]],
-                    f"{dt[:10]} {units}", other_row=int(rows[first]),
+                    "duplicate",
+                    self.spec.date_column,
+                    rows[[index]],
+                    f"{dt[:10]} {units}",
+                    other_row=int(rows[first]),
                 )
             keep[duplicates] = False
         if not keep.all():
@@ -508,9 +524,7 @@ class CsvDatasets:
             sorted_units = [u[keep] for u in sorted_units]
             order = order[keep]
         lines = (
-            sorted_units[0]
-            if len(sorted_units) == 1
-            else sorted_units[0] + "\t" + sorted_units[1]
+            sorted_units[0] if len(sorted_units) == 1 else sorted_units[0] + "\t" + sorted_units[1]
         )
         for column, indicator in self.indicators.items():
             values = frame[column].to_numpy()[order]
@@ -518,13 +532,16 @@ class CsvDatasets:
             count = int(present.sum())
             if not count:
                 self.findings.add(
-                    "novalue", column, rows[:1], f"{indicator} on {dt[:10]}",
+                    "novalue",
+                    column,
+                    rows[:1],
+                    f"{indicator} on {dt[:10]}",
                     severity=Severity.WARNING,
                 )
                 continue
             nanos = to_nanos(values[present])
-            units = [u[present] for u in sorted_units]
-            yield self._dataset(indicator, dt, units, lines[present], nanos)
+            present_units = [u[present] for u in sorted_units]
+            yield self._dataset(indicator, dt, present_units, lines[present], nanos)
 
     def _dataset(
         self,
@@ -552,8 +569,9 @@ class CsvDatasets:
         )
         self.report.summaries.append(summary)
         self.report.values += len(nanos)
-        return Dataset(summary, list(zip(*(u.tolist() for u in units), strict=True)),
-                       nanos.tolist())
+        return Dataset(
+            summary, list(zip(*(u.tolist() for u in units), strict=True)), nanos.tolist()
+        )
 
     # -- reporting ----------------------------------------------------------------------
 
@@ -693,8 +711,7 @@ def _load(path: Path, report: FileReport) -> bool:
                 data_type=s["data_type"],
                 revision=s["revision"],
                 digest=s["digest"],
-                stats=DatasetStats(s["stats"][0], int(s["stats"][1]), s["stats"][2],
-                                   s["stats"][3]),
+                stats=DatasetStats(s["stats"][0], int(s["stats"][1]), s["stats"][2], s["stats"][3]),
                 source=s["source"],
             )
             for s in payload["summaries"]
@@ -721,10 +738,8 @@ def summarize_file(
     for _ in reader.datasets():
         pass
     if directory is not None and key is not None:
-        try:
+        with contextlib.suppress(OSError):  # a cache that cannot be written only costs time
             _save(directory / f"{key}.json", reader.report)
-        except OSError:
-            pass  # a cache that cannot be written only costs time
     return reader.report
 
 

@@ -83,8 +83,11 @@ def load_setup_source(document: YamlDocument, base: Path) -> SetupSource | Probl
         return SetupSource({}, document.position, from_file=False)
     where = document.position(("setup",))
     if document.unresolved(("setup",)):
-        return Problem(where, f"environment variable {document.unresolved(('setup',))[0].name} "
-                       "is not set (needed to find the setup config)")
+        return Problem(
+            where,
+            f"environment variable {document.unresolved(('setup',))[0].name} "
+            "is not set (needed to find the setup config)",
+        )
     path = base / value
     shown = display_path(path)
     try:
@@ -248,7 +251,7 @@ class ManifestBuilder:
     def credentials(
         self, path: JsonPath, spec: dict[str, Any]
     ) -> tuple[dict[Role, Credential], dict[str, Credential]]:
-        auth = spec.get("auth") if isinstance(spec.get("auth"), dict) else {}
+        auth: dict[str, Any] = spec["auth"] if isinstance(spec.get("auth"), dict) else {}
         section = spec.get("credentials")
         if not isinstance(section, dict):
             return {}, {}
@@ -264,7 +267,7 @@ class ManifestBuilder:
             roles[Role.READER] = roles[Role.ADMIN]
         readers: dict[str, Credential] = {}
         scopes = section.get("scopes")
-        for scope, value in (scopes.items() if isinstance(scopes, dict) else ()):
+        for scope, value in scopes.items() if isinstance(scopes, dict) else ():
             credential = self.credential((*base, "scopes", scope), value, auth)
             if credential is not None:
                 readers[scope] = credential
@@ -321,8 +324,10 @@ class ManifestBuilder:
             target_ids = self.ids_section(
                 self.value.get("targets", {}).get(name, {}).get("ids") if name else None
             )
-            merged = {kind: {**top_ids.get(kind, {}), **target_ids.get(kind, {})}
-                      for kind in {*top_ids, *target_ids}}
+            merged = {
+                kind: {**top_ids.get(kind, {}), **target_ids.get(kind, {})}
+                for kind in {*top_ids, *target_ids}
+            }
             fingerprint = json.dumps(merged, sort_keys=True)
             if fingerprint not in built:
                 builder = ConfigBuilder(
@@ -385,8 +390,11 @@ class ManifestBuilder:
                 )
         found = set(labels.values())
         if None in found or not found:
-            known = sorted(next(iter(setups.values())).spatial if spatial
-                           else next(iter(setups.values())).temporal)
+            known = sorted(
+                next(iter(setups.values())).spatial
+                if spatial
+                else next(iter(setups.values())).temporal
+            )
             self.error(
                 path,
                 f"unknown {what} resolution {value!r} (known: {', '.join(known) or 'none'})",
@@ -403,9 +411,7 @@ class ManifestBuilder:
 
     # -- datasets -----------------------------------------------------------------------
 
-    def datasets(
-        self, setups: Mapping[str, SetupConfig], revision: str
-    ) -> tuple[DatasetSpec, ...]:
+    def datasets(self, setups: Mapping[str, SetupConfig], revision: str) -> tuple[DatasetSpec, ...]:
         section = self.section("datasets")
         specs: list[DatasetSpec] = []
         setup = next(iter(setups.values()))
@@ -432,8 +438,9 @@ class ManifestBuilder:
         category = setup.categories.get(entry["category"])
         if category is None:
             known = ", ".join(sorted(setup.categories)) or "none"
-            self.error((*path, "category"), f"unknown category '{entry['category']}' "
-                       f"(known: {known})")
+            self.error(
+                (*path, "category"), f"unknown category '{entry['category']}' (known: {known})"
+            )
         spatial = self.resolution_label(
             (*path, "spatial_resolution"), entry["spatial_resolution"], setups, spatial=True
         )
@@ -443,6 +450,7 @@ class ManifestBuilder:
         columns = entry["columns"]
         if category is None:
             return None
+        unit_keys: tuple[str, ...]
         if category.data_type == "flow":
             unit_keys = ("origin", "destination")
             wrong = "spatial_unit"
@@ -508,7 +516,7 @@ class ManifestBuilder:
         rules: list[AccessRule] = []
         setup = next(iter(setups.values()))
         indicators = sorted(i for c in setup.categories.values() for i in c.indicators)
-        for scope, entries in (section.items() if isinstance(section, dict) else ()):
+        for scope, entries in section.items() if isinstance(section, dict) else ():
             if scope == "admin":
                 self.error(
                     ("access", scope),
@@ -551,8 +559,12 @@ class ManifestBuilder:
                 continue
             values = value if isinstance(value, list) else [value]
             labels = [
-                self.resolution_label((*path, field, i) if isinstance(value, list)
-                                      else (*path, field), v, setups, spatial)
+                self.resolution_label(
+                    (*path, field, i) if isinstance(value, list) else (*path, field),
+                    v,
+                    setups,
+                    spatial,
+                )
                 for i, v in enumerate(values)
             ]
             if any(label is None for label in labels):

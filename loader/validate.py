@@ -49,7 +49,7 @@ SCHEMA_NAMES = ("manifest.schema.json", "config.schema.json")
 
 
 def schema_text(name: str = "manifest.schema.json") -> str:
-    packaged = resources.files("loader").joinpath("schemas", name)
+    packaged = resources.files("loader").joinpath("schemas").joinpath(name)
     if packaged.is_file():
         return packaged.read_text(encoding="utf-8")
     return (Path(__file__).resolve().parent.parent / "schemas" / name).read_text(encoding="utf-8")
@@ -58,8 +58,7 @@ def schema_text(name: str = "manifest.schema.json") -> str:
 @cache
 def _validator(name: str) -> jsonschema.protocols.Validator:
     registry: Registry[Any] = Registry().with_resources(
-        (schema, Resource.from_contents(json.loads(schema_text(schema))))
-        for schema in SCHEMA_NAMES
+        (schema, Resource.from_contents(json.loads(schema_text(schema)))) for schema in SCHEMA_NAMES
     )
     validator_class = jsonschema.Draft202012Validator
     return validator_class(json.loads(schema_text(name)), registry=registry)
@@ -83,8 +82,9 @@ def schema_problems(
             for extra in sorted(set(error.instance) - allowed):
                 hint = difflib.get_close_matches(extra, sorted(allowed), n=1)
                 suggestion = f" (did you mean '{hint[0]}'?)" if hint else ""
-                problems.append(Problem(locate_key((*path, extra)), f"unknown key '{extra}'"
-                                        + suggestion))
+                problems.append(
+                    Problem(locate_key((*path, extra)), f"unknown key '{extra}'" + suggestion)
+                )
             continue
         problems.append(Problem(locate(path), _message(error, path)))
     return problems
@@ -105,8 +105,11 @@ def _kind(value: Any) -> str:
     if isinstance(value, bool):
         return "true or false"
     for name, kind in (
-        ("text", str), ("an integer", int), ("a number", float),
-        ("a mapping", dict), ("a list", list),
+        ("text", str),
+        ("an integer", int),
+        ("a number", float),
+        ("a mapping", dict),
+        ("a list", list),
     ):
         if isinstance(value, kind):
             return name
@@ -217,8 +220,10 @@ def validate(
     if target is not None and target not in manifest.targets:
         names = ", ".join(sorted(manifest.targets)) or "none"
         report.problems.append(
-            Problem(document.key_position(("targets",)), f"no target named '{target}' "
-                    f"(targets: {names})")
+            Problem(
+                document.key_position(("targets",)),
+                f"no target named '{target}' (targets: {names})",
+            )
         )
     if data and manifest.setups:
         _check_data(report, manifest, target, document)
@@ -227,10 +232,9 @@ def validate(
 
 
 def _setup_name(manifest: Manifest, target: str | None) -> str:
-    if target in manifest.setups:
-        return target
-    if manifest.default_target in manifest.setups:
-        return manifest.default_target
+    for name in (target, manifest.default_target):
+        if name is not None and name in manifest.setups:
+            return name
     return next(iter(manifest.setups))
 
 
@@ -249,8 +253,11 @@ def _check_data(
         selector = RuleSelector(rule, setup)
         if not any(selector.selects(k) for k in keys):
             report.problems.append(
-                Problem(rule.position, f"access rule for {rule.scope} selects no dataset",
-                        Severity.WARNING)
+                Problem(
+                    rule.position,
+                    f"access rule for {rule.scope} selects no dataset",
+                    Severity.WARNING,
+                )
             )
 
 

@@ -193,7 +193,9 @@ class _Builder:
             if key_node.tag != "tag:yaml.org,2002:merge":
                 own.append((key_node, value_node))
                 continue
-            sources = value_node.value if isinstance(value_node, yaml.SequenceNode) else [value_node]
+            sources = (
+                value_node.value if isinstance(value_node, yaml.SequenceNode) else [value_node]
+            )
             for source in sources:
                 if isinstance(source, yaml.MappingNode):
                     merged.extend(self.flattened(source))
