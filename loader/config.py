@@ -60,6 +60,7 @@ class ConfigBuilder:
         self.unit_properties = unit_properties
         self.locate_unit_property = locate_unit_property
         self.problems: list[Problem] = []
+        self.unidentified: set[tuple[EntityKind, str]] = set()
 
     def error(self, position: Position, message: str) -> None:
         self.problems.append(Problem(position, message))
@@ -78,7 +79,9 @@ class ConfigBuilder:
         for label, path in ((label, ("unit_properties", label)) for label in self.unit_properties):
             if label not in spatial:
                 self.error(self.locate_unit_property(path), f"unknown spatial resolution '{label}'")
-        return SetupConfig(tuple(entities), categories, spatial, temporal)
+        return SetupConfig(
+            tuple(entities), categories, spatial, temporal, frozenset(self.unidentified)
+        )
 
     # -- entities and their ids -----------------------------------------------------------
 
@@ -156,11 +159,16 @@ class ConfigBuilder:
             return None
         chosen = own if isinstance(own, int) else given
         if chosen is None:
+            self.unidentified.add((kind, label))
+            why = (
+                "the backend never assigns one"
+                if kind is EntityKind.TEMPORAL_RESOLUTION
+                else "the backend would assign a new one on every setup, hiding existing data"
+            )
             self.error(
                 self.locate(path),
                 f"{kind.singular} '{label}' has no {kind.id_field}: set it in the config "
-                f"or under ids.{kind.value} in the manifest (the backend would assign a "
-                "new one on every setup, hiding existing data)",
+                f"or under ids.{kind.value} in the manifest ({why})",
             )
         return chosen
 

@@ -11,6 +11,7 @@ from __future__ import annotations
 import glob
 import ipaddress
 import json
+import os
 import re
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
@@ -24,6 +25,7 @@ from loader.model import (
     AccessRule,
     Credential,
     DatasetSpec,
+    EntityKind,
     LoaderError,
     Manifest,
     Position,
@@ -43,12 +45,14 @@ SECRET_FIELDS = ("client_secret", "token")
 
 
 def display_path(path: Path | str) -> str:
-    """A path as a user wants to read it: relative to the working directory when inside it."""
-    resolved = Path(path).absolute()
+    """A path as a user wants to read it: relative to the working directory when it is
+    inside it or near it (a sibling folder), absolute otherwise."""
+    absolute = os.path.abspath(path)
     try:
-        return str(resolved.relative_to(Path.cwd()))
-    except ValueError:
-        return str(path)
+        relative = os.path.relpath(absolute)
+    except ValueError:  # another drive
+        return absolute
+    return relative if not relative.startswith(os.path.join("..", "..")) else absolute
 
 
 def read_document(path: Path, environ: Mapping[str, str]) -> YamlDocument:
@@ -389,6 +393,13 @@ class ManifestBuilder:
                     None,
                 )
         found = set(labels.values())
+        kind = EntityKind.SPATIAL_RESOLUTION if spatial else EntityKind.TEMPORAL_RESOLUTION
+        if None in found and any(
+            k is kind and (label == value or not isinstance(value, str))
+            for setup in setups.values()
+            for k, label in setup.unidentified
+        ):
+            return None  # a resolution without an id: that root cause is reported already
         if None in found or not found:
             known = sorted(
                 next(iter(setups.values())).spatial

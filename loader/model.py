@@ -54,6 +54,9 @@ class Position:
         return self.path
 
 
+_ONE_LINE = str.maketrans({"\n": "\\n", "\r": "\\r", "\t": "\\t"})
+
+
 class Severity(enum.Enum):
     ERROR = "error"
     WARNING = "warning"
@@ -67,7 +70,9 @@ class Problem:
 
     def __str__(self) -> str:
         prefix = "warning: " if self.severity is Severity.WARNING else ""
-        return f"{self.position}: {prefix}{self.message}"
+        # One problem, one line: a value quoted from a file may hold line breaks.
+        message = self.message.translate(_ONE_LINE)
+        return f"{self.position}: {prefix}{message}"
 
     @property
     def is_error(self) -> bool:
@@ -274,6 +279,8 @@ class SetupConfig:
     categories: Mapping[str, Category]
     spatial: Mapping[str, SpatialResolution]  # by label
     temporal: Mapping[str, TemporalResolution]  # by label
+    # (kind, label) of entities left out because they have no id (already reported)
+    unidentified: frozenset[tuple[EntityKind, str]] = frozenset()
 
     def indicator_category(self, indicator_id: str) -> str | None:
         for category in self.categories.values():

@@ -1,0 +1,52 @@
+"""Small builders for tests: a manifest over the example config and CSV text of our own."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from tests.conftest import ROOT
+
+EXAMPLE_CONFIG = ROOT / "manifests" / "example" / "config.json"
+
+RESIDENTS_ENTRY = """\
+  - file: {file}
+    category: residents
+    spatial_resolution: District
+    temporal_resolution: Month
+    columns: {{date: month, spatial_unit: pcod}}
+"""
+MOVEMENTS_ENTRY = """\
+  - file: {file}
+    category: movements
+    spatial_resolution: District
+    temporal_resolution: Day
+    columns: {{date: date, origin: pcod_from, destination: pcod_to}}
+"""
+
+
+def write_manifest(
+    directory: Path,
+    files: dict[str, str],
+    entries: str | None = None,
+    access: str = "",
+    extra: str = "",
+) -> Path:
+    """Write CSV files and a manifest over the example config; return the manifest path."""
+    blocks = []
+    for name, text in files.items():
+        (directory / name).write_bytes(text.encode())
+        template = MOVEMENTS_ENTRY if "movements" in name else RESIDENTS_ENTRY
+        blocks.append(template.format(file=name))
+    manifest = directory / "manifest.yaml"
+    manifest.write_text(
+        "version: 1\n"
+        "targets:\n  local: {url: 'local:state/test.db'}\n"
+        f"setup: {EXAMPLE_CONFIG}\n"
+        "ids:\n"
+        "  spatial_resolutions: {Region: 1, District: 2}\n"
+        "  temporal_resolutions: {Month: 2, Day: 4}\n"
+        "revision: r1\n"
+        f"{extra}"
+        "datasets:\n" + (entries if entries is not None else "".join(blocks)) + access
+    )
+    return manifest

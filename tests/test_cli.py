@@ -1,0 +1,154 @@
+"""The command as a user runs it: the example, the upstream data, the schema, the exits."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+from click.testing import CliRunner
+
+from loader.cli import cli
+from tests.conftest import DATA, ROOT, need_reference
+
+EXAMPLE_MANIFESTS = sorted((ROOT / "manifests").glob("*.yaml"))
+
+
+def run(*args: str) -> tuple[int, list[str]]:
+    result = CliRunner().invoke(cli, list(args))
+    assert result.exception is None or isinstance(result.exception, SystemExit), result.output
+    return result.exit_code, result.output.splitlines()
+
+
+@pytest.mark.parametrize("manifest", EXAMPLE_MANIFESTS, ids=lambda p: p.name)
+def test_every_example_manifest_validates(manifest: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.chdir(ROOT)
+    first_line = manifest.read_text().splitlines()[0]
+    assert first_line == "# yaml-language-server: $schema=../schemas/manifest.schema.json"
+    code, lines = run("validate", str(manifest.relative_to(ROOT)))
+    assert code == 0, lines
+    assert lines[-1].startswith(f"manifests/{manifest.name}: valid: ")
+    assert "0 errors" in lines[-1]
+
+
+def test_example_summary(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.chdir(ROOT)
+    code, lines = run("validate", "manifests/example.yaml", "--verbose")
+    assert code == 0
+    assert lines[-1] == (
+        "manifests/example.yaml: valid: 2 files, 328 rows, 700 values in 46 datasets "
+        "(4 empty cells skipped); 0 errors, 0 warnings"
+    )
+    assert "  residents.residents srid=2 trid=2: 2021-01-01..2021-06-01, 6 datasets" in lines[0:5][
+        3
+    ] or any(line.startswith("  residents.residents srid=2 trid=2: ") for line in lines)
+
+
+def test_upstream_manifest_validates_with_the_notebooks_ids(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    need_reference()
+    monkeypatch.chdir(ROOT)
+    code, lines = run("validate", "tests/data/upstream/manifest.yaml")
+    assert code == 0, lines
+    assert lines == [
+        "tests/data/upstream/manifest.yaml: valid: 4 files, 65,787 rows, 283,530 values in "
+        "149 datasets (887 empty cells skipped); 0 errors, 0 warnings"
+    ]
+
+
+def test_upstream_manifest_without_ids_says_exactly_which_are_missing(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    need_reference()
+    original = (DATA / "upstream" / "manifest.yaml").read_text()
+    start, end = original.index("ids:\n"), original.index("revision:")
+    copy = tmp_path / "tests" / "data" / "upstream"
+    copy.mkdir(parents=True)
+    (copy / "manifest.yaml").write_text(original[:start] + original[end:])
+    # The copy sits at the same depth as the original, so its relative paths still reach
+    # the shared reference folder from a sibling of the project.
+    monkeypatch.chdir(tmp_path)
+    shared = tmp_path.parent / "shared"
+    if not shared.exists():
+        shared.symlink_to(ROOT.parent / "shared")
+    code, lines = run("validate", "--no-data", "tests/data/upstream/manifest.yaml")
+    config = "../shared/reference/upstream-data/config.json"
+    hint = "(the backend would assign a new one on every setup, hiding existing data)"
+    assert code == 1
+    assert lines == [
+        f"{config}:3:9: language 'en' has no lid: set it in the config or under ids.languages "
+        f"in the manifest {hint}",
+        f"{config}:9:9: language 'fr' has no lid: set it in the config or under ids.languages "
+        f"in the manifest {hint}",
+        f"{config}:15:9: language 'ht' has no lid: set it in the config or under "
+        f"ids.languages in the manifest {hint}",
+        f"{config}:23:9: data provider 'Digicel Haiti' has no dpid: set it in the config or "
+        f"under ids.data_providers in the manifest {hint}",
+        *[
+            f"{config}:{line}:9: temporal resolution '{label}' has no trid: set it in the "
+            f"config or under ids.temporal_resolutions in the manifest (the backend never assigns one)"
+            for line, label in ((466, "Year"), (477, "Month"), (488, "Week"), (499, "Day"))
+        ],
+        *[
+            f"{config}:{line}:9: spatial resolution '{label}' has no srid: set it in the config "
+            f"or under ids.spatial_resolutions in the manifest {hint}"
+            for line, label in ((512, "Department"), (522, "Commune"), (532, "Communal section"))
+        ],
+        "tests/data/upstream/manifest.yaml: invalid: 11 errors, 0 warnings",
+    ]
+
+
+def test_schema_command_prints_the_schemas() -> None:
+    code, lines = run("schema")
+    assert code == 0
+    schema = json.loads("\n".join(lines))
+    assert schema["$schema"] == "https://json-schema.org/draft/2020-12/schema"
+    assert schema == json.loads((ROOT / "schemas" / "manifest.schema.json").read_text())
+    code, lines = run("schema", "--config")
+    assert json.loads("\n".join(lines))["title"] == "FlowKit-UI setup config"
+
+
+def test_python_dash_m_runs_the_same_command() -> None:
+    done = subprocess.run(
+        [sys.executable, "-m", "loader", "validate", "--no-data", "manifests/example.yaml"],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.startswith("manifests/example.yaml: valid (data not checked)")
+
+
+def test_missing_manifest_is_one_line_and_exit_1(tmp_path: Path) -> None:
+    code, lines = run("validate", str(tmp_path / "nope.yaml"))
+    assert code == 1
+    assert lines[0] == f"{tmp_path / 'nope.yaml'}: manifest not found"
+
+
+def test_unknown_target_is_reported(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.chdir(ROOT)
+    code, lines = run("validate", "--no-data", "--target", "prod", "manifests/example.yaml")
+    assert code == 1
+    assert lines[0] == (
+        "manifests/example.yaml:8:1: no target named 'prod' (targets: local, staging)"
+    )
+
+
+def test_pre_commit_hooks_run_validate(monkeypatch: pytest.MonkeyPatch) -> None:
+    import yaml
+
+    hooks = yaml.safe_load((ROOT / ".pre-commit-hooks.yaml").read_text())
+    assert {hook["id"] for hook in hooks} == {
+        "flowkit-loader-validate",
+        "flowkit-loader-validate-no-data",
+    }
+    monkeypatch.chdir(ROOT)
+    for hook in hooks:
+        entry = hook["entry"].split()
+        assert entry[0] == "flowkit-loader"
+        code, lines = run(*entry[1:], "manifests/example.yaml")
+        assert code == 0, lines

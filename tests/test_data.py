@@ -1,0 +1,181 @@
+"""CSV -> canonical datasets: values, sorting, digests, chunking, problems and the cache."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pytest
+
+from loader import data
+from loader.model import Dataset, Severity, nanos_to_text
+from loader.validate import validate
+from tests.helpers import write_manifest
+
+RESIDENTS = (
+    "month,pcod,residents,residents_perKm2,arrived\n"
+    "2021-02-01,EX01-02,200,2.5,20\n"
+    "2021-01-01,EX02-01,300,,30\n"
+    "2021-01-01,EX01-01,100,1.25,\n"
+    "2021-02-01,EX01-01,110,0.1234567895,11\n"
+)
+MOVEMENTS = (
+    "date,pcod_from,pcod_to,travellers,travellers_pctchangewithref\n"
+    "2021-03-02,EX01-02,EX01-01,7,-1.5\n"
+    "2021-03-01,EX02-01,EX01-01,5,0.5\n"
+    "2021-03-01,EX01-01,EX02-01,3,\n"
+    "2021-03-01,EX01-01,EX01-02,4,2\n"
+)
+
+
+def datasets_of(manifest: Path) -> dict[str, Dataset]:
+    report = validate(manifest, data=False)
+    assert report.ok, report.problems
+    assert report.manifest is not None
+    found: dict[str, Dataset] = {}
+    setup = report.manifest.setup()
+    for spec in report.manifest.datasets:
+        for file in spec.files:
+            iterator, file_report = data.read_datasets(spec, file, setup)
+            for dataset in iterator:
+                found[f"{dataset.key.indicator_id} {dataset.key.dt[:10]}"] = dataset
+            assert not file_report.has_errors, file_report.problems
+    return found
+
+
+def test_single_location_datasets(tmp_path: Path) -> None:
+    found = datasets_of(write_manifest(tmp_path, {"residents.csv": RESIDENTS}))
+    assert sorted(found) == [
+        "residents.arrived 2021-01-01",
+        "residents.arrived 2021-02-01",
+        "residents.residents 2021-01-01",
+        "residents.residents 2021-02-01",
+        "residents.residents_perKm2 2021-01-01",
+        "residents.residents_perKm2 2021-02-01",
+    ]
+    january = found["residents.residents 2021-01-01"]
+    assert january.units == [("EX01-01",), ("EX02-01",)]  # sorted
+    assert january.values == [100 * 10**9, 300 * 10**9]
+    assert january.key.dt == "2021-01-01 00:00:00"
+    assert (january.key.srid, january.key.trid, january.summary.revision) == (2, 2, "r1")
+    # Empty cells are skipped, not sent.
+    assert found["residents.arrived 2021-01-01"].units == [("EX02-01",)]
+    density = found["residents.residents_perKm2 2021-02-01"]
+    assert [nanos_to_text(v) for v in density.values] == ["0.12345679", "2.5"]
+    stats = density.summary.stats
+    assert (stats.count, nanos_to_text(stats.sum)) == (2, "2.62345679")
+
+
+def test_flow_datasets(tmp_path: Path) -> None:
+    found = datasets_of(write_manifest(tmp_path, {"movements.csv": MOVEMENTS}))
+    first = found["movements.travellers 2021-03-01"]
+    assert first.units == [("EX01-01", "EX01-02"), ("EX01-01", "EX02-01"), ("EX02-01", "EX01-01")]
+    assert first.values == [4 * 10**9, 3 * 10**9, 5 * 10**9]
+    assert first.summary.data_type == "flow"
+    assert found["movements.travellers_pctchangewithref 2021-03-01"].units == [
+        ("EX01-01", "EX01-02"),
+        ("EX02-01", "EX01-01"),
+    ]
+
+
+def test_digest_ignores_row_order_and_encoding_but_not_content(tmp_path: Path) -> None:
+    plain = datasets_of(write_manifest(tmp_path, {"residents.csv": RESIDENTS}))
+    lines = RESIDENTS.splitlines()
+    shuffled = "\ufeff" + "\r\n".join([lines[0], *reversed(lines[1:])]) + "\r\n"
+    shuffled = shuffled.replace("EX01-01,100", '"EX01-01","100"')
+    other = tmp_path / "other"
+    other.mkdir()
+    same = datasets_of(write_manifest(other, {"residents.csv": shuffled}))
+    assert {k: d.summary.digest for k, d in plain.items()} == {
+        k: d.summary.digest for k, d in same.items()
+    }
+    changed_dir = tmp_path / "changed"
+    changed_dir.mkdir()
+    changed = datasets_of(
+        write_manifest(changed_dir, {"residents.csv": RESIDENTS.replace(",300,", ",301,")})
+    )
+    differing = [k for k in plain if plain[k].summary.digest != changed[k].summary.digest]
+    assert differing == ["residents.residents 2021-01-01"]
+    assert plain[differing[0]].summary.digest.startswith("1:")
+
+
+def test_chunked_two_pass_reading_gives_the_same_datasets(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    rows = [
+        f"2021-03-{day:02d},{origin},{destination},{day * 10 + i},{i}.5"
+        for day in (1, 2, 3)
+        for i, (origin, destination) in enumerate(
+            [("EX01-01", "EX01-02"), ("EX01-02", "EX01-01"), ("EX02-01", "EX03-01")]
+        )
+    ]
+    rows.insert(1, rows.pop())  # a date that comes back after another one started
+    text = "date,pcod_from,pcod_to,travellers,travellers_pctchangewithref\n" + "\n".join(rows)
+    manifest = write_manifest(tmp_path, {"movements.csv": text + "\n"})
+    whole = datasets_of(manifest)
+    monkeypatch.setattr(data, "CHUNK_ROWS", 2)
+    monkeypatch.setattr(data, "SINGLE_PASS_BYTES", 0)
+    chunked = datasets_of(manifest)
+    assert sorted(whole) == sorted(chunked)
+    for key, dataset in whole.items():
+        assert (chunked[key].units, chunked[key].values) == (dataset.units, dataset.values)
+        assert chunked[key].summary == dataset.summary
+
+
+def test_indicator_without_any_value_on_a_date_is_a_warning(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.chdir(tmp_path)
+    text = "month,pcod,residents,residents_perKm2,arrived\n2021-01-01,EX01-01,5,,\n"
+    report = validate(write_manifest(tmp_path, {"residents.csv": text}))
+    assert report.ok
+    assert [(str(p), p.severity) for p in report.problems] == [
+        (
+            "residents.csv:2:22: warning: no value for residents.residents_perKm2 on "
+            "2021-01-01: that dataset is not sent (the backend refuses an empty dataset)",
+            Severity.WARNING,
+        ),
+        (
+            "residents.csv:2:23: warning: no value for residents.arrived on 2021-01-01: "
+            "that dataset is not sent (the backend refuses an empty dataset)",
+            Severity.WARNING,
+        ),
+    ]
+    assert [s.key.indicator_id for s in report.summaries] == ["residents.residents"]
+
+
+def test_problems_point_at_the_physical_line(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.chdir(tmp_path)
+    text = (
+        "month,pcod,residents,residents_perKm2,arrived\n"
+        '2021-01-01,EX01-01,1,"a\nb",3\n'  # a quoted value spanning two lines: not a number
+        "\n"
+        "2021-01-01,EX01-02,x,2,3\n"
+    )
+    report = validate(write_manifest(tmp_path, {"residents.csv": text}))
+    lines = [str(p) for p in report.problems]
+    assert lines == [
+        "residents.csv:2:22: not a number: 'a\\nb' in column 'residents_perKm2'",
+        "residents.csv:5:20: not a number: 'x' in column 'residents'",
+    ]
+
+
+def test_the_cache_spares_rereading_unchanged_files(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    manifest = write_manifest(tmp_path, {"residents.csv": RESIDENTS})
+    first = validate(manifest)
+    assert first.ok and len(first.summaries) == 6
+
+    def refuse(self: data.CsvDatasets) -> None:
+        raise AssertionError("the file was read again")
+
+    monkeypatch.setattr(data.CsvDatasets, "datasets", refuse)
+    assert validate(manifest).summaries == first.summaries
+    csv_path = tmp_path / "residents.csv"
+    stat = csv_path.stat()
+    os.utime(csv_path, ns=(stat.st_atime_ns, stat.st_mtime_ns + 10**9))
+    with pytest.raises(AssertionError, match="read again"):
+        validate(manifest)
