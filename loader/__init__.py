@@ -4,9 +4,34 @@ The public Python API (the CLI mirrors it):
 
     report = loader.validate("deploy.yaml")          # every problem, nothing sent
     manifest = loader.load_manifest("deploy.yaml")   # the model, or ManifestError
+
+Names are imported on first use, so that importing one layer (say `loader.model`) does
+not pull in the libraries of the others.
 """
 
-from loader.model import LoaderError, ManifestError
-from loader.validate import ValidationReport, load_manifest, validate
+from __future__ import annotations
 
+import importlib
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from loader.model import LoaderError as LoaderError
+    from loader.model import ManifestError as ManifestError
+    from loader.validate import ValidationReport as ValidationReport
+    from loader.validate import load_manifest as load_manifest
+    from loader.validate import validate as validate
+
+_EXPORTS = {
+    "LoaderError": "loader.model",
+    "ManifestError": "loader.model",
+    "ValidationReport": "loader.validate",
+    "load_manifest": "loader.validate",
+    "validate": "loader.validate",
+}
 __all__ = ["LoaderError", "ManifestError", "ValidationReport", "load_manifest", "validate"]
+
+
+def __getattr__(name: str) -> Any:
+    if name not in _EXPORTS:
+        raise AttributeError(f"module 'loader' has no attribute {name!r}")
+    return getattr(importlib.import_module(_EXPORTS[name]), name)

@@ -606,8 +606,8 @@ class CsvDatasets:
         if finding.kind == "unit":
             prop = self.spatial.unit_property or "unit code"
             return (
-                f"unknown spatial unit '{finding.detail}' in column '{column}': not a {prop} "
-                f"of '{self.spatial.label}'"
+                f"unknown spatial unit '{finding.detail}' in column '{column}': not among the "
+                f"{prop} codes of '{self.spatial.label}'"
             )
         if finding.kind == "number":
             return f"not a number: '{cell}' in column '{column}'"

@@ -236,9 +236,10 @@ class ManifestBuilder:
             stem = Path(self.doc.path).stem
             state = str(self.resolve_path(f"{stem}.{name}.state.json"))
         credentials, readers = self.credentials(path, spec)
+        declared = spec.get("credentials") if isinstance(spec.get("credentials"), dict) else {}
         if not url.startswith("local:"):
             for role in (Role.ADMIN, Role.UPDATER):
-                if role not in credentials:
+                if role.value not in declared and "all" not in declared:
                     self.error(
                         path,
                         f"target '{name}' has no credential for the {role.value} role: "
@@ -400,22 +401,20 @@ class ManifestBuilder:
             for k, label in setup.unidentified
         ):
             return None  # a resolution without an id: that root cause is reported already
-        if None in found or not found:
-            known = sorted(
-                next(iter(setups.values())).spatial
-                if spatial
-                else next(iter(setups.values())).temporal
-            )
+        if found == {None}:
+            any_setup = next(iter(setups.values()))
+            known = sorted(any_setup.spatial if spatial else any_setup.temporal)
             self.error(
                 path,
                 f"unknown {what} resolution {value!r} (known: {', '.join(known) or 'none'})",
             )
             return None
         if len(found) > 1:
+            meanings = ", ".join(f"{t}: {label or 'none'}" for t, label in labels.items())
             self.error(
                 path,
-                f"{what} resolution {value!r} means different resolutions in different "
-                "targets; name it by label",
+                f"{what} resolution {value!r} is not the same resolution in every target "
+                f"({meanings}); name it by label",
             )
             return None
         return found.pop()

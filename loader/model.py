@@ -54,7 +54,11 @@ class Position:
         return self.path
 
 
-_ONE_LINE = str.maketrans({"\n": "\\n", "\r": "\\r", "\t": "\\t"})
+# Every character str.splitlines() breaks at, and the tab, shown escaped.
+_ONE_LINE = {
+    ord(c): c.encode("unicode_escape").decode()
+    for c in "\n\r\t\x0b\x0c\x1c\x1d\x1e\x85\u2028\u2029"
+}
 
 
 class Severity(enum.Enum):

@@ -89,7 +89,8 @@ def test_upstream_manifest_without_ids_says_exactly_which_are_missing(
         f"under ids.data_providers in the manifest {hint}",
         *[
             f"{config}:{line}:9: temporal resolution '{label}' has no trid: set it in the "
-            f"config or under ids.temporal_resolutions in the manifest (the backend never assigns one)"
+            f"config or under ids.temporal_resolutions in the manifest "
+            "(the backend never assigns one)"
             for line, label in ((466, "Year"), (477, "Month"), (488, "Week"), (499, "Day"))
         ],
         *[

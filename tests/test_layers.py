@@ -1,0 +1,69 @@
+"""The layering of ARCHITECTURE.md, asserted: each library has one home, `model` sits at
+the bottom, and nothing imports the CLI."""
+
+from __future__ import annotations
+
+import json
+import re
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from tests.conftest import ROOT
+
+THIRD_PARTY = {"yaml", "pandas", "numpy", "jsonschema", "httpx", "click", "dateutil"}
+ALLOWED = {
+    "loader.model": set(),
+    "loader.timegrid": set(),
+    "loader.access": set(),
+    "loader.yamlsrc": {"yaml"},
+    "loader.manifest": {"yaml"},
+    "loader.config": {"yaml"},
+    "loader.data": {"pandas", "numpy", "dateutil", "yaml"},
+    "loader.validate": {"pandas", "numpy", "dateutil", "yaml", "jsonschema"},
+}
+
+
+@pytest.mark.parametrize("module", sorted(ALLOWED))
+def test_module_imports_only_its_libraries(module: str) -> None:
+    code = (
+        "import json, sys; import " + module + "; "
+        "print(json.dumps(sorted({m.split('.')[0] for m in sys.modules})))"
+    )
+    done = subprocess.run(
+        [sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, check=True
+    )
+    loaded = set(json.loads(done.stdout)) & THIRD_PARTY
+    assert loaded <= ALLOWED[module], f"{module} pulls in {sorted(loaded - ALLOWED[module])}"
+
+
+def test_nobody_imports_the_cli() -> None:
+    offenders = [
+        path.name
+        for path in (ROOT / "loader").rglob("*.py")
+        if path.name not in {"cli.py", "__main__.py"}
+        and ("loader.cli" in path.read_text() or "from loader import cli" in path.read_text())
+    ]
+    assert offenders == []
+
+
+def test_only_the_cli_prints() -> None:
+    printers = [
+        path.name
+        for path in (ROOT / "loader").rglob("*.py")
+        if path.name != "cli.py" and re.search(r"\bprint\(", path.read_text())
+    ]
+    assert printers == []
+
+
+def test_every_module_says_its_role() -> None:
+    import ast
+
+    missing = [
+        str(path.relative_to(ROOT))
+        for path in Path(ROOT / "loader").rglob("*.py")
+        if not ast.get_docstring(ast.parse(path.read_text()))
+    ]
+    assert missing == []
