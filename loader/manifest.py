@@ -236,7 +236,9 @@ class ManifestBuilder:
             stem = Path(self.doc.path).stem
             state = str(self.resolve_path(f"{stem}.{name}.state.json"))
         credentials, readers = self.credentials(path, spec)
-        declared = spec.get("credentials") if isinstance(spec.get("credentials"), dict) else {}
+        declared: dict[str, Any] = (
+            spec["credentials"] if isinstance(spec.get("credentials"), dict) else {}
+        )
         if not url.startswith("local:"):
             for role in (Role.ADMIN, Role.UPDATER):
                 if role.value not in declared and "all" not in declared:
