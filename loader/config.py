@@ -186,7 +186,7 @@ class ConfigBuilder:
             if category_id not in members:
                 index = self.index_of(EntityKind.INDICATOR, entity.label)
                 self.error(
-                    self.locate(("indicators", index)),
+                    self.locate(("indicators", index, "category_id")),
                     f"indicator '{entity.id}' names category '{category_id}', "
                     "which is not in the config",
                 )

@@ -166,7 +166,7 @@ def _field_starts(line: str) -> list[int]:
 
 
 def _locate_rows(path: str, rows: set[int]) -> dict[int, tuple[int, str, list[str]]]:
-    """Physical line, raw text and fields of each data row (0-based) asked for.
+    """First physical line, raw text (all its lines) and fields of each data row asked for.
 
     One pass with the csv module, which counts physical lines as pandas counts records
     (blank lines and quoted line breaks included); it runs only when there is something
@@ -189,8 +189,7 @@ def _locate_rows(path: str, rows: set[int]) -> dict[int, tuple[int, str, list[st
         for record_index, fields in enumerate(reader):
             row = record_index - 1
             if row in rows:
-                first_raw = raw_lines[0] if raw_lines else ""
-                found[row] = (previous_line + 1, first_raw.rstrip("\r\n"), fields)
+                found[row] = (previous_line + 1, "".join(raw_lines), fields)
             previous_line = reader.line_num
             raw_lines.clear()
             if row >= last:
@@ -200,6 +199,12 @@ def _locate_rows(path: str, rows: set[int]) -> dict[int, tuple[int, str, list[st
 
 # ---------------------------------------------------------------------------------------
 # Reading one file
+
+
+def _refused(column: str) -> str:
+    """The name of the frame column that marks a column's refused cells (cannot clash with
+    a CSV column name, which holds no NUL)."""
+    return f"\0refused:{column}"
 
 
 @dataclass
@@ -239,6 +244,7 @@ class CsvDatasets:
         self.indicators: dict[str, str] = {}  # column -> indicator id
         self.dates: dict[str, str | None] = {}  # cell text -> backend dt, None if invalid
         self.header_problems: list[Problem] = []
+        self.unreadable = False  # pandas could not parse the file
 
     # -- header -------------------------------------------------------------------------
 
@@ -310,7 +316,7 @@ class CsvDatasets:
         keys = [spec.date_column, *spec.unit_columns]
         columns = keys + list(self.indicators)
         last_chunk = self._last_chunk_per_date() if self._two_pass() else None
-        if last_chunk is None and self.header_problems:
+        if self.unreadable:
             return
         pending: dict[str, list[pd.DataFrame]] = {}
         chunks = self._chunks(columns, dict.fromkeys(keys, "category"))
@@ -355,6 +361,7 @@ class CsvDatasets:
             text = str(error).strip()
             message = text.splitlines()[-1] if text else type(error).__name__
             self.header_problems.append(Problem(self.at(1, 1), f"cannot parse CSV: {message}"))
+            self.unreadable = True
 
     def _two_pass(self) -> bool:
         try:
@@ -437,8 +444,9 @@ class CsvDatasets:
                     self.findings.add("unit", column, rows[bad], str(categories[int(code)]))
                     ok &= ~bad
         values: dict[str, np.ndarray[Any, Any]] = {}
+        refused: dict[str, np.ndarray[Any, Any]] = {}
         for column in self.indicators:
-            values[column] = self._values(column, chunk[column], rows, blank)
+            values[column], refused[column] = self._values(column, chunk[column], rows, blank)
         valid = pd.DataFrame(
             {
                 "_row": rows[ok],
@@ -450,6 +458,7 @@ class CsvDatasets:
                     for i, c in enumerate(spec.unit_columns)
                 },
                 **{c: v[ok] for c, v in values.items()},
+                **{_refused(c): r[ok] for c, r in refused.items()},
             }
         )
         for dt, part in valid.groupby("_dt", sort=False):
@@ -461,11 +470,13 @@ class CsvDatasets:
         series: pd.Series[Any],
         rows: np.ndarray[Any, Any],
         blank: np.ndarray[Any, Any],
-    ) -> np.ndarray[Any, Any]:
-        """The column as floats, NaN where empty or invalid (invalid cells are reported)."""
+    ) -> tuple[np.ndarray[Any, Any], np.ndarray[Any, Any]]:
+        """The column as floats, NaN where empty or invalid; and where it was invalid
+        (invalid cells are reported)."""
         if pd.api.types.is_numeric_dtype(series.dtype):
             numbers = series.to_numpy(dtype=np.float64, na_value=np.nan, copy=True)
             written = ~np.isnan(numbers)
+            refused = np.zeros(len(numbers), dtype=bool)
         else:
             numbers = pd.to_numeric(series, errors="coerce").to_numpy(
                 dtype=np.float64, na_value=np.nan, copy=True
@@ -481,6 +492,7 @@ class CsvDatasets:
             bad = written & (np.isnan(numbers) | nan_text)
             self.findings.add("number", column, rows[bad])
             numbers[bad] = np.nan
+            refused = bad
         self.report.empty_cells += int((~written & ~blank).sum())
         infinite = np.isinf(numbers)
         self.findings.add("finite", column, rows[infinite])
@@ -488,7 +500,7 @@ class CsvDatasets:
         too_big = np.abs(np.nan_to_num(numbers)) > MAX_ABS_VALUE
         self.findings.add("range", column, rows[too_big])
         numbers[too_big] = np.nan
-        return numbers
+        return numbers, refused | infinite | too_big
 
     # -- one date -----------------------------------------------------------------------
 
@@ -531,10 +543,12 @@ class CsvDatasets:
             present = ~np.isnan(values)
             count = int(present.sum())
             if not count:
+                if frame[_refused(column)].any():
+                    continue  # its values were refused: reported as errors already
                 self.findings.add(
                     "novalue",
                     column,
-                    rows[:1],
+                    frame["_row"].to_numpy()[:1],
                     f"{indicator} on {dt[:10]}",
                     severity=Severity.WARNING,
                 )
@@ -584,10 +598,13 @@ class CsvDatasets:
         column_index = {name: i for i, name in enumerate(self.header)}
         problems = list(self.header_problems)
         for finding in findings:
-            line, raw, fields = located.get(finding.row, (finding.row + 2, "", []))
+            first_line, raw, fields = located.get(finding.row, (finding.row + 2, "", []))
             index = column_index.get(finding.column, 0)
             starts = _field_starts(raw) if raw else [0]
-            column = starts[index] + 1 if index < len(starts) else 1
+            offset = starts[index] if index < len(starts) else 0
+            # A quoted field may have carried the record over several physical lines.
+            line = first_line + raw.count("\n", 0, offset)
+            column = offset - (raw.rfind("\n", 0, offset) + 1) + 1
             cell = fields[index] if index < len(fields) else ""
             message = self._message(finding, cell, located)
             if finding.count > 1:

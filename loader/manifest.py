@@ -110,12 +110,22 @@ def load_setup_source(document: YamlDocument, base: Path) -> SetupSource | Probl
 
 class ManifestBuilder:
     def __init__(
-        self, document: YamlDocument, base: Path, setup: SetupSource, target: str | None = None
+        self,
+        document: YamlDocument,
+        base: Path,
+        setup: SetupSource | None,
+        target: str | None = None,
+        rejected: frozenset[JsonPath] = frozenset(),
     ) -> None:
         self.doc = document
         self.selected = target
+        # Paths the schema rejected: what lies under them is skipped, never reported twice.
+        self.rejected = rejected
         self.base = base
-        self.source = setup
+        # None when the setup config could not be read (reported already): nothing that
+        # depends on it is checked, so that one cause gives one line.
+        self.source = setup or SetupSource({}, document.position, from_file=False)
+        self.setup_readable = setup is not None
         self.problems: list[Problem] = []
         self.value: dict[str, Any] = document.value
 
@@ -127,6 +137,10 @@ class ManifestBuilder:
 
     def warn(self, path: JsonPath, message: str) -> None:
         self.problems.append(Problem(self.doc.position(path), message, Severity.WARNING))
+
+    def is_rejected(self, path: JsonPath) -> bool:
+        size = len(path)
+        return any(bad[:size] == path for bad in self.rejected)
 
     def section(self, name: str) -> Any:
         return self.value.get(name)
@@ -141,7 +155,7 @@ class ManifestBuilder:
         self.report_duplicate_keys()
         targets = self.targets()
         setups = self.setups(targets)
-        any_setup = next(iter(setups.values()), None)
+        any_setup = next(iter(setups.values()), None) if self.setup_readable else None
         revision = self.section("revision")
         revision = revision if isinstance(revision, str) else ""
         datasets = self.datasets(setups, revision) if any_setup else ()
@@ -182,6 +196,8 @@ class ManifestBuilder:
                 continue
             if variable.path[:1] == ("targets",) and chosen and variable.path[1:2] != (chosen,):
                 continue  # another target's variables matter only when that one is used
+            if variable.path == ("setup",):
+                continue  # load_setup_source says why it is needed
             reported.add((variable.path, variable.name))
             # Validate runs where secrets are absent (pre-commit, forks): a variable that
             # only plan and apply need is a warning; one validate needs is an error.
@@ -211,7 +227,7 @@ class ManifestBuilder:
             return {}
         targets: dict[str, Target] = {}
         for name, spec in section.items():
-            if isinstance(spec, dict) and isinstance(spec.get("url"), str):
+            if isinstance(spec, dict) and not self.is_rejected(("targets", name, "url")):
                 targets[name] = self.target(name, spec)
         return targets
 
@@ -239,15 +255,20 @@ class ManifestBuilder:
         declared: dict[str, Any] = (
             spec["credentials"] if isinstance(spec.get("credentials"), dict) else {}
         )
-        if not url.startswith("local:"):
-            for role in (Role.ADMIN, Role.UPDATER):
-                if role.value not in declared and "all" not in declared:
-                    self.error(
-                        path,
-                        f"target '{name}' has no credential for the {role.value} role: "
-                        f"set credentials.{role.value} or credentials.all",
-                        key=True,
-                    )
+        missing = [
+            role.value
+            for role in (Role.ADMIN, Role.UPDATER)
+            if role.value not in declared and "all" not in declared
+        ]
+        if missing and not url.startswith("local:"):
+            self.error(
+                path,
+                f"target '{name}' has no credential for the {' and '.join(missing)} "
+                f"role{'s' if len(missing) > 1 else ''}: set "
+                + " and ".join(f"credentials.{role}" for role in missing)
+                + ", or credentials.all",
+                key=True,
+            )
         ca_bundle = spec.get("ca_bundle")
         if isinstance(ca_bundle, str):
             ca_bundle = str(self.resolve_path(ca_bundle))
@@ -428,7 +449,7 @@ class ManifestBuilder:
         specs: list[DatasetSpec] = []
         setup = next(iter(setups.values()))
         for index, entry in enumerate(section if isinstance(section, list) else []):
-            if isinstance(entry, dict):
+            if isinstance(entry, dict) and not self.is_rejected(("datasets", index)):
                 spec = self.dataset(index, entry, setups, setup, revision)
                 if spec is not None:
                     specs.append(spec)
@@ -474,9 +495,10 @@ class ManifestBuilder:
             need = " and ".join(unit_keys)
             kind = "a flow" if category.data_type == "flow" else "single-location"
             self.error(
-                (*path, "columns"),
+                (*path, "columns", wrong) if wrong in columns else (*path, "columns"),
                 f"category '{category.category_id}' is {kind}: columns needs {need}"
                 + (f", not {wrong}" if wrong in columns else ""),
+                key=wrong in columns,
             )
             return None
         indicator_columns = entry.get("indicators") or {}
@@ -538,7 +560,7 @@ class ManifestBuilder:
                 )
                 continue
             for index, entry in enumerate(entries if isinstance(entries, list) else []):
-                if isinstance(entry, dict) and isinstance(entry.get("indicator"), str):
+                if isinstance(entry, dict) and not self.is_rejected(("access", scope, index)):
                     rule = self.rule(("access", scope, index), scope, entry, setups, indicators)
                     if rule is not None:
                         rules.append(rule)

@@ -70,13 +70,17 @@ def schema_problems(
     locate_key: Callable[[JsonPath], Position],
     schema: str = "manifest.schema.json",
     skip: Callable[[JsonPath], bool] = lambda path: False,
+    rejected: set[JsonPath] | None = None,
 ) -> list[Problem]:
-    """Every schema violation, each at the position of the offending key or value."""
+    """Every schema violation, each at the position of the offending key or value; the
+    paths of the rejected values are added to `rejected`."""
     problems: list[Problem] = []
     for error in _validator(schema).iter_errors(instance):
         path: JsonPath = tuple(error.absolute_path)
         if skip(path):
             continue
+        if rejected is not None:
+            rejected.add(path)
         if error.validator == "additionalProperties" and isinstance(error.instance, dict):
             allowed = set(error.schema.get("properties", {}))
             for extra in sorted(set(error.instance) - allowed):
@@ -116,12 +120,18 @@ def _kind(value: Any) -> str:
     return "null"
 
 
+def _shown(value: Any, limit: int = 60) -> str:
+    """A value as JSON text, shortened visibly when long."""
+    text = json.dumps(value, ensure_ascii=False)
+    return text if len(text) <= limit else text[: limit - 3] + "..."
+
+
 def _message(error: jsonschema.ValidationError, path: JsonPath) -> str:
     where = ".".join(str(p) for p in path)
     secret = "credentials" in path
-    shown = "" if secret else f" {json.dumps(error.instance)[:60]}"
+    shown = "" if secret else f" {_shown(error.instance)}"
     if "errorMessage" in error.schema and error.validator in {"const", "pattern", "enum"}:
-        return f"{error.schema['errorMessage']}, not{shown}".rstrip(", not")
+        return f"{error.schema['errorMessage']}" + (f", not{shown}" if shown else "")
     if error.validator == "required":
         missing = str(error.message).split("'")[1]
         return f"missing required key '{missing}'" + (f" in {where}" if where else "")
@@ -198,22 +208,25 @@ def validate(
         return report
     base = manifest_path.absolute().parent
     unresolved = {v.path for v in document.variables if not v.defined}
+    rejected: set[JsonPath] = set()
     report.problems += schema_problems(
         document.value,
         document.position,
         document.key_position,
         skip=lambda p: p in unresolved,
+        rejected=rejected,
     )
-    source = load_setup_source(document, base)
-    if isinstance(source, Problem):
-        report.problems.append(source)
-        source = SetupSource({}, document.position, from_file=False)
-    elif source.from_file:
-        positions = source.locate
-        report.problems += schema_problems(
-            source.config, positions, positions, schema="config.schema.json"
-        )
-    builder = ManifestBuilder(document, base, source, target)
+    loaded = load_setup_source(document, base)
+    source: SetupSource | None = None
+    if isinstance(loaded, Problem):
+        report.problems.append(loaded)
+    else:
+        source = loaded
+        if source.from_file:
+            report.problems += schema_problems(
+                source.config, source.locate, source.locate, schema="config.schema.json"
+            )
+    builder = ManifestBuilder(document, base, source, target, frozenset(rejected))
     manifest = builder.build()
     report.problems += builder.problems
     report.manifest = manifest
@@ -227,7 +240,7 @@ def validate(
         )
     if data and manifest.setups:
         _check_data(report, manifest, target, document)
-    report.problems = _ordered(report.problems)
+    report.problems = _ordered(report.problems, report.path)
     return report
 
 
@@ -277,10 +290,11 @@ def _check_duplicate_datasets(report: ValidationReport) -> None:
         )
 
 
-def _ordered(problems: Iterable[Problem]) -> list[Problem]:
-    """Unique problems, sorted by file order of appearance, then line and column."""
+def _ordered(problems: Iterable[Problem], manifest: str) -> list[Problem]:
+    """Unique problems: the manifest's first, then each other file's in order of
+    appearance, each by line and column."""
     unique = list(dict.fromkeys(problems))
-    first_seen: dict[str, int] = {}
+    first_seen: dict[str, int] = {manifest: 0}
     for problem in unique:
         first_seen.setdefault(problem.position.path, len(first_seen))
     return sorted(
