@@ -8,9 +8,11 @@ values, and the count, sum, min and max beside it.
 
 Work is vectorised: pandas parses, numpy converts and sorts; Python touches only what is
 few (unique dates, unique unit codes, the problems to report). Files are read in chunks;
-a large file is read twice (first its date column only) so that each date's datasets are
-emitted as soon as its last row is read: memory is bounded by one date's data plus one
-chunk when the file is grouped by date. A cache keyed by path, size and modification time
+a file above SINGLE_PASS_BYTES is read twice (first its date column only) so that each
+date's datasets are emitted as soon as its last row is read. Memory is then bounded by
+one date's datasets (several times that date's share of the CSV) plus one chunk when the
+file is grouped by date; a file that scatters a date over its whole length keeps those
+dates pending until their last row. A cache keyed by path, size and modification time
 spares re-reading unchanged files when only summaries are needed.
 """
 
@@ -21,6 +23,7 @@ import csv
 import hashlib
 import json
 import os
+from array import array
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
 from functools import cache
@@ -50,8 +53,10 @@ from loader.model import (
 )
 from loader.timegrid import DateError, Grid, backend_dt, parse_data_date
 
-CHUNK_ROWS = 1_000_000
-SINGLE_PASS_BYTES = 64 * 2**20  # files above this are read in two passes
+# Rows per chunk: large enough for pandas to be fast, small enough that a chunk's parsed
+# frames weigh little beside one date's datasets (bench/prepare.py --large measures it).
+CHUNK_ROWS = 250_000
+SINGLE_PASS_BYTES = 16 * 2**20  # files above this are read in two passes
 CACHE_VERSION = 1
 
 
@@ -323,6 +328,7 @@ class CsvDatasets:
         for number, chunk in enumerate(chunks):
             for dt, part in self._clean(chunk):
                 pending.setdefault(dt, []).append(part)
+            del chunk  # not alive while the next one is parsed
             complete = [
                 dt for dt in pending if last_chunk is not None and last_chunk.get(dt, -1) <= number
             ]
@@ -462,7 +468,8 @@ class CsvDatasets:
             }
         )
         for dt, part in valid.groupby("_dt", sort=False):
-            yield str(dt), part
+            # A copy: a group is a view that would keep the whole chunk alive while pending.
+            yield str(dt), part.copy()
 
     def _values(
         self,
@@ -583,9 +590,9 @@ class CsvDatasets:
         )
         self.report.summaries.append(summary)
         self.report.values += len(nanos)
-        return Dataset(
-            summary, list(zip(*(u.tolist() for u in units), strict=True)), nanos.tolist()
-        )
+        values = array("q")
+        values.frombytes(nanos.tobytes())  # 8 bytes a value, where a list of ints takes ~36
+        return Dataset(summary, tuple(u.tolist() for u in units), values)
 
     # -- reporting ----------------------------------------------------------------------
 

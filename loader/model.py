@@ -197,15 +197,24 @@ def digest_of(
 
 @dataclass(frozen=True, eq=False)
 class Dataset:
-    """A canonical dataset: units sorted, values in nanos (one per unit or unit pair)."""
+    """A canonical dataset: rows sorted by unit, values in nanos.
+
+    Units are kept per role, `(units,)` for single-location data and `(origins,
+    destinations)` for flows, as parallel sequences: far lighter than a tuple per row.
+    """
 
     summary: DatasetSummary
-    units: Sequence[tuple[str, ...]]
+    unit_columns: tuple[Sequence[str], ...]
     values: Sequence[int]
 
     @property
     def key(self) -> DatasetKey:
         return self.summary.key
+
+    @property
+    def units(self) -> list[tuple[str, ...]]:
+        """One tuple per row: (unit,) or (origin, destination)."""
+        return list(zip(*self.unit_columns, strict=True))
 
 
 # ---------------------------------------------------------------------------------------
