@@ -60,7 +60,7 @@ class ConfigBuilder:
         self.unit_properties = unit_properties
         self.locate_unit_property = locate_unit_property
         self.problems: list[Problem] = []
-        self.unidentified: set[tuple[EntityKind, str]] = set()
+        self.excluded: set[tuple[EntityKind, str]] = set()
 
     def error(self, position: Position, message: str) -> None:
         self.problems.append(Problem(position, message))
@@ -79,9 +79,7 @@ class ConfigBuilder:
         for label, path in ((label, ("unit_properties", label)) for label in self.unit_properties):
             if label not in spatial:
                 self.error(self.locate_unit_property(path), f"unknown spatial resolution '{label}'")
-        return SetupConfig(
-            tuple(entities), categories, spatial, temporal, frozenset(self.unidentified)
-        )
+        return SetupConfig(tuple(entities), categories, spatial, temporal, frozenset(self.excluded))
 
     # -- entities and their ids -----------------------------------------------------------
 
@@ -159,7 +157,7 @@ class ConfigBuilder:
             return None
         chosen = own if isinstance(own, int) else given
         if chosen is None:
-            self.unidentified.add((kind, label))
+            self.excluded.add((kind, label))
             why = (
                 "the backend never assigns one"
                 if kind is EntityKind.TEMPORAL_RESOLUTION
@@ -192,6 +190,9 @@ class ConfigBuilder:
                 )
                 continue
             members[category_id].append(str(entity.id))
+        self.excluded.update(
+            (EntityKind.CATEGORY, cid) for cid in members if types[cid] not in DATA_TYPES
+        )
         return {
             cid: Category(cid, types[cid], tuple(members[cid]))
             for cid in members

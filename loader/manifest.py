@@ -421,7 +421,7 @@ class ManifestBuilder:
         if None in found and any(
             k is kind and (label == value or not isinstance(value, str))
             for setup in setups.values()
-            for k, label in setup.unidentified
+            for k, label in setup.excluded
         ):
             return None  # a resolution without an id: that root cause is reported already
         if found == {None}:
@@ -469,6 +469,8 @@ class ManifestBuilder:
             return None  # the schema has said so
         files = self.files((*path, "file"), entry["file"])
         category = setup.categories.get(entry["category"])
+        if category is None and (EntityKind.CATEGORY, entry["category"]) in setup.excluded:
+            return None  # its problem in the config is reported already
         if category is None:
             known = ", ".join(sorted(setup.categories)) or "none"
             self.error(

@@ -292,8 +292,8 @@ class SetupConfig:
     categories: Mapping[str, Category]
     spatial: Mapping[str, SpatialResolution]  # by label
     temporal: Mapping[str, TemporalResolution]  # by label
-    # (kind, label) of entities left out because they have no id (already reported)
-    unidentified: frozenset[tuple[EntityKind, str]] = frozenset()
+    # (kind, label) of entities left out for a problem already reported (no id, bad type)
+    excluded: frozenset[tuple[EntityKind, str]] = frozenset()
 
     def indicator_category(self, indicator_id: str) -> str | None:
         for category in self.categories.values():

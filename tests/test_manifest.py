@@ -139,3 +139,23 @@ def test_unit_property_is_inferred_or_asked_for(tmp_path: Path) -> None:
         "unknown spatial unit 'EX01-01' in column 'pcod': not among the ADM1_PCODE codes of "
         "'District' (and 5 more)"
     )
+
+
+def test_an_inline_setup_config_is_checked_like_a_file(tmp_path: Path) -> None:
+    import json
+
+    from tests.helpers import EXAMPLE_CONFIG
+
+    manifest = write_manifest(tmp_path, {"residents.csv": RESIDENTS})
+    config = json.loads(EXAMPLE_CONFIG.read_text())
+    inline = json.dumps(config)  # JSON is YAML: the config inline, as one flow mapping
+    text = manifest.read_text().replace(f"setup: {EXAMPLE_CONFIG}", f"setup: {inline}")
+    manifest.write_text(text)
+    report = validate(manifest)
+    assert report.ok, report.problems
+    assert len(report.summaries) == 18
+    del config["categories"][0]["type"]
+    manifest.write_text(text.replace(f"setup: {inline}", f"setup: {json.dumps(config)}"))
+    [problem] = validate(manifest, data=False).errors
+    assert problem.message == "missing required key 'type' in setup.categories.0"
+    assert problem.position.line == 4  # the inline config's line
