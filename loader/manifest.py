@@ -227,7 +227,11 @@ class ManifestBuilder:
             return {}
         targets: dict[str, Target] = {}
         for name, spec in section.items():
-            if isinstance(spec, dict) and not self.is_rejected(("targets", name, "url")):
+            if (
+                isinstance(spec, dict)
+                and isinstance(spec.get("url"), str)
+                and not self.is_rejected(("targets", name))
+            ):
                 targets[name] = self.target(name, spec)
         return targets
 
