@@ -17,7 +17,7 @@ from array import array
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from decimal import ROUND_HALF_UP, Decimal
-from typing import Any, Literal
+from typing import Any, Literal, Protocol
 
 NANOS_PER_UNIT = 10**9
 # The backend keeps each dataset's min and max in INT columns: a value beyond this is a 500.
@@ -92,6 +92,13 @@ def canonical_nanos(value: float | str) -> int:
     text rounded to 9 decimals, half away from zero (-0 becomes 0)."""
     exact = Decimal(repr(float(value))) * NANOS_PER_UNIT
     return int(exact.quantize(Decimal(1), rounding=ROUND_HALF_UP))
+
+
+def value_nanos(value: float) -> int:
+    """`canonical_nanos` of a float, with a fast path for whole numbers (most counts)."""
+    if value.is_integer() and abs(value) < 2**53:
+        return int(value) * NANOS_PER_UNIT
+    return canonical_nanos(value)
 
 
 def nanos_to_text(nanos: int) -> str:
@@ -406,3 +413,96 @@ class Manifest:
             names = ", ".join(sorted(self.targets))
             raise ManifestError(f"{self.path}: no target named '{chosen}' (targets: {names})")
         return self.targets[chosen]
+
+
+# ---------------------------------------------------------------------------------------
+# The Backend protocol: what the real FlowKit-UI backend can answer, and nothing more.
+# No grant listing and no full config read: the real service has neither.
+
+
+class BackendError(LoaderError):
+    """The backend refused or failed a request: names the call, the status and its text."""
+
+    def __init__(self, call: str, status: int, text: str) -> None:
+        super().__init__(f"{call}: {status} {text}")
+        self.call = call
+        self.status = status
+        self.text = text
+
+
+class ScopeError(BackendError):
+    """The credential lacks the scope a call needs (the real service answers 401)."""
+
+
+@dataclass(frozen=True)
+class EntityWrite:
+    """A config create: `created` (201), or existed (303) with the object as stored."""
+
+    created: bool
+    stored: Mapping[str, Any]
+
+
+@dataclass(frozen=True)
+class DatasetWrite:
+    """A dataset create: `created` (201) or the identity existed (303), with its mdid.
+
+    303 says nothing about the content (Hazard 9): it is not proof that it is ours.
+    """
+
+    created: bool
+    mdid: int
+
+
+@dataclass(frozen=True)
+class SetupView:
+    """What GET /setup shows: languages and data providers only (unfiltered)."""
+
+    languages: tuple[Mapping[str, Any], ...]
+    data_providers: tuple[Mapping[str, Any], ...]
+
+
+@dataclass(frozen=True)
+class QueryRange:
+    """A /query selection: one indicator at one resolution over a range of dates, with
+    `start_date` in the temporal resolution's format and `duration` in its steps."""
+
+    category_id: str
+    indicator_id: str
+    srid: int
+    trid: int
+    start_date: str
+    duration: int
+
+
+# date (in the resolution's format) -> unit tuple -> value as the server answers it
+Content = Mapping[str, Mapping[tuple[str, ...], float]]
+
+
+class Backend(Protocol):
+    """The operations of a FlowKit-UI backend that a loader may use."""
+
+    def read_setup(self) -> SetupView: ...
+
+    def replace_setup(self, config: Mapping[str, Any]) -> None: ...
+
+    def create_entity(self, kind: EntityKind, body: Mapping[str, Any]) -> EntityWrite: ...
+
+    def update_entity(
+        self, kind: EntityKind, entity_id: int | str, body: Mapping[str, Any]
+    ) -> None: ...
+
+    def delete_entity(self, kind: EntityKind, entity_id: int | str) -> None: ...
+
+    def create_dataset(self, dataset: Dataset) -> DatasetWrite: ...
+
+    def update_dataset(self, dataset: Dataset) -> int: ...
+
+    def delete_dataset(self, summary: DatasetSummary) -> None: ...
+
+    def visible_mdids(self, query: QueryRange) -> frozenset[int]: ...
+
+    def dataset_content(self, query: QueryRange) -> Content: ...
+
+    def grant(self, scope: str, mdid: int) -> bool: ...
+
+    def revoke(self, scope: str, mdid: int) -> None: ...

@@ -1,0 +1,1 @@
+"""Backends: the embedded local one (SQLite), its HTTP server, and the remote client."""

@@ -1,0 +1,210 @@
+"""The embedded backend (`local:PATH`): the Backend protocol over the store, in-process.
+
+It answers exactly what the real service answers (the store is shared with `serve`),
+checks the caller's scopes per call as the service does, and shows only what the
+caller's permissions may see. Datasets go to the store as canonical nanos directly, with
+no JSON on the way, which is what makes it fast.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+from loader.backends.store import Incoming, InvalidBody, Principal, Reply, Store
+from loader.model import (
+    BackendError,
+    Content,
+    Dataset,
+    DatasetSummary,
+    DatasetWrite,
+    EntityKind,
+    EntityWrite,
+    QueryRange,
+    ScopeError,
+    SetupView,
+)
+
+READ, WRITE, ADMIN = "read:free_data", "write:data", "admin"
+
+
+def scope_message(scope: str) -> str:
+    return f"Invalid token: Required permissions ['{scope}'] not present"
+
+
+def entity_path(kind: EntityKind, entity_id: int | str | None = None) -> str:
+    return f"/{kind.value}" + ("" if entity_id is None else f"/{entity_id}")
+
+
+class LocalBackend:
+    """A FlowKit-UI backend in one SQLite file, as seen by one principal."""
+
+    def __init__(
+        self,
+        path: str | Path,
+        principal: Principal | None = None,
+        *,
+        quirks: bool = False,
+        store: Store | None = None,
+    ) -> None:
+        Path(path).parent.mkdir(parents=True, exist_ok=True)
+        self.store = store or Store(str(path), quirks=quirks)
+        self.principal = principal or Principal.full()
+
+    def as_principal(self, principal: Principal) -> LocalBackend:
+        """The same backend seen by someone else (another token)."""
+        return LocalBackend(self.store.path, principal, store=self.store)
+
+    # -- plumbing -----------------------------------------------------------------------
+
+    def _need(self, scope: str, call: str) -> None:
+        if scope not in self.principal.scopes:
+            raise ScopeError(call, 401, scope_message(scope))
+
+    @staticmethod
+    def _fail(call: str, reply: Reply) -> BackendError:
+        return BackendError(call, reply.status, str(reply.body))
+
+    def _expect(self, call: str, reply: Reply, *statuses: int) -> Reply:
+        if reply.status not in statuses:
+            raise self._fail(call, reply)
+        return reply
+
+    # -- config -------------------------------------------------------------------------
+
+    def read_setup(self) -> SetupView:
+        body = self._expect("GET /setup", self.store.get_setup(), 200).body
+        return SetupView(tuple(body["languages"]), tuple(body["data_providers"]))
+
+    def replace_setup(self, config: Mapping[str, Any]) -> None:
+        self._need(ADMIN, "POST /setup")
+        self._expect("POST /setup", self.store.post_setup(config), 204)
+
+    def create_entity(self, kind: EntityKind, body: Mapping[str, Any]) -> EntityWrite:
+        call = f"POST {entity_path(kind)}"
+        self._need(ADMIN, call)
+        reply = self._expect(call, self.store.post_entity(kind, body), 201, 303)
+        return EntityWrite(reply.status == 201, reply.body)
+
+    def update_entity(
+        self, kind: EntityKind, entity_id: int | str, body: Mapping[str, Any]
+    ) -> None:
+        call = f"PATCH {entity_path(kind, entity_id)}"
+        self._need(WRITE if kind is EntityKind.DATA_PROVIDER else ADMIN, call)
+        self._expect(call, self.store.patch_entity(kind, entity_id, body), 204)
+
+    def delete_entity(self, kind: EntityKind, entity_id: int | str) -> None:
+        call = f"DELETE {entity_path(kind, entity_id)}"
+        self._need(ADMIN, call)
+        self._expect(call, self.store.delete_entity(kind, entity_id), 204)
+
+    # -- datasets -----------------------------------------------------------------------
+
+    @staticmethod
+    def _incoming(dataset: Dataset) -> Incoming:
+        summary = dataset.summary
+        key = summary.key
+        columns = dataset.unit_columns
+        return Incoming(
+            metadata={
+                "revision": summary.revision,
+                "category_id": key.category_id,
+                "indicator_id": key.indicator_id,
+                "srid": key.srid,
+                "trid": key.trid,
+                "dt": key.dt,
+            },
+            data_type=summary.data_type,
+            units=list(columns[0]),
+            destinations=list(columns[1]) if len(columns) > 1 else [None] * len(columns[0]),
+            nanos=list(dataset.values),
+        )
+
+    def create_dataset(self, dataset: Dataset) -> DatasetWrite:
+        self._need(WRITE, "POST /data")
+        reply = self.store.write_dataset(self._incoming(dataset), replace=False)
+        self._expect("POST /data", reply, 201, 303)
+        return DatasetWrite(reply.status == 201, int(reply.body))
+
+    def update_dataset(self, dataset: Dataset) -> int:
+        self._need(WRITE, "PATCH /data")
+        reply = self.store.write_dataset(self._incoming(dataset), replace=True)
+        return int(self._expect("PATCH /data", reply, 201).body)
+
+    def delete_dataset(self, summary: DatasetSummary) -> None:
+        self._need(WRITE, "DELETE /data")
+        key = summary.key
+        body: dict[str, Any] = {
+            "metadata": {
+                "revision": summary.revision,
+                "category_id": key.category_id,
+                "indicator_id": key.indicator_id,
+                "srid": key.srid,
+                "trid": key.trid,
+                "dt": key.dt,
+            },
+            "data_type": summary.data_type,
+            "data_input": [],
+        }
+        self._expect("DELETE /data", self.store.delete_dataset(body), 204)
+
+    # -- reads --------------------------------------------------------------------------
+
+    @staticmethod
+    def _query_body(query: QueryRange, mdids_only: bool) -> dict[str, Any]:
+        return {
+            "category_id": query.category_id,
+            "indicator_id": query.indicator_id,
+            "srid": query.srid,
+            "trid": query.trid,
+            "start_date": query.start_date,
+            "duration": query.duration,
+            "mdids_only": mdids_only,
+        }
+
+    def _query(self, query: QueryRange, mdids_only: bool) -> Reply | None:
+        """The /query answer, or None when nothing is visible in the range (404)."""
+        self._need(READ, "POST /query")
+        reply = self.store.query(self._query_body(query, mdids_only), self.principal)
+        if reply.status == 404:
+            return None
+        return self._expect("POST /query", reply, 200)
+
+    def visible_mdids(self, query: QueryRange) -> frozenset[int]:
+        reply = self._query(query, mdids_only=True)
+        return frozenset() if reply is None else frozenset(int(m) for m in reply.body["mdids"])
+
+    def dataset_content(self, query: QueryRange) -> Content:
+        reply = self._query(query, mdids_only=False)
+        if reply is None:
+            return {}
+        return content_of(reply.body["data_by_date"])
+
+    # -- grants -------------------------------------------------------------------------
+
+    def grant(self, scope: str, mdid: int) -> bool:
+        self._need(WRITE, "POST /scope_mapping")
+        reply = self._expect("POST /scope_mapping", self.store.post_mapping(scope, mdid), 201, 303)
+        return reply.status == 201
+
+    def revoke(self, scope: str, mdid: int) -> None:
+        self._need(WRITE, "DELETE /scope_mapping")
+        self._expect("DELETE /scope_mapping", self.store.delete_mapping(scope, mdid), 204)
+
+
+def content_of(data_by_date: Mapping[str, Mapping[str, Any]]) -> Content:
+    """A /query `data_by_date` as dates -> unit tuples -> values (flows are nested)."""
+    content: dict[str, dict[tuple[str, ...], float]] = {}
+    for date, cells in data_by_date.items():
+        flat: dict[tuple[str, ...], float] = {}
+        for unit, value in cells.items():
+            if isinstance(value, Mapping):
+                flat.update({(unit, destination): v for destination, v in value.items()})
+            else:
+                flat[(unit,)] = value
+        content[date] = flat
+    return content
+
+
+__all__ = ["InvalidBody", "LocalBackend", "content_of"]

@@ -1,0 +1,854 @@
+"""The FlowKit-UI backend's object model and semantics over one SQLite file.
+
+Both the embedded backend (`local.py`, in-process) and `flowkit-loader serve`
+(`server.py`, over HTTP) are this store: every operation answers what the real service
+answers, as a status code and a body (`Reply`), so that the two cannot drift apart. The
+behaviour follows `reference/backend-contract.md` and the observations behind it:
+
+- config entities keep explicit ids; a create answers 201 with the object as stored, or
+  303 with the existing one; translations (`label_fr`, ...) are kept only for languages
+  that exist; fields outside the service's model are dropped, absent ones read as null;
+- a dataset is identified by (category, indicator, srid, trid, dt) and gets an mdid; every
+  new dataset is mapped to `admin`; an update is a delete and an insert (new mdid, only the
+  `admin` mapping); values are kept as DECIMAL(20,9) keeps them (integer nanos here);
+- reads see only datasets mapped to one of the caller's permissions, and config entities
+  only when one of their datasets is visible.
+
+With `quirks=True` it also reproduces the upstream hazards a client must survive: a 500
+after a successful temporal-resolution create and after every /setup, 500 instead of 4xx
+for invalid bodies, duplicate datasets under concurrent creates of one identity,
+entities without ids re-created under new ids, and 201 for a grant on a missing mdid.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import re
+import sqlite3
+import threading
+import time
+from collections.abc import Iterator, Mapping, Sequence
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from datetime import datetime, timezone
+from typing import Any, ClassVar
+
+from loader.model import (
+    DATA_TYPES,
+    MAX_ABS_VALUE,
+    NANOS_PER_UNIT,
+    EntityKind,
+    nanos_to_text,
+    value_nanos,
+)
+from loader.timegrid import Grid
+
+INTERNAL_ERROR = "Internal Server Error"
+ADMIN_SCOPE = "admin"
+
+# The service's model fields per kind, in its order (absent fields answer null).
+MODEL_FIELDS: dict[EntityKind, tuple[str, ...]] = {
+    EntityKind.LANGUAGE: ("lid", "code", "name", "flag", "default"),
+    EntityKind.DATA_PROVIDER: ("dpid", "name", "logo", "url"),
+    EntityKind.CATEGORY: ("category_id", "type", "order", "flowgeek_url", "label", "description"),
+    EntityKind.INDICATOR: (
+        "indicator_id", "category_id", "order", "flowgeek_url", "label", "description",
+        "method", "scale", "decimals", "min_value", "max_value", "num_bins", "bins",
+    ),
+    EntityKind.SPATIAL_RESOLUTION: ("srid", "label", "index", "description", "boundaries"),
+    EntityKind.TEMPORAL_RESOLUTION: (
+        "trid", "label", "index", "relativedelta_unit", "relativedelta_num", "date_format",
+        "default_selected", "description",
+    ),
+}  # fmt: skip
+# Indicator fields kept in DECIMAL columns come back as floats.
+_DECIMAL_FIELDS = {"min_value", "max_value", "num_bins"}
+_REQUIRED: dict[EntityKind, tuple[str, ...]] = {
+    EntityKind.LANGUAGE: ("name",),
+    EntityKind.DATA_PROVIDER: ("name",),
+    EntityKind.CATEGORY: ("category_id", "type"),
+    EntityKind.INDICATOR: ("indicator_id", "category_id"),
+    EntityKind.SPATIAL_RESOLUTION: ("label", "index"),
+    EntityKind.TEMPORAL_RESOLUTION: (
+        "label", "index", "relativedelta_unit", "relativedelta_num", "default_selected",
+    ),
+}  # fmt: skip
+_NOT_FOUND = {
+    EntityKind.CATEGORY: "Category not found",
+    EntityKind.INDICATOR: "Indicator not found",
+    EntityKind.SPATIAL_RESOLUTION: "Spatial resolution not found",
+    EntityKind.TEMPORAL_RESOLUTION: "Temporal resolution not found",
+}
+_START_DATE = re.compile(
+    r"^(\d{4})(?:-(\d{2})(?:-(\d{2})(?:T(\d{2}):(\d{2})(?::(\d{2}))?)?)?|w(\d{2}))?$"
+)
+_SCHEMA = """
+CREATE TABLE IF NOT EXISTS entity (
+    id INTEGER PRIMARY KEY AUTOINCREMENT, kind TEXT NOT NULL, key TEXT, body TEXT NOT NULL);
+CREATE INDEX IF NOT EXISTS entity_key ON entity(kind, key);
+CREATE TABLE IF NOT EXISTS metadata (
+    id INTEGER PRIMARY KEY AUTOINCREMENT, mdid INTEGER, revision TEXT, category_id TEXT,
+    indicator_id TEXT, srid INTEGER, trid INTEGER, dt TEXT, date_added TEXT,
+    min_value INTEGER, max_value INTEGER, data_type TEXT);
+CREATE INDEX IF NOT EXISTS metadata_identity
+    ON metadata(category_id, indicator_id, srid, trid, dt);
+CREATE INDEX IF NOT EXISTS metadata_mdid ON metadata(mdid);
+CREATE TABLE IF NOT EXISTS data (
+    row_id INTEGER NOT NULL, unit TEXT NOT NULL, destination TEXT, nanos INTEGER NOT NULL);
+CREATE INDEX IF NOT EXISTS data_row ON data(row_id);
+CREATE TABLE IF NOT EXISTS scope_mapping (
+    id INTEGER PRIMARY KEY AUTOINCREMENT, scope TEXT NOT NULL, mdid INTEGER NOT NULL);
+CREATE INDEX IF NOT EXISTS scope_mapping_mdid ON scope_mapping(mdid);
+"""
+
+
+@dataclass(frozen=True)
+class Reply:
+    """What the service answers: a status and a JSON body (None: no body); `plain` marks
+    the text/plain bodies of unhandled errors."""
+
+    status: int
+    body: Any = None
+    plain: bool = False
+
+
+def failure(message: str) -> Reply:
+    """An error the service's handlers raise: a bare JSON string body."""
+    return Reply(500, f"Something went wrong: {message}")
+
+
+@dataclass(frozen=True)
+class Principal:
+    """Who calls: the token's `scope` (what it may call), `permissions` (what it may read)
+    and `sub`."""
+
+    scopes: frozenset[str]
+    permissions: frozenset[str]
+    subject: str = "local"
+
+    @classmethod
+    def full(cls) -> Principal:
+        scopes = frozenset({"admin", "write:data", "read:free_data", "read:premium_data"})
+        return cls(scopes, frozenset({ADMIN_SCOPE}), "local-admin")
+
+
+@dataclass
+class Incoming:
+    """A dataset as the service receives it, before it is stored."""
+
+    metadata: Mapping[str, Any]
+    data_type: str
+    units: list[str]
+    destinations: list[str | None]
+    nanos: list[int]
+
+
+class InvalidBody(Exception):
+    """A request body that fails the service's validation (500 upstream, 422 otherwise)."""
+
+
+@dataclass
+class Store:
+    path: str
+    quirks: bool = False
+    _local: threading.local = field(default_factory=threading.local, repr=False)
+
+    def __post_init__(self) -> None:
+        self.connection().executescript(_SCHEMA)  # idempotent; commits by itself
+
+    # -- connections ------------------------------------------------------------------
+
+    def connection(self) -> sqlite3.Connection:
+        db: sqlite3.Connection | None = getattr(self._local, "db", None)
+        if db is None:
+            db = sqlite3.connect(self.path, timeout=60, isolation_level=None,
+                                 check_same_thread=False)  # fmt: skip
+            db.execute("PRAGMA journal_mode=WAL")
+            db.execute("PRAGMA synchronous=NORMAL")
+            db.execute("PRAGMA busy_timeout=60000")
+            self._local.db = db
+        return db
+
+    @contextmanager
+    def transaction(self) -> Iterator[sqlite3.Connection]:
+        """One write transaction; it takes the write lock at once, so concurrent writers
+        queue up (busy timeout) instead of failing with 'database is locked'."""
+        db = self.connection()
+        for attempt in range(200):
+            try:
+                db.execute("BEGIN IMMEDIATE")
+                break
+            except sqlite3.OperationalError as error:
+                if "locked" not in str(error) and "busy" not in str(error):
+                    raise
+                time.sleep(min(0.05 * (attempt + 1), 0.5))
+        else:
+            db.execute("BEGIN IMMEDIATE")
+        try:
+            yield db
+        except BaseException:
+            db.execute("ROLLBACK")
+            raise
+        db.execute("COMMIT")
+
+    def close(self) -> None:
+        db = getattr(self._local, "db", None)
+        if db is not None:
+            db.close()
+            self._local.db = None
+
+    # -- config entities --------------------------------------------------------------
+
+    def _languages(self, db: sqlite3.Connection) -> list[dict[str, Any]]:
+        rows = db.execute(
+            "SELECT body FROM entity WHERE kind = ? ORDER BY id", (EntityKind.LANGUAGE.value,)
+        ).fetchall()
+        return [json.loads(row[0]) for row in rows]
+
+    def _shape(
+        self, kind: EntityKind, body: Mapping[str, Any], db: sqlite3.Connection
+    ) -> dict[str, Any]:
+        """The object as the service stores it: model fields (null when absent), then the
+        translations of languages that exist (and are not the default)."""
+        codes = [
+            str(lang.get("code"))
+            for lang in self._languages(db)
+            if lang.get("code") and not lang.get("default")
+        ]
+        shaped: dict[str, Any] = {}
+        for name in MODEL_FIELDS[kind]:
+            value = body.get(name)
+            if name in _DECIMAL_FIELDS and kind is EntityKind.INDICATOR and value is not None:
+                value = float(value)
+            shaped[name] = value
+        if kind not in (EntityKind.LANGUAGE,):
+            for code in codes:
+                for name in MODEL_FIELDS[kind]:
+                    translated = body.get(f"{name}_{code}")
+                    if translated is not None:
+                        shaped[f"{name}_{code}"] = translated
+        return shaped
+
+    def _check_entity(self, kind: EntityKind, body: Any) -> None:
+        if not isinstance(body, Mapping):
+            raise InvalidBody(f"{kind.singular} must be an object")
+        for name in _REQUIRED[kind]:
+            if body.get(name) is None:
+                raise InvalidBody(f"{kind.singular}: field required: {name}")
+        id_field = kind.id_field
+        value = body.get(id_field)
+        wanted = str if kind in (EntityKind.CATEGORY, EntityKind.INDICATOR) else int
+        if value is not None and (not isinstance(value, wanted) or isinstance(value, bool)):
+            raise InvalidBody(f"{kind.singular}: {id_field} must be {wanted.__name__}")
+        if kind is EntityKind.CATEGORY and body.get("type") not in DATA_TYPES:
+            raise InvalidBody(f"unknown category type {body.get('type')!r}")
+
+    def _find(
+        self, db: sqlite3.Connection, kind: EntityKind, key: Any
+    ) -> tuple[int, dict[str, Any]] | None:
+        row = db.execute(
+            "SELECT id, body FROM entity WHERE kind = ? AND key = ? ORDER BY id LIMIT 1",
+            (kind.value, str(key)),
+        ).fetchone()
+        return (row[0], json.loads(row[1])) if row else None
+
+    def _insert(
+        self, db: sqlite3.Connection, kind: EntityKind, body: Mapping[str, Any]
+    ) -> dict[str, Any]:
+        shaped = self._shape(kind, body, db)
+        cursor = db.execute(
+            "INSERT INTO entity(kind, key, body) VALUES (?, ?, ?)",
+            (kind.value, None, json.dumps(shaped)),
+        )
+        row_id = cursor.lastrowid
+        if shaped[kind.id_field] is None:
+            # Like the service: an entity sent without its id gets its row's id.
+            shaped[kind.id_field] = row_id
+        db.execute(
+            "UPDATE entity SET key = ?, body = ? WHERE id = ?",
+            (str(shaped[kind.id_field]), json.dumps(shaped), row_id),
+        )
+        return shaped
+
+    def post_entity(self, kind: EntityKind, body: Any) -> Reply:
+        try:
+            self._check_entity(kind, body)
+        except InvalidBody as error:
+            return self.invalid(error)
+        with self.transaction() as db:
+            key = body.get(kind.id_field)
+            if key is None:
+                if not self.quirks:
+                    return Reply(422, f"{kind.id_field} is required")
+                first = db.execute(
+                    "SELECT body FROM entity WHERE kind = ? ORDER BY id LIMIT 1", (kind.value,)
+                ).fetchone()
+                if first:
+                    return Reply(303, json.loads(first[0]))
+            else:
+                found = self._find(db, kind, key)
+                if found:
+                    return Reply(303, found[1])
+            if kind is EntityKind.INDICATOR and not self._find(
+                db, EntityKind.CATEGORY, body["category_id"]
+            ):
+                return Reply(404, f"Category '{body['category_id']}' not found")
+            stored = self._insert(db, kind, body)
+        if kind is EntityKind.TEMPORAL_RESOLUTION and self.quirks:
+            return failure("(1054, \"Unknown column 'id' in 'SET'\")")
+        return Reply(201, stored)
+
+    def patch_entity(self, kind: EntityKind, key: Any, body: Any) -> Reply:
+        try:
+            self._check_entity(kind, body)
+        except InvalidBody as error:
+            return self.invalid(error)
+        if str(body.get(kind.id_field)) != str(key):
+            return Reply(
+                400,
+                f"Resource's `{kind.id_field}` '{body.get(kind.id_field)}' doesn't match "
+                f"value {key}",
+            )
+        with self.transaction() as db:
+            found = self._find(db, kind, key)
+            if not found:
+                return Reply(404, "Could not update resource - not found")
+            shaped = self._shape(kind, body, db)
+            db.execute(
+                "UPDATE entity SET body = ? WHERE kind = ? AND key = ?",
+                (json.dumps(shaped), kind.value, str(key)),
+            )
+        return Reply(204)
+
+    def delete_entity(self, kind: EntityKind, key: Any) -> Reply:
+        with self.transaction() as db:
+            if kind is EntityKind.INDICATOR and not self._find(db, kind, key):
+                return Reply(404, f"Indicator '{key}' not found")
+            db.execute("DELETE FROM entity WHERE kind = ? AND key = ?", (kind.value, str(key)))
+        return Reply(204)
+
+    # -- setup ------------------------------------------------------------------------
+
+    def get_setup(self) -> Reply:
+        db = self.connection()
+        lists = {
+            kind.value: [
+                json.loads(row[0])
+                for row in db.execute(
+                    "SELECT body FROM entity WHERE kind = ? ORDER BY id", (kind.value,)
+                )
+            ]
+            for kind in (EntityKind.LANGUAGE, EntityKind.DATA_PROVIDER)
+        }
+        return Reply(
+            200,
+            {
+                "languages": lists["languages"],
+                "data_providers": lists["data_providers"],
+                "categories": [],
+                "indicators": [],
+                "temporal_resolutions": [],
+                "spatial_resolutions": [],
+            },
+        )
+
+    def post_setup(self, config: Any) -> Reply:
+        """Replace all config (datasets and mappings stay)."""
+        if not isinstance(config, Mapping):
+            return self.invalid(InvalidBody("config must be an object"))
+        try:
+            for kind in EntityKind:
+                items = config.get(kind.value)
+                if not isinstance(items, list):
+                    raise InvalidBody(f"config: field required: {kind.value}")
+                for item in items:
+                    self._check_entity(kind, item)
+                    if item.get(kind.id_field) is None and not self.quirks:
+                        raise InvalidBody(f"{kind.singular}: {kind.id_field} is required")
+        except InvalidBody as error:
+            return self.invalid(error)
+        with self.transaction() as db:
+            db.execute("DELETE FROM entity")
+            for kind in EntityKind:
+                for item in config[kind.value]:
+                    if kind is EntityKind.TEMPORAL_RESOLUTION and item.get("trid") is None:
+                        return failure("(1048, \"Column 'trid' cannot be null\")")
+                    self._insert(db, kind, item)
+        if self.quirks:
+            return failure("(1054, \"Unknown column 'id' in 'SET'\")")
+        return Reply(204)
+
+    def delete_setup(self) -> Reply:
+        with self.transaction() as db:
+            db.execute("DELETE FROM entity")
+        return Reply(204)
+
+    # -- visibility -------------------------------------------------------------------
+
+    @staticmethod
+    def _in(values: Sequence[Any]) -> str:
+        return ",".join("?" * len(values)) or "NULL"
+
+    def visible_keys(self, column: str, principal: Principal) -> set[Any]:
+        perms = sorted(principal.permissions)
+        rows = self.connection().execute(
+            f"SELECT DISTINCT md.{column} FROM metadata md JOIN scope_mapping sm "
+            f"ON sm.mdid = md.mdid WHERE sm.scope IN ({self._in(perms)})",
+            perms,
+        )
+        return {row[0] for row in rows}
+
+    def _entities(self, kind: EntityKind) -> list[dict[str, Any]]:
+        order = "CAST(key AS INTEGER)" if kind is EntityKind.TEMPORAL_RESOLUTION else "id"
+        return [
+            json.loads(row[0])
+            for row in self.connection().execute(
+                f"SELECT body FROM entity WHERE kind = ? ORDER BY {order}", (kind.value,)
+            )
+        ]
+
+    _VISIBLE_BY: ClassVar[dict[EntityKind, str]] = {
+        EntityKind.CATEGORY: "category_id",
+        EntityKind.INDICATOR: "indicator_id",
+        EntityKind.SPATIAL_RESOLUTION: "srid",
+        EntityKind.TEMPORAL_RESOLUTION: "trid",
+    }
+
+    def list_entities(self, kind: EntityKind, principal: Principal) -> Reply:
+        visible = self.visible_keys(self._VISIBLE_BY[kind], principal)
+        found = [e for e in self._entities(kind) if e.get(kind.id_field) in visible]
+        if kind is EntityKind.SPATIAL_RESOLUTION:
+            found = [{**e, "boundaries": None} for e in found]
+        return Reply(200, {kind.value: found})
+
+    def get_entity(self, kind: EntityKind, key: Any, principal: Principal) -> Reply:
+        visible = self.visible_keys(self._VISIBLE_BY[kind], principal)
+        for entity in self._entities(kind):
+            if str(entity.get(kind.id_field)) == str(key) and entity.get(kind.id_field) in visible:
+                return Reply(200, entity)
+        return Reply(404, _NOT_FOUND[kind])
+
+    def for_category(self, kind: EntityKind, category_id: str, principal: Principal) -> Reply:
+        visible = category_id in self.visible_keys("category_id", principal)
+        if kind is EntityKind.INDICATOR:
+            found = [
+                e for e in self._entities(kind) if visible and e.get("category_id") == category_id
+            ]
+            return Reply(200, {kind.value: found})
+        column = self._VISIBLE_BY[kind]
+        ids = {
+            row[0]
+            for row in self.connection().execute(
+                f"SELECT DISTINCT {column} FROM metadata WHERE category_id = ?", (category_id,)
+            )
+        }
+        found = [e for e in self._entities(kind) if visible and e.get(kind.id_field) in ids]
+        if kind is EntityKind.SPATIAL_RESOLUTION:
+            found = [{**e, "boundaries": None} for e in found]
+        return Reply(200, {kind.value: found})
+
+    # -- datasets ---------------------------------------------------------------------
+
+    def parse_dataset(self, body: Any) -> Incoming:
+        """A Dataset body as the service validates it."""
+        if not isinstance(body, Mapping):
+            raise InvalidBody("dataset must be an object")
+        metadata = body.get("metadata")
+        if not isinstance(metadata, Mapping):
+            raise InvalidBody("dataset: field required: metadata")
+        for name in ("revision", "category_id", "indicator_id", "srid", "trid"):
+            if metadata.get(name) is None:
+                raise InvalidBody(f"metadata: field required: {name}")
+        for name in ("srid", "trid"):
+            if not isinstance(metadata[name], int) or isinstance(metadata[name], bool):
+                raise InvalidBody(f"metadata: {name} must be an integer")
+        dt = metadata.get("dt")
+        if dt is not None and not _parse_dt(dt):
+            raise InvalidBody("metadata: dt must be a datetime 'YYYY-MM-DD HH:MM:SS'")
+        inputs = body.get("data_input")
+        if not isinstance(inputs, list):
+            raise InvalidBody("dataset: field required: data_input")
+        units: list[str] = []
+        destinations: list[str | None] = []
+        nanos: list[int] = []
+        for item in inputs:
+            if not isinstance(item, Mapping):
+                raise InvalidBody("data_input items must be objects")
+            ids = item.get("spatial_unit_ids")
+            value = item.get("data")
+            if not isinstance(ids, list) or not ids:
+                raise InvalidBody("data_input: spatial_unit_ids must be a list")
+            if isinstance(value, str):
+                try:
+                    value = float(value)
+                except ValueError:
+                    raise InvalidBody("data_input: data must be a number") from None
+            if not isinstance(value, int | float) or isinstance(value, bool):
+                raise InvalidBody("data_input: data must be a number")
+            number = float(value)
+            if math.isnan(number):
+                raise _NaN
+            if number in (float("inf"), float("-inf")):
+                raise InvalidBody("data_input: data must be finite")
+            units.append(str(ids[0]))
+            destinations.append(str(ids[1]) if len(ids) > 1 else None)
+            nanos.append(value_nanos(number))
+        return Incoming(metadata, str(body.get("data_type")), units, destinations, nanos)
+
+    def _identity(self, db: sqlite3.Connection, meta: Mapping[str, Any]) -> list[int]:
+        dt = _parse_dt(meta.get("dt"))
+        rows = db.execute(
+            "SELECT mdid FROM metadata WHERE category_id = ? AND indicator_id = ? AND srid = ? "
+            "AND trid = ? AND dt = ? ORDER BY id",
+            (meta["category_id"], meta["indicator_id"], meta["srid"], meta["trid"],
+             dt.strftime("%Y-%m-%d %H:%M:%S") if dt else None),
+        ).fetchall()  # fmt: skip
+        return [row[0] for row in rows]
+
+    def _refuse(self, incoming: Incoming) -> Reply | None:
+        if not incoming.nanos:
+            return Reply(400, "No data to ingest")
+        if incoming.data_type not in DATA_TYPES:
+            return Reply(400, f'Unknown data type "{incoming.data_type}"')
+        if incoming.data_type == "flow" and None in incoming.destinations:
+            return failure("list index out of range")
+        low, high = _int_round(min(incoming.nanos)), _int_round(max(incoming.nanos))
+        for column, value in (("min_value", low), ("max_value", high)):
+            if not -MAX_ABS_VALUE - 1 <= value <= MAX_ABS_VALUE:
+                return failure(f"(1264, \"Out of range value for column '{column}' at row 1\")")
+        return None
+
+    def _insert_dataset(self, db: sqlite3.Connection, incoming: Incoming) -> int:
+        meta = incoming.metadata
+        dt = _parse_dt(meta.get("dt"))
+        cursor = db.execute(
+            "INSERT INTO metadata(mdid, revision, category_id, indicator_id, srid, trid, dt, "
+            "date_added, min_value, max_value, data_type) VALUES (?,?,?,?,?,?,?,?,?,?,?)",
+            (
+                meta.get("mdid") if self.quirks else None,
+                meta["revision"],
+                meta["category_id"],
+                meta["indicator_id"],
+                meta["srid"],
+                meta["trid"],
+                dt.strftime("%Y-%m-%d %H:%M:%S") if dt else None,
+                datetime.now(timezone.utc).strftime("%Y-%m-%dT%H:%M:%S"),
+                _int_round(min(incoming.nanos)),
+                _int_round(max(incoming.nanos)),
+                incoming.data_type,
+            ),
+        )
+        row_id = int(cursor.lastrowid or 0)
+        db.execute("UPDATE metadata SET mdid = id WHERE id = ? AND mdid IS NULL", (row_id,))
+        db.executemany(
+            "INSERT INTO data(row_id, unit, destination, nanos) VALUES (?, ?, ?, ?)",
+            zip([row_id] * len(incoming.nanos), incoming.units, incoming.destinations,
+                incoming.nanos, strict=True),
+        )  # fmt: skip
+        db.execute("INSERT INTO scope_mapping(scope, mdid) VALUES (?, ?)", (ADMIN_SCOPE, row_id))
+        return row_id
+
+    def _delete_dataset(self, db: sqlite3.Connection, mdid: int) -> None:
+        rows = [r[0] for r in db.execute("SELECT id FROM metadata WHERE mdid = ?", (mdid,))]
+        db.execute(f"DELETE FROM data WHERE row_id IN ({self._in(rows)})", rows)
+        db.execute("DELETE FROM metadata WHERE mdid = ?", (mdid,))
+        db.execute("DELETE FROM scope_mapping WHERE mdid = ?", (mdid,))
+
+    def write_dataset(self, incoming: Incoming, *, replace: bool) -> Reply:
+        """POST /data (replace=False) or PATCH /data (replace=True)."""
+        refused = self._refuse(incoming)
+        if refused:
+            return refused
+        if self.quirks and not replace:
+            # Upstream checks and inserts in two steps: concurrent creates of one identity
+            # all pass the check and all insert (Hazard 5).
+            with self.transaction() as db:
+                existing = self._identity(db, incoming.metadata)
+            if len(existing) > 1:
+                return Reply(500, "Ambiguous dataset")
+            if existing:
+                return Reply(303, existing[0])
+            time.sleep(0.02)
+            with self.transaction() as db:
+                return Reply(201, self._insert_dataset(db, incoming))
+        with self.transaction() as db:
+            existing = self._identity(db, incoming.metadata)
+            if len(existing) > 1:
+                return Reply(500, "Ambiguous dataset")
+            if existing and not replace:
+                return Reply(303, existing[0])
+            if existing:
+                self._delete_dataset(db, existing[0])
+            return Reply(201, self._insert_dataset(db, incoming))
+
+    def delete_dataset(self, body: Any) -> Reply:
+        if not isinstance(body, Mapping) or not isinstance(body.get("metadata"), Mapping):
+            return self.invalid(InvalidBody("dataset: field required: metadata"))
+        with self.transaction() as db:
+            existing = self._identity(db, body["metadata"])
+            if len(existing) > 1:
+                return Reply(500, "Ambiguous dataset")
+            if existing:
+                self._delete_dataset(db, existing[0])
+        return Reply(204)
+
+    # -- scope mappings ---------------------------------------------------------------
+
+    @staticmethod
+    def parse_mapping(body: Any) -> tuple[str, int]:
+        if not isinstance(body, Mapping) or not isinstance(body.get("scope"), str):
+            raise InvalidBody("scope mapping: field required: scope")
+        mdid = body.get("mdid")
+        if isinstance(mdid, str) and mdid.isdigit():
+            mdid = int(mdid)
+        if not isinstance(mdid, int) or isinstance(mdid, bool):
+            raise InvalidBody("scope mapping: mdid must be an integer")
+        return body["scope"], mdid
+
+    def post_mapping(self, scope: str, mdid: int) -> Reply:
+        with self.transaction() as db:
+            found = db.execute(
+                "SELECT id FROM scope_mapping WHERE scope = ? AND mdid = ? ORDER BY id",
+                (scope, mdid),
+            ).fetchall()
+            if len(found) > 1:
+                return Reply(500, f"Ambiguous scope mapping for scope='{scope}' mdid={mdid}.")
+            if found:
+                return Reply(303, found[0][0])
+            exists = db.execute("SELECT 1 FROM metadata WHERE mdid = ?", (mdid,)).fetchone()
+            if not exists and not self.quirks:
+                return Reply(404, "No metadata found")
+            cursor = db.execute(
+                "INSERT INTO scope_mapping(scope, mdid) VALUES (?, ?)", (scope, mdid)
+            )
+            return Reply(201, cursor.lastrowid)
+
+    def delete_mapping(self, scope: str, mdid: int) -> Reply:
+        with self.transaction() as db:
+            db.execute("DELETE FROM scope_mapping WHERE scope = ? AND mdid = ?", (scope, mdid))
+        return Reply(204)
+
+    # -- reads ------------------------------------------------------------------------
+
+    def _temporal(self, trid: int, principal: Principal) -> dict[str, Any] | None:
+        reply = self.get_entity(EntityKind.TEMPORAL_RESOLUTION, trid, principal)
+        return reply.body if reply.status == 200 else None
+
+    def _selected(self, params: Mapping[str, Any], principal: Principal
+                  ) -> tuple[Reply | None, list[tuple[int, str]], dict[str, Any]]:  # fmt: skip
+        """The (mdid, dt) rows a /query selects, one per matching mapping."""
+        if self.get_entity(EntityKind.CATEGORY, params["category_id"], principal).status != 200:
+            return Reply(404, "Category not found"), [], {}
+        resolution = self._temporal(params["trid"], principal)
+        if resolution is None:
+            return Reply(404, "Temporal resolution not found"), [], {}
+        start = _parse_start(params["start_date"])
+        assert start is not None
+        grid = Grid(str(resolution.get("relativedelta_unit")),
+                    int(resolution.get("relativedelta_num") or 1), "%Y-%m-%d")  # fmt: skip
+        end = grid.add(start, int(params["duration"]) - 1)
+        perms = sorted(principal.permissions)
+        rows = self.connection().execute(
+            "SELECT md.mdid, md.dt FROM metadata md JOIN scope_mapping sm ON sm.mdid = md.mdid "
+            f"WHERE sm.scope IN ({self._in(perms)}) AND md.category_id = ? "
+            "AND md.indicator_id = ? AND md.srid = ? AND md.trid = ? AND md.dt BETWEEN ? AND ? "
+            "ORDER BY md.dt, md.id, sm.id",
+            [*perms, params["category_id"], params["indicator_id"], params["srid"],
+             params["trid"], f"{start:%Y-%m-%d %H:%M:%S}", f"{end:%Y-%m-%d %H:%M:%S}"],
+        ).fetchall()  # fmt: skip
+        if not rows:
+            return Reply(404, "No metadata found"), [], resolution
+        return None, [(int(r[0]), str(r[1])) for r in rows], resolution
+
+    def query(self, body: Any, principal: Principal) -> Reply:
+        try:
+            params = parse_query(body)
+        except InvalidBody as error:
+            return self.invalid(error)
+        refused, rows, resolution = self._selected(params, principal)
+        if refused:
+            return refused
+        if params.get("mdids_only") is True:
+            return Reply(
+                200,
+                {"min": None, "max": None, "data_by_date": None,
+                 "mdids": [str(mdid) for mdid, _ in rows]},
+            )  # fmt: skip
+        fmt = str(resolution.get("date_format") or "%Y-%m-%d")
+        by_date: dict[str, dict[str, Any]] = {}
+        low = high = None
+        for mdid in dict.fromkeys(mdid for mdid, _ in rows):
+            for dt, unit, destination, nanos in self._data(mdid):
+                value = float(nanos_to_text(nanos))
+                key = datetime.strptime(dt, "%Y-%m-%d %H:%M:%S").strftime(fmt)
+                cell = by_date.setdefault(key, {})
+                if destination is None:
+                    cell[unit] = value
+                else:
+                    cell.setdefault(unit, {})[destination] = value
+                low = value if low is None or value < low else low
+                high = value if high is None or value > high else high
+        if not by_date:
+            return Reply(404, "No data found")
+        ordered = dict(sorted(by_date.items()))
+        return Reply(200, {"min": low, "max": high, "data_by_date": ordered, "mdids": None})
+
+    def _data(self, mdid: int) -> list[tuple[str, str, str | None, int]]:
+        """A dataset's rows, dated by every metadata row that carries the mdid (upstream
+        reads the data stored under the mdid, which a client-supplied mdid can share)."""
+        return (
+            self.connection()
+            .execute(
+                "SELECT md.dt, d.unit, d.destination, d.nanos FROM data d "
+                "JOIN metadata md ON md.mdid = ? WHERE d.row_id = ? ORDER BY md.dt, d.rowid",
+                (mdid, mdid),
+            )
+            .fetchall()
+        )
+
+    def timerange(self, category_id: str, indicator_id: str, srid: int, trid: int,
+                  principal: Principal) -> Reply:  # fmt: skip
+        resolution = self._temporal(trid, principal)
+        if resolution is None:
+            return failure("list index out of range")
+        perms = sorted(principal.permissions)
+        rows = (
+            self.connection()
+            .execute(
+                "SELECT DISTINCT md.dt, md.min_value, md.max_value FROM metadata md "
+                f"JOIN scope_mapping sm ON sm.mdid = md.mdid WHERE sm.scope IN ({self._in(perms)}) "
+                "AND md.category_id = ? AND md.indicator_id = ? AND md.srid = ? AND md.trid = ? "
+                "ORDER BY md.dt",
+                [*perms, category_id, indicator_id, srid, trid],
+            )
+            .fetchall()
+        )
+        if not rows:
+            return Reply(200, dict.fromkeys(
+                ("start_date", "end_date", "all_dates", "min_value", "max_value")))  # fmt: skip
+        fmt = str(resolution.get("date_format"))
+        grid = Grid(str(resolution.get("relativedelta_unit")),
+                    int(resolution.get("relativedelta_num") or 1), fmt)  # fmt: skip
+        first = datetime.strptime(rows[0][0], "%Y-%m-%d %H:%M:%S")
+        last = datetime.strptime(rows[-1][0], "%Y-%m-%d %H:%M:%S")
+        dates: list[str] = []
+        moment = first
+        while moment <= last:
+            dates.append(moment.strftime(fmt))
+            moment = grid.add(moment, 1)
+        return Reply(200, {
+            "start_date": dates[0], "end_date": dates[-1], "all_dates": dates,
+            "min_value": min(r[1] for r in rows), "max_value": max(r[2] for r in rows),
+        })  # fmt: skip
+
+    def csv(self, body: Any, principal: Principal) -> Reply:
+        try:
+            params = parse_query(body)
+        except InvalidBody as error:
+            return self.invalid(error)
+        refused, rows, _ = self._selected(params, principal)
+        category = str(params["category_id"]).lower()
+        if refused or category not in {"residents", "presence", "relocations", "movements"}:
+            return Reply(500, INTERNAL_ERROR, plain=True)
+        flow = category in {"relocations", "movements"}
+        lines = ["date,origin_code,destination_code,value" if flow else "date,area_code,value"]
+        for mdid in dict.fromkeys(mdid for mdid, _ in rows):
+            for dt, unit, destination, nanos in self._data(mdid):
+                units = f"{unit},{destination}" if flow else unit
+                lines.append(f"{dt[:10]},{units},{_decimal_text(nanos)}")
+        return Reply(200, "".join(f"{line}\r\n" for line in lines), plain=True)
+
+    def latest_date(self) -> Reply:
+        row = (
+            self.connection()
+            .execute(
+                "SELECT MAX(md.dt) FROM metadata md JOIN scope_mapping sm ON sm.mdid = md.mdid "
+                "WHERE sm.scope = 'read:premium_data'"
+            )
+            .fetchone()
+        )
+        if not row or row[0] is None:
+            return failure("tuple index out of range")
+        return Reply(200, {"latest_date": str(row[0])[:10]})
+
+    # -- errors -----------------------------------------------------------------------
+
+    def invalid(self, error: InvalidBody) -> Reply:
+        """Upstream answers 500 text/plain for a body that fails validation (Hazard 7)."""
+        if isinstance(error, _NaNValue):
+            return failure("nan can not be used with MySQL")
+        if self.quirks:
+            return Reply(500, INTERNAL_ERROR, plain=True)
+        return Reply(422, str(error))
+
+
+class _NaNValue(InvalidBody):
+    pass
+
+
+_NaN = _NaNValue("data_input: NaN")
+
+
+def parse_query(body: Any) -> dict[str, Any]:
+    """QueryParameters as the service validates them."""
+    if not isinstance(body, Mapping):
+        raise InvalidBody("query must be an object")
+    for name in ("category_id", "indicator_id", "srid", "trid", "start_date", "duration"):
+        if body.get(name) is None:
+            raise InvalidBody(f"query: field required: {name}")
+    for name in ("srid", "trid", "duration"):
+        value = body[name]
+        if not isinstance(value, int) or isinstance(value, bool) or value < 1:
+            raise InvalidBody(f"query: {name} must be a positive integer")
+    if not isinstance(body["start_date"], str) or _parse_start(body["start_date"]) is None:
+        raise InvalidBody("query: start_date does not match the expected format")
+    return dict(body)
+
+
+def _parse_start(text: str) -> datetime | None:
+    """A /query start date: ISO 8601 (`2020`, `2020-02`, `2020-02-01`, ...) or an ISO week
+    (`2020w05`: its Monday)."""
+    match = _START_DATE.match(text)
+    if not match:
+        return None
+    year, month, day, hour, minute, second, week = match.groups()
+    try:
+        if week:
+            return datetime.strptime(f"{year}-W{week}-1", "%G-W%V-%u")
+        return datetime(int(year), int(month or 1), int(day or 1), int(hour or 0),
+                        int(minute or 0), int(second or 0))  # fmt: skip
+    except ValueError:
+        return None
+
+
+def _parse_dt(value: Any) -> datetime | None:
+    """A dataset's `dt` as pydantic reads a datetime: a date and a time are both needed."""
+    if not isinstance(value, str):
+        return None
+    text = value.strip().replace("T", " ")
+    for fmt in ("%Y-%m-%d %H:%M:%S", "%Y-%m-%d %H:%M", "%Y-%m-%d %H:%M:%S.%f"):
+        try:
+            return datetime.strptime(text[:26], fmt)
+        except ValueError:
+            continue
+    return None
+
+
+def _int_round(nanos: int) -> int:
+    """What an INT column keeps of a decimal: rounded half away from zero."""
+    whole, rest = divmod(abs(nanos), NANOS_PER_UNIT)
+    rounded = whole + (1 if rest * 2 >= NANOS_PER_UNIT else 0)
+    return -rounded if nanos < 0 else rounded
+
+
+def _decimal_text(nanos: int) -> str:
+    """DECIMAL(20,9) as MySQL prints it: 9 decimals always; zero is `0E-9`."""
+    if nanos == 0:
+        return "0E-9"
+    sign = "-" if nanos < 0 else ""
+    whole, frac = divmod(abs(nanos), NANOS_PER_UNIT)
+    return f"{sign}{whole}.{frac:09d}"
+
+
+__all__ = ["INTERNAL_ERROR", "Incoming", "InvalidBody", "Principal", "Reply", "Store"]
