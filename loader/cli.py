@@ -5,6 +5,7 @@ click lives here and nowhere else; this is the only module that prints or exits.
 
 from __future__ import annotations
 
+import contextlib
 import sys
 from collections import defaultdict
 from importlib.metadata import PackageNotFoundError, version
@@ -124,6 +125,75 @@ def schema_command(which: str) -> None:
     """Print the manifest's JSON Schema (for editors and other tools)."""
     assert which in SCHEMA_NAMES
     click.echo(schema_text(which), nl=False)
+
+
+@cli.command(name="serve")
+@click.option(
+    "--db",
+    default=".flowkit/serve.db",
+    show_default=True,
+    help="The SQLite file of the local backend.",
+)
+@click.option(
+    "--host",
+    default="127.0.0.1",
+    show_default=True,
+    help="Address to bind; loopback unless told otherwise.",
+)
+@click.option("--port", default=8000, show_default=True, type=int, help="0 picks a free port.")
+@click.option(
+    "--upstream-quirks",
+    is_flag=True,
+    help="Reproduce the real service's hazards (500s after successful writes, "
+    "duplicate datasets under concurrent creates, ...).",
+)
+@click.option(
+    "--latency",
+    is_flag=True,
+    help="Cost model: each request and each value written or read takes the time "
+    "it takes on the real service.",
+)
+@click.option(
+    "--request-cost",
+    default=0.005,
+    show_default=True,
+    type=float,
+    help="With --latency: seconds per request.",
+)
+@click.option(
+    "--value-cost",
+    default=0.00004,
+    show_default=True,
+    type=float,
+    help="With --latency: seconds per value written or read (serialised).",
+)
+@click.option(
+    "--audience",
+    default="https://flowkit-ui-backend.local",
+    show_default=True,
+    help="The audience the token endpoint accepts.",
+)
+def serve_command(
+    db: str,
+    host: str,
+    port: int,
+    upstream_quirks: bool,
+    latency: bool,
+    request_cost: float,
+    value_cost: float,
+    audience: str,
+) -> None:
+    """Serve the local backend under /v1 with the real service's REST contract, and an
+    OAuth2 token endpoint for development clients (secrets from FLOWKIT_SERVE_SECRET)."""
+    from pathlib import Path
+
+    from loader.backends.server import CostModel, serve
+
+    Path(db).parent.mkdir(parents=True, exist_ok=True)
+    cost = CostModel(request_cost, value_cost) if latency else None
+    with contextlib.suppress(KeyboardInterrupt):  # Ctrl-C is how a server stops
+        serve(db, host, port, quirks=upstream_quirks, cost=cost, audience=audience,
+              announce=lambda line: click.echo(line, err=True))  # fmt: skip
 
 
 def main() -> None:

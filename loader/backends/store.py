@@ -379,6 +379,24 @@ class Store:
             return failure("(1054, \"Unknown column 'id' in 'SET'\")")
         return Reply(204)
 
+    def patch_setup(self, config: Any) -> Reply:
+        """PATCH /setup. Upstream matches ids wrongly (Hazard 2): with quirks, entities are
+        inserted again beside the existing ones, and a repeated trid fails half-way."""
+        if not self.quirks:
+            return Reply(501, "PATCH /setup is not supported: use POST /setup with ids")
+        if not isinstance(config, Mapping):
+            return self.invalid(InvalidBody("config must be an object"))
+        with self.transaction() as db:
+            for kind in EntityKind:
+                for item in config.get(kind.value) or []:
+                    if not isinstance(item, Mapping):
+                        continue
+                    key = item.get(kind.id_field)
+                    if kind is EntityKind.TEMPORAL_RESOLUTION and self._find(db, kind, key):
+                        return failure(f"(1062, \"Duplicate entry '{key}' for key 'PRIMARY'\")")
+                    self._insert(db, kind, item)
+        return Reply(204)
+
     def delete_setup(self) -> Reply:
         with self.transaction() as db:
             db.execute("DELETE FROM entity")

@@ -1,0 +1,447 @@
+"""`flowkit-loader serve`: the local backend over the real service's REST contract.
+
+Routes, status codes, bodies (JSON or gzip) and the auth model are the real service's:
+RS256 bearer JWTs, endpoint scopes from the `scope` claim, visibility from `permissions`.
+Beside the API it serves an OAuth2 client-credentials token endpoint with Auth0's request
+and response shapes (audience included) and its JWKS, for a set of development clients,
+so that a loader's real token flow runs against it.
+
+Deliberate differences from upstream: token expiry is checked, and a request without a
+token answers 401 (upstream: 500). With `quirks` the store reproduces upstream's hazards
+(see store.py). With a cost model, each request and each value written or read costs time
+as on the real service, so that client benchmarks against `serve` mean something.
+
+This module is the only user of starlette, uvicorn and PyJWT; plan and apply never
+import it.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import gzip
+import json
+import os
+import secrets
+import time
+from collections.abc import Awaitable, Callable, Mapping, Sequence
+from dataclasses import dataclass, field
+from datetime import datetime, timezone
+from typing import Any
+
+import jwt
+from cryptography.hazmat.primitives.asymmetric import rsa
+from starlette.applications import Starlette
+from starlette.concurrency import run_in_threadpool
+from starlette.middleware import Middleware
+from starlette.middleware.gzip import GZipMiddleware
+from starlette.requests import Request
+from starlette.responses import JSONResponse, PlainTextResponse, Response
+from starlette.routing import Route
+
+from loader.backends.store import INTERNAL_ERROR, InvalidBody, Principal, Reply, Store
+from loader.model import EntityKind
+
+API_VERSION = "1.3.0"
+KEY_ID = "flowkit-loader-serve"
+DEFAULT_AUDIENCE = "https://flowkit-ui-backend.local"
+TOKEN_LIFETIME = 3600
+
+
+@dataclass(frozen=True)
+class DevClient:
+    """A development client of the token endpoint: what its tokens may call and see."""
+
+    client_id: str
+    scope: str
+    permissions: tuple[str, ...]
+
+
+DEFAULT_CLIENTS = (
+    DevClient(
+        "dev-admin",
+        "admin write:data read:free_data read:premium_data profile",
+        ("admin",),
+    ),
+    DevClient("dev-updater", "write:data", ()),
+    DevClient("dev-reader", "read:free_data", ("read:free_data",)),
+    DevClient("dev-premium", "read:free_data read:premium_data", ("read:premium_data",)),
+)
+
+
+def client_secret(client_id: str, environ: Mapping[str, str]) -> str | None:
+    """A development client's secret: FLOWKIT_SERVE_SECRET_<ID> or FLOWKIT_SERVE_SECRET."""
+    own = "FLOWKIT_SERVE_SECRET_" + client_id.upper().replace("-", "_")
+    return environ.get(own) or environ.get("FLOWKIT_SERVE_SECRET")
+
+
+@dataclass
+class CostModel:
+    """Time the real service spends: per request, and per value written or read (values
+    are serialised, as the real service's single database makes them)."""
+
+    per_request: float = 0.005
+    per_value: float = 0.00004
+    _lock: asyncio.Lock = field(default_factory=asyncio.Lock, repr=False)
+
+    async def charge(self, values: int) -> None:
+        await asyncio.sleep(self.per_request)
+        if values:
+            async with self._lock:
+                await asyncio.sleep(self.per_value * values)
+
+
+@dataclass
+class Authority:
+    """Issues and checks the RS256 tokens of the development clients."""
+
+    audience: str = DEFAULT_AUDIENCE
+    clients: Sequence[DevClient] = DEFAULT_CLIENTS
+    environ: Mapping[str, str] = field(default_factory=lambda: dict(os.environ))
+    key: rsa.RSAPrivateKey = field(
+        default_factory=lambda: rsa.generate_private_key(public_exponent=65537, key_size=2048)
+    )
+    issuer: str = "flowkit-loader-serve"
+
+    def jwks(self) -> dict[str, Any]:
+        numbers = self.key.public_key().public_numbers()
+
+        def b64(value: int) -> str:
+            raw = value.to_bytes((value.bit_length() + 7) // 8, "big")
+            return base64.urlsafe_b64encode(raw).rstrip(b"=").decode()
+
+        return {
+            "keys": [
+                {"kty": "RSA", "use": "sig", "alg": "RS256", "kid": KEY_ID,
+                 "n": b64(numbers.n), "e": b64(numbers.e)}
+            ]
+        }  # fmt: skip
+
+    def issue(self, client: DevClient, lifetime: int = TOKEN_LIFETIME) -> str:
+        now = int(time.time())
+        claims = {
+            "iss": self.issuer,
+            "sub": f"{client.client_id}@clients",
+            "aud": self.audience,
+            "iat": now,
+            "exp": now + lifetime,
+            "scope": client.scope,
+            "permissions": list(client.permissions),
+            "gty": "client-credentials",
+        }
+        return jwt.encode(claims, self.key, algorithm="RS256", headers={"kid": KEY_ID})
+
+    def token_reply(self, body: Any) -> tuple[int, dict[str, Any]]:
+        """POST /oauth/token as Auth0 answers the client-credentials grant."""
+        if not isinstance(body, Mapping) or body.get("grant_type") != "client_credentials":
+            return 400, {"error": "invalid_request", "error_description": "Unsupported grant"}
+        client = next((c for c in self.clients if c.client_id == body.get("client_id")), None)
+        secret = client_secret(client.client_id, self.environ) if client else None
+        given = body.get("client_secret")
+        if (
+            client is None
+            or secret is None
+            or not isinstance(given, str)
+            or not secrets.compare_digest(given, secret)
+        ):
+            return 401, {"error": "access_denied", "error_description": "Unauthorized"}
+        if body.get("audience") != self.audience:
+            return 403, {
+                "error": "access_denied",
+                "error_description": (f"Service not enabled within domain: {body.get('audience')}"),
+            }
+        return 200, {
+            "access_token": self.issue(client),
+            "expires_in": TOKEN_LIFETIME,
+            "token_type": "Bearer",
+            "scope": client.scope,
+        }
+
+    def principal(self, header: str | None) -> Principal | Reply:
+        """The caller of an API request, or the reply that refuses it."""
+        if not header or not header.startswith("Bearer "):
+            return Reply(401, "Not authenticated")  # upstream answers 500 here
+        try:
+            claims = jwt.decode(
+                header.removeprefix("Bearer ").strip(),
+                self.key.public_key(),
+                algorithms=["RS256"],
+                options={"verify_aud": False, "verify_iss": False, "require": ["exp"]},
+            )
+        except jwt.ExpiredSignatureError:
+            return Reply(401, "Token expired")  # upstream does not check expiry
+        except jwt.PyJWTError:
+            return Reply(401, "Could not decode token")
+        scope, permissions, subject = (
+            claims.get("scope"), claims.get("permissions"), claims.get("sub"),
+        )  # fmt: skip
+        if not isinstance(scope, str) or not isinstance(permissions, list) or not subject:
+            return Reply(500, INTERNAL_ERROR, plain=True)
+        return Principal(frozenset(scope.split()), frozenset(map(str, permissions)), str(subject))
+
+
+def _respond(reply: Reply) -> Response:
+    if reply.plain:
+        media = "text/plain; charset=utf-8" if reply.status >= 400 else "text/csv"
+        return PlainTextResponse(str(reply.body), status_code=reply.status, media_type=media)
+    if reply.body is None and reply.status == 204:
+        return Response(status_code=204)
+    return JSONResponse(reply.body, status_code=reply.status)
+
+
+class Api:
+    """The routes, over one store, one authority and an optional cost model."""
+
+    def __init__(self, store: Store, authority: Authority, cost: CostModel | None) -> None:
+        self.store = store
+        self.authority = authority
+        self.cost = cost
+
+    async def body(self, request: Request) -> Any:
+        raw = await request.body()
+        if request.headers.get("content-encoding", "").lower() == "gzip":
+            try:
+                raw = gzip.decompress(raw)
+            except (OSError, EOFError):
+                raise _Refused(JSONResponse({"detail": "There was an error parsing the body"},
+                                            status_code=400)) from None  # fmt: skip
+        if not raw:
+            return None
+        try:
+            return json.loads(raw)
+        except ValueError:
+            raise _Refused(_respond(self.store.invalid(InvalidBody("malformed JSON")))) from None
+
+    def endpoint(
+        self,
+        scope: str | None,
+        handler: Callable[[Request, Any, Principal], Reply],
+        *,
+        body: bool = False,
+        values: Callable[[Any, Reply], int] | None = None,
+    ) -> Callable[[Request], Awaitable[Response]]:
+        async def run(request: Request) -> Response:
+            try:
+                payload = await self.body(request) if body else None
+            except _Refused as refused:
+                return refused.response
+            principal = Principal(frozenset(), frozenset())
+            if scope is not None:
+                caller = self.authority.principal(request.headers.get("authorization"))
+                if isinstance(caller, Reply):
+                    return _respond(caller)
+                if scope not in caller.scopes:
+                    return JSONResponse(
+                        f"Invalid token: Required permissions ['{scope}'] not present",
+                        status_code=401,
+                    )
+                principal = caller
+            reply = await run_in_threadpool(handler, request, payload, principal)
+            if self.cost is not None:
+                await self.cost.charge(values(payload, reply) if values else 0)
+            return _respond(reply)
+
+        return run
+
+    # -- handlers -------------------------------------------------------------------------
+
+    def routes(self) -> list[Route]:
+        s = self.store
+        routes = [
+            Route("/v1/heartbeat", self.endpoint(None, lambda r, b, p: self.heartbeat())),
+            Route("/v1/setup", self.endpoint(None, lambda r, b, p: s.get_setup())),
+            Route("/v1/setup", self.endpoint("admin", lambda r, b, p: s.post_setup(b),
+                                             body=True), methods=["POST"]),
+            Route("/v1/setup", self.endpoint("admin", lambda r, b, p: s.patch_setup(b),
+                                             body=True), methods=["PATCH"]),
+            Route("/v1/setup", self.endpoint("admin", lambda r, b, p: s.delete_setup()),
+                  methods=["DELETE"]),
+            Route("/v1/data", self.endpoint("write:data", self.post_data, body=True,
+                                            values=_written_values), methods=["POST"]),
+            Route("/v1/data", self.endpoint("write:data", self.patch_data, body=True,
+                                            values=_written_values), methods=["PATCH"]),
+            Route("/v1/data", self.endpoint("write:data", lambda r, b, p: s.delete_dataset(b),
+                                            body=True), methods=["DELETE"]),
+            Route("/v1/scope_mapping", self.endpoint("write:data", self.post_mapping,
+                                                     body=True), methods=["POST"]),
+            Route("/v1/scope_mapping", self.endpoint("write:data", self.delete_mapping,
+                                                     body=True), methods=["DELETE"]),
+            Route("/v1/query", self.endpoint("read:free_data", lambda r, b, p: s.query(b, p),
+                                             body=True, values=_read_values),
+                  methods=["POST"]),
+            Route("/v1/csv", self.endpoint("read:free_data", lambda r, b, p: s.csv(b, p),
+                                           body=True), methods=["POST"]),
+            Route("/v1/timerange/{category_id}/{indicator_id}/{srid:int}/{trid:int}",
+                  self.endpoint("read:free_data", self.timerange)),
+            Route("/v1/latest_date", self.endpoint(None, lambda r, b, p: s.latest_date())),
+            Route("/v1/data_providers", self.endpoint(None, self.data_providers)),
+            Route("/oauth/token", self.token, methods=["POST"]),
+            Route("/.well-known/jwks.json", self.jwks),
+        ]  # fmt: skip
+        for kind in EntityKind:
+            routes += self.entity_routes(kind)
+        return routes
+
+    def entity_routes(self, kind: EntityKind) -> list[Route]:
+        s = self.store
+        path = f"/v1/{kind.value}"
+        item = f"{path}/{{key}}"
+        update_scope = "write:data" if kind is EntityKind.DATA_PROVIDER else "admin"
+
+        def key(request: Request) -> Any:
+            raw = request.path_params["key"]
+            if kind in (EntityKind.CATEGORY, EntityKind.INDICATOR):
+                return raw
+            return int(raw) if raw.isdigit() else raw
+
+        routes = [
+            Route(path, self.endpoint("admin", lambda r, b, p: s.post_entity(kind, b),
+                                      body=True), methods=["POST"]),
+            Route(item, self.endpoint(update_scope,
+                                      lambda r, b, p: s.patch_entity(kind, key(r), b),
+                                      body=True), methods=["PATCH"]),
+            Route(item, self.endpoint("admin", lambda r, b, p: s.delete_entity(kind, key(r))),
+                  methods=["DELETE"]),
+        ]  # fmt: skip
+        if kind in self.store._VISIBLE_BY:
+            routes += [
+                Route(path, self.endpoint("read:free_data",
+                                          lambda r, b, p: s.list_entities(kind, p))),
+                Route(item, self.endpoint("read:free_data",
+                                          lambda r, b, p: s.get_entity(kind, key(r), p))),
+            ]  # fmt: skip
+        if kind in (EntityKind.INDICATOR, EntityKind.SPATIAL_RESOLUTION,
+                    EntityKind.TEMPORAL_RESOLUTION):  # fmt: skip
+            routes.append(
+                Route(f"/v1/{kind.value}_for_category/{{category_id}}",
+                      self.endpoint("read:free_data", lambda r, b, p: s.for_category(
+                          kind, r.path_params["category_id"], p)))
+            )  # fmt: skip
+        return routes
+
+    def heartbeat(self) -> Reply:
+        now = datetime.now(timezone.utc).replace(tzinfo=None).isoformat()
+        return Reply(200, {"datetime": now, "python_version": "flowkit-loader serve",
+                           "config": {"api_version": API_VERSION,
+                                      "api_version_url_appendix": "/v1"}})  # fmt: skip
+
+    def data_providers(self, request: Request, body: Any, principal: Principal) -> Reply:
+        return Reply(200, {"data_providers": self.store.get_setup().body["data_providers"]})
+
+    def post_data(self, request: Request, body: Any, principal: Principal) -> Reply:
+        return self._write_data(body, replace=False)
+
+    def patch_data(self, request: Request, body: Any, principal: Principal) -> Reply:
+        return self._write_data(body, replace=True)
+
+    def _write_data(self, body: Any, *, replace: bool) -> Reply:
+        try:
+            incoming = self.store.parse_dataset(body)
+        except InvalidBody as error:
+            return self.store.invalid(error)
+        return self.store.write_dataset(incoming, replace=replace)
+
+    def _mapping(self, body: Any) -> tuple[str, int] | Reply:
+        if body is None:
+            return Reply(400, "Scope mapping None is invalid")
+        try:
+            return self.store.parse_mapping(body)
+        except InvalidBody as error:
+            return self.store.invalid(error)
+
+    def post_mapping(self, request: Request, body: Any, principal: Principal) -> Reply:
+        parsed = self._mapping(body)
+        return parsed if isinstance(parsed, Reply) else self.store.post_mapping(*parsed)
+
+    def delete_mapping(self, request: Request, body: Any, principal: Principal) -> Reply:
+        parsed = self._mapping(body)
+        return parsed if isinstance(parsed, Reply) else self.store.delete_mapping(*parsed)
+
+    def timerange(self, request: Request, body: Any, principal: Principal) -> Reply:
+        p = request.path_params
+        return self.store.timerange(
+            p["category_id"], p["indicator_id"], p["srid"], p["trid"], principal
+        )
+
+    async def token(self, request: Request) -> Response:
+        try:
+            body = json.loads(await request.body() or b"null")
+        except ValueError:
+            body = None
+        status, answer = self.authority.token_reply(body)
+        return JSONResponse(answer, status_code=status)
+
+    async def jwks(self, request: Request) -> Response:
+        return JSONResponse(self.authority.jwks())
+
+
+class _Refused(Exception):
+    def __init__(self, response: Response) -> None:
+        self.response = response
+
+
+def _written_values(body: Any, reply: Reply) -> int:
+    """Values a write stores (none when it was refused or the identity existed)."""
+    if reply.status != 201:
+        return 0
+    inputs = body.get("data_input") if isinstance(body, Mapping) else None
+    return len(inputs) if isinstance(inputs, list) else 0
+
+
+def _read_values(body: Any, reply: Reply) -> int:
+    answer = reply.body
+    if not isinstance(answer, Mapping) or not isinstance(answer.get("data_by_date"), Mapping):
+        return 0
+    count = 0
+    for cells in answer["data_by_date"].values():
+        for value in cells.values():
+            count += len(value) if isinstance(value, Mapping) else 1
+    return count
+
+
+def create_app(
+    store: Store, authority: Authority | None = None, cost: CostModel | None = None
+) -> Starlette:
+    api = Api(store, authority or Authority(), cost)
+    return Starlette(routes=api.routes(), middleware=[Middleware(GZipMiddleware, minimum_size=500)])
+
+
+def serve(
+    db: str,
+    host: str,
+    port: int,
+    *,
+    quirks: bool,
+    cost: CostModel | None,
+    audience: str,
+    announce: Callable[[str], None],
+) -> None:
+    """Run the server until interrupted."""
+    import uvicorn
+
+    authority = Authority(audience=audience)
+    app = create_app(Store(db, quirks=quirks), authority, cost)
+    config = uvicorn.Config(app, host=host, port=port, log_level="warning", access_log=False)
+    server = uvicorn.Server(config)
+
+    async def run() -> None:
+        task = asyncio.create_task(server.serve())
+        while not server.started:
+            if task.done():
+                await task
+                return
+            await asyncio.sleep(0.05)
+        bound = server.servers[0].sockets[0].getsockname()[1] if server.servers else port
+        base = f"http://{host}:{bound}"
+        announce(f"serving {db} on {base}/v1 (bound to {host})")
+        announce(f"token URL: {base}/oauth/token  audience: {audience}")
+        ready = [
+            c.client_id for c in authority.clients if client_secret(c.client_id, authority.environ)
+        ]
+        announce("development clients: " + (", ".join(ready) if ready else
+                 "none (set FLOWKIT_SERVE_SECRET to enable them)"))  # fmt: skip
+        if quirks:
+            announce("upstream quirks on: the server reproduces the real service's hazards")
+        await task
+
+    asyncio.run(run())
