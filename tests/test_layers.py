@@ -13,7 +13,10 @@ import pytest
 
 from tests.conftest import ROOT
 
-THIRD_PARTY = {"yaml", "pandas", "numpy", "jsonschema", "httpx", "click", "dateutil"}
+THIRD_PARTY = {
+    "yaml", "pandas", "numpy", "jsonschema", "httpx", "click", "dateutil", "starlette",
+    "uvicorn", "jwt", "cryptography",
+}  # fmt: skip
 ALLOWED = {
     "loader.model": set(),
     "loader.timegrid": set(),
@@ -23,6 +26,9 @@ ALLOWED = {
     "loader.config": {"yaml"},
     "loader.data": {"pandas", "numpy", "dateutil", "yaml"},
     "loader.validate": {"pandas", "numpy", "dateutil", "yaml", "jsonschema"},
+    # The embedded backend is the standard library's sqlite3: no web stack in its path.
+    "loader.backends.store": set(),
+    "loader.backends.local": set(),
 }
 
 
