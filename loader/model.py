@@ -16,7 +16,7 @@ import json
 from array import array
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
-from decimal import ROUND_HALF_UP, Decimal
+from decimal import ROUND_HALF_UP, Decimal, localcontext
 from typing import Any, Literal, Protocol
 
 NANOS_PER_UNIT = 10**9
@@ -90,15 +90,27 @@ class Problem:
 def canonical_nanos(value: float | str) -> int:
     """The value the backend's DECIMAL(20,9) stores, in nanos: the float's shortest decimal
     text rounded to 9 decimals, half away from zero (-0 becomes 0)."""
-    exact = Decimal(repr(float(value))) * NANOS_PER_UNIT
-    return int(exact.quantize(Decimal(1), rounding=ROUND_HALF_UP))
+    with localcontext() as context:
+        context.prec = 400  # any finite float, 1e308 included (the range check is elsewhere)
+        exact = Decimal(repr(float(value))) * NANOS_PER_UNIT
+        return int(exact.quantize(Decimal(1), rounding=ROUND_HALF_UP))
 
 
 def value_nanos(value: float) -> int:
-    """`canonical_nanos` of a float, with a fast path for whole numbers (most counts)."""
+    """`canonical_nanos` of one finite float, fast: the same rounding done on the digits
+    of its shortest text with integer arithmetic (servers convert values one by one)."""
     if value.is_integer() and abs(value) < 2**53:
-        return int(value) * NANOS_PER_UNIT
-    return canonical_nanos(value)
+        return int(value) * NANOS_PER_UNIT  # its shortest text is this very integer
+    text = repr(value)
+    if "e" in text:
+        return canonical_nanos(value)
+    negative = text.startswith("-")
+    whole, _, frac = text.lstrip("-").partition(".")
+    if len(frac) <= 9:
+        nanos = int(whole + frac.ljust(9, "0"))
+    else:  # half away from zero: the tenth digit decides (any later digit only adds)
+        nanos = int(whole + frac[:9]) + (frac[9] >= "5")
+    return -nanos if negative else nanos
 
 
 def nanos_to_text(nanos: int) -> str:

@@ -4,6 +4,9 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from loader.data import read_datasets
+from loader.model import Dataset, EntityKind
+from loader.validate import validate
 from tests.conftest import ROOT
 
 EXAMPLE_CONFIG = ROOT / "manifests" / "example" / "config.json"
@@ -50,3 +53,17 @@ def write_manifest(
         "datasets:\n" + (entries if entries is not None else "".join(blocks)) + access
     )
     return manifest
+
+
+def example() -> tuple[dict[str, list[dict[str, object]]], list[Dataset]]:
+    """The example manifest's config (with ids) and all its canonical datasets."""
+    report = validate(ROOT / "manifests" / "example.yaml", data=False)
+    assert report.manifest is not None
+    setup = report.manifest.setup()
+    config = {k.value: [dict(e.body) for e in setup.entities if e.kind is k] for k in EntityKind}
+    datasets = []
+    for spec in report.manifest.datasets:
+        for file in spec.files:
+            iterator, _ = read_datasets(spec, file, setup)
+            datasets.extend(iterator)
+    return config, datasets

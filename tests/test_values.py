@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from decimal import ROUND_HALF_UP, Decimal
+from decimal import ROUND_HALF_UP, Decimal, localcontext
 
 import numpy as np
 import pytest
@@ -10,7 +10,13 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from loader.data import nanos_stats, to_nanos
-from loader.model import MAX_ABS_VALUE, canonical_nanos, nanos_to_float, nanos_to_text
+from loader.model import (
+    MAX_ABS_VALUE,
+    canonical_nanos,
+    nanos_to_float,
+    nanos_to_text,
+    value_nanos,
+)
 
 EDGE_VALUES = [
     # (CSV number, canonical decimal text): half away from zero, on the float's repr
@@ -73,3 +79,22 @@ def test_stats_are_exact_without_overflow() -> None:
 
 def test_server_float_is_the_float_of_the_stored_decimal() -> None:
     assert nanos_to_float(canonical_nanos("123456.12345678912")) == 123456.123456789
+
+
+def exact(value: float) -> int:
+    """The definition for any finite float, in a context wide enough for 1e308."""
+    with localcontext() as context:
+        context.prec = 800
+        scaled = Decimal(repr(value)) * 10**9
+        return int(scaled.quantize(Decimal(1), rounding=ROUND_HALF_UP))
+
+
+@given(st.lists(st.one_of(finite_values, decimal_texts, st.floats(allow_nan=False,
+       allow_infinity=False)), min_size=1, max_size=50))  # fmt: skip
+def test_one_value_conversion_equals_the_definition(values: list[float]) -> None:
+    assert [value_nanos(v) for v in values] == [exact(v) for v in values]
+
+
+@pytest.mark.parametrize(("text", "expected"), EDGE_VALUES)
+def test_one_value_conversion_on_edge_values(text: str, expected: str) -> None:
+    assert nanos_to_text(value_nanos(float(text))) == expected

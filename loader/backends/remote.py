@@ -1,0 +1,489 @@
+"""The real FlowKit-UI backend over HTTP: the Backend protocol over the service's REST
+contract (`reference/backend-contract.md`), hazards included. httpx lives here.
+
+- Requests: JSON bodies, gzip when large, pooled connections, timeouts; retries with
+  exponential backoff and jitter on connection errors before the request was sent and on
+  429, 502, 503, 504.
+- A 500, a timeout or a reset on a write is an unknown outcome (Hazards 3, 5, 7), never
+  blindly repeated: a config create is posted again and must answer 303 with the stored
+  object; a dataset create is sent again only after two existence checks some seconds
+  apart agree it is absent. Idempotent writes (updates, deletes, grants) are repeated.
+- Errors name the call, the status and the server's text; a 401 names the missing scope.
+- Each role (admin for config, updater for data and grants, reader for reads) has its
+  own token; a token's scopes are checked before the first call that needs them.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import gzip
+import json
+import random
+import time
+from collections.abc import Callable, Mapping
+from typing import Any
+
+import httpx
+
+from loader.backends.auth import Token, TokenProvider
+from loader.model import (
+    BackendError,
+    Content,
+    Dataset,
+    DatasetKey,
+    DatasetSummary,
+    DatasetWrite,
+    EntityKind,
+    EntityWrite,
+    QueryRange,
+    Role,
+    ScopeError,
+    SetupView,
+    nanos_to_text,
+)
+
+KNOWN_API_VERSIONS = ("1.2", "1.3")
+RETRY_STATUSES = {429, 502, 503, 504}
+GZIP_ABOVE = 1024  # bytes of JSON body
+READ, WRITE, ADMIN = "read:free_data", "write:data", "admin"
+
+
+class UnknownOutcome(BackendError):
+    """A write whose effect is unknown (500, timeout, reset): resolved by reading."""
+
+
+def _content_of(data_by_date: Mapping[str, Mapping[str, Any]]) -> Content:
+    content: dict[str, dict[tuple[str, ...], float]] = {}
+    for date, cells in data_by_date.items():
+        flat: dict[tuple[str, ...], float] = {}
+        for unit, value in cells.items():
+            if isinstance(value, Mapping):
+                flat.update({(unit, destination): v for destination, v in value.items()})
+            else:
+                flat[(unit,)] = value
+        content[date] = flat
+    return content
+
+
+def dataset_body(dataset: Dataset) -> bytes:
+    """The JSON of a dataset with each value written as its canonical decimal text, so
+    that the server stores exactly what was hashed (a float could lose digits)."""
+    summary = dataset.summary
+    head = json.dumps(
+        {
+            "metadata": metadata_of(summary.key, summary.revision),
+            "data_type": summary.data_type,
+        }
+    )
+    quoted: dict[str, str] = {}
+
+    def q(unit: str) -> str:
+        found = quoted.get(unit)
+        if found is None:
+            found = quoted[unit] = json.dumps(unit)
+        return found
+
+    columns = dataset.unit_columns
+    texts = map(nanos_to_text, dataset.values)
+    if len(columns) == 1:
+        cells = [
+            f'{{"spatial_unit_ids":[{q(u)}],"data":{v}}}'
+            for u, v in zip(columns[0], texts, strict=True)
+        ]
+    else:
+        cells = [
+            f'{{"spatial_unit_ids":[{q(o)},{q(d)}],"data":{v}}}'
+            for o, d, v in zip(columns[0], columns[1], texts, strict=True)
+        ]
+    return (head[:-1] + ',"data_input":[' + ",".join(cells) + "]}").encode()
+
+
+def metadata_of(key: DatasetKey, revision: str) -> dict[str, Any]:
+    """A dataset's metadata as the service wants it: never an mdid (Hazard 6), `dt` as
+    `YYYY-MM-DD HH:MM:SS`."""
+    return {
+        "revision": revision,
+        "category_id": key.category_id,
+        "indicator_id": key.indicator_id,
+        "srid": key.srid,
+        "trid": key.trid,
+        "dt": key.dt,
+    }
+
+
+class RemoteBackend:
+    """A FlowKit-UI backend at `base_url` (`https://host/v1`)."""
+
+    def __init__(
+        self,
+        base_url: str,
+        tokens: Mapping[Role, TokenProvider],
+        *,
+        date_formats: Mapping[int, str] | None = None,
+        ca_bundle: str | None = None,
+        timeout: float = 120.0,
+        parallelism: int = 8,
+        retries: int = 6,
+        backoff: float = 0.5,
+        existence_delay: float = 3.0,
+        transport: httpx.BaseTransport | None = None,
+        sleep: Callable[[float], None] = time.sleep,
+    ) -> None:
+        self.base_url = base_url.rstrip("/")
+        self.prefix = httpx.URL(self.base_url).path  # /v1: calls are named without it
+        self.tokens = tokens
+        self.date_formats = dict(date_formats or {})
+        self.retries = retries
+        self.backoff = backoff
+        self.existence_delay = existence_delay
+        self.sleep = sleep
+        limits = httpx.Limits(max_connections=parallelism, max_keepalive_connections=parallelism)
+        self.http = httpx.Client(
+            verify=ca_bundle or True,  # TLS verification is never off
+            timeout=httpx.Timeout(timeout, connect=min(timeout, 30.0)),
+            limits=limits,
+            follow_redirects=False,  # 303 means "exists", not "go there"
+            transport=transport,
+        )
+        self._checked: set[tuple[Role, str]] = set()
+
+    def close(self) -> None:
+        self.http.close()
+
+    def __repr__(self) -> str:
+        return f"RemoteBackend({self.base_url!r})"
+
+    # -- plumbing -------------------------------------------------------------------------
+
+    def token(self, role: Role, scope: str, call: str) -> Token:
+        """The role's token, checked once for the scope the call needs."""
+        provider = self.tokens.get(role)
+        if provider is None:
+            raise ScopeError(call, 401, f"no credential for the {role.value} role")
+        token = provider.current()
+        if (role, scope) not in self._checked:
+            if scope not in token.scopes:
+                raise ScopeError(
+                    call,
+                    401,
+                    f"the {role.value} credential's token lacks the '{scope}' scope "
+                    f"(it has: {', '.join(sorted(token.scopes)) or 'none'})",
+                )
+            self._checked.add((role, scope))
+        return token
+
+    def request(
+        self,
+        method: str,
+        path: str,
+        role: Role,
+        scope: str,
+        body: Any = None,
+        *,
+        raw: bytes | None = None,
+        write: bool = False,
+    ) -> httpx.Response:
+        """One call with retries; a write whose outcome is unknown raises UnknownOutcome."""
+        call = f"{method} {path}"
+        content = raw if raw is not None else None if body is None else json.dumps(body).encode()
+        headers = {"Accept-Encoding": "gzip", "Accept": "application/json"}
+        if content is not None:
+            headers["Content-Type"] = "application/json"
+            if len(content) > GZIP_ABOVE:
+                content = gzip.compress(content, compresslevel=5)
+                headers["Content-Encoding"] = "gzip"
+        refreshed = False
+        for attempt in range(self.retries + 1):
+            token = self.token(role, scope, call)
+            headers["Authorization"] = f"Bearer {token.value}"
+            try:
+                response = self.http.request(
+                    method, self.base_url + path, content=content, headers=headers
+                )
+            except (httpx.ConnectError, httpx.ConnectTimeout, httpx.PoolTimeout) as error:
+                # Not sent: safe to try again.
+                if attempt == self.retries:
+                    raise BackendError(call, 0, f"cannot connect: {type(error).__name__}") from None
+                self.pause(attempt)
+                continue
+            except httpx.TransportError as error:
+                # Sent, perhaps processed: a read is repeated, a write is not.
+                if write:
+                    raise UnknownOutcome(call, 0, type(error).__name__) from None
+                if attempt == self.retries:
+                    raise BackendError(call, 0, type(error).__name__) from None
+                self.pause(attempt)
+                continue
+            status = response.status_code
+            if status in RETRY_STATUSES and attempt < self.retries:
+                self.pause(attempt, response.headers.get("retry-after"))
+                continue
+            if status == 401 and not refreshed and "expired" in response.text.lower():
+                self.tokens[role].invalidate()
+                refreshed = True
+                continue
+            if status == 401:
+                raise ScopeError(call, 401, _text(response))
+            if status == 500 and write:
+                raise UnknownOutcome(call, 500, _text(response))
+            return response
+        raise BackendError(call, 0, "gave up")  # pragma: no cover - the loop returns
+
+    def pause(self, attempt: int, retry_after: str | None = None) -> None:
+        """Exponential backoff with full jitter (or what the server asks for)."""
+        if retry_after and retry_after.isdigit():
+            self.sleep(min(float(retry_after), 60.0))
+            return
+        self.sleep(random.uniform(0, self.backoff * 2**attempt))
+
+    def expect(self, response: httpx.Response, *statuses: int) -> httpx.Response:
+        if response.status_code not in statuses:
+            path = response.request.url.path.removeprefix(self.prefix)
+            call = f"{response.request.method} {path}"
+            raise BackendError(call, response.status_code, _text(response))
+        return response
+
+    # -- service checks ---------------------------------------------------------------------
+
+    def wait_ready(self, deadline: float) -> None:
+        """Poll /heartbeat until it answers (services that start on first request), then
+        check that the API version is one this loader knows."""
+        end = time.monotonic() + deadline
+        attempt = 0
+        while True:
+            try:
+                response = self.http.get(self.base_url + "/heartbeat", timeout=10)
+                if response.status_code == 200:
+                    break
+                problem = f"{response.status_code} {_text(response)}"
+            except httpx.TransportError as error:
+                problem = type(error).__name__
+            if time.monotonic() > end:
+                raise BackendError("GET /heartbeat", 0, f"not ready after {deadline:.0f} s: "
+                                   f"{problem}")  # fmt: skip
+            self.sleep(min(0.5 * 2**attempt, 5.0))
+            attempt += 1
+        version = _api_version(response)
+        if version is not None and not version.startswith(KNOWN_API_VERSIONS):
+            raise BackendError(
+                "GET /heartbeat",
+                200,
+                f"API version {version} is not one this loader knows "
+                f"({', '.join(KNOWN_API_VERSIONS)})",
+            )
+
+    # -- config -----------------------------------------------------------------------------
+
+    def read_setup(self) -> SetupView:
+        response = self.expect(self.http.get(self.base_url + "/setup"), 200)
+        body = response.json()
+        return SetupView(tuple(body["languages"]), tuple(body["data_providers"]))
+
+    def replace_setup(self, config: Mapping[str, Any]) -> None:
+        """POST /setup with explicit ids; its known 500 is tolerated, then it is checked:
+        languages and data providers through GET /setup, every other entity by posting it
+        again and expecting 303 with the same object."""
+        # Upstream answers 500 even when every row was written (Hazard 1).
+        with contextlib.suppress(UnknownOutcome):
+            self.expect(self.request("POST", "/setup", Role.ADMIN, ADMIN, config, write=True), 204)
+        view = self.read_setup()
+        for kind, stored in ((EntityKind.LANGUAGE, view.languages),
+                             (EntityKind.DATA_PROVIDER, view.data_providers)):  # fmt: skip
+            have = {item.get(kind.id_field) for item in stored}
+            missing = [e for e in config.get(kind.value, []) if e.get(kind.id_field) not in have]
+            if missing:
+                raise BackendError("POST /setup", 500, f"{kind.value} missing afterwards: "
+                                   f"{[m.get(kind.id_field) for m in missing]}")  # fmt: skip
+        for kind in (EntityKind.CATEGORY, EntityKind.INDICATOR, EntityKind.SPATIAL_RESOLUTION,
+                     EntityKind.TEMPORAL_RESOLUTION):  # fmt: skip
+            for entity in config.get(kind.value, []):
+                write = self.create_entity(kind, entity)
+                if not matches(entity, write.stored):
+                    raise BackendError(
+                        f"POST /{kind.value}",
+                        303,
+                        f"{kind.singular} {entity.get(kind.id_field)!r} differs after setup",
+                    )
+
+    def create_entity(self, kind: EntityKind, body: Mapping[str, Any]) -> EntityWrite:
+        path = f"/{kind.value}"
+        try:
+            response = self.request("POST", path, Role.ADMIN, ADMIN, body, write=True)
+        except UnknownOutcome:
+            # Created or not (Hazard 3): a create of an existing id answers 303 + object.
+            again = self.expect(self.request("POST", path, Role.ADMIN, ADMIN, body,
+                                             write=True), 201, 303)  # fmt: skip
+            return EntityWrite(True, again.json())
+        self.expect(response, 201, 303)
+        return EntityWrite(response.status_code == 201, response.json())
+
+    def update_entity(
+        self, kind: EntityKind, entity_id: int | str, body: Mapping[str, Any]
+    ) -> None:
+        role, scope = (
+            (Role.UPDATER, WRITE) if kind is EntityKind.DATA_PROVIDER else (Role.ADMIN, ADMIN)
+        )
+        path = f"/{kind.value}/{entity_id}"
+        self._idempotent("PATCH", path, role, scope, body, 204)
+
+    def delete_entity(self, kind: EntityKind, entity_id: int | str) -> None:
+        self._idempotent("DELETE", f"/{kind.value}/{entity_id}", Role.ADMIN, ADMIN, None, 204)
+
+    def _idempotent(
+        self,
+        method: str,
+        path: str,
+        role: Role,
+        scope: str,
+        body: Any,
+        *statuses: int,
+        raw: bytes | None = None,
+    ) -> httpx.Response:
+        """A write that is safe to send again: after an unknown outcome, wait and resend."""
+        for attempt in range(3):
+            try:
+                response = self.request(method, path, role, scope, body, raw=raw, write=True)
+                return self.expect(response, *statuses)
+            except UnknownOutcome:
+                if attempt == 2:
+                    raise
+                self.sleep(self.existence_delay)
+        raise AssertionError("unreachable")
+
+    # -- datasets ---------------------------------------------------------------------------
+
+    def create_dataset(self, dataset: Dataset) -> DatasetWrite:
+        body = dataset_body(dataset)
+        for _ in range(2):
+            try:
+                response = self.request("POST", "/data", Role.UPDATER, WRITE, raw=body,
+                                        write=True)  # fmt: skip
+            except UnknownOutcome as unknown:
+                if "Ambiguous dataset" in unknown.text:
+                    raise _ambiguous(dataset.key) from None
+                found = self._settled_mdids(dataset.key)
+                if found:
+                    if len(found) > 1:
+                        raise _ambiguous(dataset.key) from None
+                    return DatasetWrite(True, next(iter(found)))
+                continue  # absent twice, some seconds apart: send it again
+            self.expect(response, 201, 303)
+            return DatasetWrite(response.status_code == 201, int(response.json()))
+        raise BackendError("POST /data", 500, f"{dataset.key}: no answer after two attempts")
+
+    def update_dataset(self, dataset: Dataset) -> int:
+        # PATCH replaces the dataset whole: sending it again after an unknown outcome
+        # stores the same content (under yet another mdid), once the first one settled.
+        response = self._idempotent("PATCH", "/data", Role.UPDATER, WRITE, None, 201,
+                                    raw=dataset_body(dataset))  # fmt: skip
+        return int(response.json())
+
+    def delete_dataset(self, summary: DatasetSummary) -> None:
+        body: dict[str, Any] = {"metadata": metadata_of(summary.key, summary.revision),
+                "data_type": summary.data_type, "data_input": []}  # fmt: skip
+        self._idempotent("DELETE", "/data", Role.UPDATER, WRITE, body, 204)
+
+    def _settled_mdids(self, key: DatasetKey) -> frozenset[int]:
+        """The identity's mdids once two reads some seconds apart agree (a write in flight
+        on the server may still land between them)."""
+        query = self.exact_range(key)
+        previous = self.visible_mdids(query)
+        while True:
+            self.sleep(self.existence_delay)
+            current = self.visible_mdids(query)
+            if current == previous:
+                return current
+            previous = current
+
+    def exact_range(self, key: DatasetKey) -> QueryRange:
+        """The /query range that selects exactly one date, in the resolution's format."""
+        fmt = self.date_formats.get(key.trid)
+        if fmt is None:
+            raise BackendError("POST /query", 0, f"no date format known for trid {key.trid}")
+        moment = time.strptime(key.dt, "%Y-%m-%d %H:%M:%S")
+        return QueryRange(key.category_id, key.indicator_id, key.srid, key.trid,
+                          time.strftime(fmt, moment), 1)  # fmt: skip
+
+    # -- reads ------------------------------------------------------------------------------
+
+    def _query(self, query: QueryRange, mdids_only: bool) -> Any:
+        body = {
+            "category_id": query.category_id,
+            "indicator_id": query.indicator_id,
+            "srid": query.srid,
+            "trid": query.trid,
+            "start_date": query.start_date,
+            "duration": query.duration,
+            "mdids_only": mdids_only,
+        }
+        response = self.request("POST", "/query", Role.READER, READ, body)
+        if response.status_code == 404:
+            return None  # nothing visible in the range ("No metadata found", ...)
+        return self.expect(response, 200).json()
+
+    def visible_mdids(self, query: QueryRange) -> frozenset[int]:
+        answer = self._query(query, mdids_only=True)
+        # One string per matching scope mapping: deduplicated here.
+        return frozenset() if answer is None else frozenset(int(m) for m in answer["mdids"])
+
+    def dataset_content(self, query: QueryRange) -> Content:
+        answer = self._query(query, mdids_only=False)
+        return {} if answer is None else _content_of(answer["data_by_date"] or {})
+
+    # -- grants -----------------------------------------------------------------------------
+
+    def grant(self, scope: str, mdid: int) -> bool:
+        response = self._idempotent("POST", "/scope_mapping", Role.UPDATER, WRITE,
+                                    {"scope": scope, "mdid": mdid}, 201, 303)  # fmt: skip
+        return response.status_code == 201
+
+    def revoke(self, scope: str, mdid: int) -> None:
+        self._idempotent("DELETE", "/scope_mapping", Role.UPDATER, WRITE,
+                         {"scope": scope, "mdid": mdid}, 204)  # fmt: skip
+
+
+def matches(desired: Mapping[str, Any], stored: Mapping[str, Any]) -> bool:
+    """Whether the stored object holds every value the desired one gives."""
+    for name, value in desired.items():
+        if value is None or name not in stored:
+            continue
+        have = stored[name]
+        if isinstance(value, int | float) and isinstance(have, int | float):
+            if float(value) != float(have):
+                return False
+        elif have != value:
+            return False
+    return True
+
+
+def _ambiguous(key: DatasetKey) -> BackendError:
+    return BackendError(
+        "POST /data",
+        500,
+        f"Ambiguous dataset: {key} exists more than once on the server; an operator must "
+        "remove the duplicates (the API cannot)",
+    )
+
+
+def _text(response: httpx.Response) -> str:
+    text = response.text.strip()
+    try:
+        body = json.loads(text)
+    except ValueError:
+        return text[:300]
+    return body if isinstance(body, str) else json.dumps(body)[:300]
+
+
+def _api_version(response: httpx.Response) -> str | None:
+    try:
+        body = response.json()
+    except ValueError:
+        return None
+    if not isinstance(body, Mapping):
+        return None
+    config = body.get("config")
+    for source in (body, config if isinstance(config, Mapping) else {}):
+        version = source.get("api_version")
+        if isinstance(version, str):
+            return version
+    return None

@@ -1,0 +1,75 @@
+"""Start `flowkit-loader serve` on loopback for a test, and clients for it."""
+
+from __future__ import annotations
+
+import os
+import re
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+
+from loader.backends.auth import TokenProvider
+from loader.backends.remote import RemoteBackend
+from loader.model import Credential, Role
+from tests.conftest import ROOT
+
+SECRET_ENV = "FLOWKIT_SERVE_SECRET"
+SECRET = "test-serve-secret-0b7c"
+AUDIENCE = "https://flowkit-ui-backend.local"
+
+
+@contextmanager
+def serving(db: Path, *extra: str) -> Iterator[str]:
+    """A running server on a free loopback port; yields its base URL (without /v1)."""
+    process = subprocess.Popen(
+        [sys.executable, "-m", "loader", "serve", "--db", str(db), "--port", "0", *extra],
+        cwd=ROOT,
+        env={**os.environ, SECRET_ENV: SECRET},
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        assert process.stderr is not None
+        deadline = time.monotonic() + 60
+        lines: list[str] = []
+        while time.monotonic() < deadline:
+            line = process.stderr.readline()
+            if not line:
+                break
+            lines.append(line)
+            match = re.search(r"on (http://127\.0\.0\.1:\d+)/v1", line)
+            if match:
+                yield match.group(1)
+                return
+        raise AssertionError(f"serve did not start: {lines}")
+    finally:
+        process.terminate()
+        try:
+            process.wait(timeout=20)
+        except subprocess.TimeoutExpired:
+            process.kill()
+            process.wait(timeout=20)
+
+
+def credential(base: str, client: str) -> Credential:
+    return Credential(
+        "client_credentials",
+        SECRET_ENV,
+        client_id=client,
+        token_url=f"{base}/oauth/token",
+        audience=AUDIENCE,
+    )
+
+
+def remote(base: str, clients: dict[Role, str], **options: object) -> RemoteBackend:
+    """A RemoteBackend whose roles use the given development clients."""
+    environ = {SECRET_ENV: SECRET}
+    tokens = {
+        role: TokenProvider(credential(base, client), environ=environ)
+        for role, client in clients.items()
+    }
+    return RemoteBackend(f"{base}/v1", tokens, **options)  # type: ignore[arg-type]
