@@ -1,0 +1,55 @@
+"""Canary: a secret and the access tokens used in a run never appear in output, logs at
+the highest verbosity (httpx and httpcore debug logging on), error messages or reprs."""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+
+import pytest
+
+from loader.backends.auth import AuthError, TokenProvider
+from loader.backends.remote import RemoteBackend
+from loader.model import BackendError, Credential, Role
+from tests.helpers import example
+from tests.serving import SECRET, SECRET_ENV, credential, serving
+
+
+def test_secrets_and_tokens_never_leak(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture, capsys: pytest.CaptureFixture[str]
+) -> None:
+    caplog.set_level(logging.DEBUG)
+    for name in ("httpx", "httpcore"):
+        logging.getLogger(name).setLevel(logging.DEBUG)
+    config, datasets = example()
+    seen: list[str] = []
+    with serving(tmp_path / "serve.db", "--upstream-quirks") as base:
+        providers = {
+            role: TokenProvider(credential(base, "dev-admin"), environ={SECRET_ENV: SECRET})
+            for role in Role
+        }
+        backend = RemoteBackend(f"{base}/v1", providers, date_formats={2: "%Y-%m", 4: "%Y-%m-%d"})
+        backend.replace_setup(config)
+        for dataset in datasets[:5]:
+            backend.create_dataset(dataset)
+        tokens = {provider.current().value for provider in providers.values()}
+        seen += [repr(backend), *map(repr, providers.values()),
+                 *(repr(p.current()) for p in providers.values())]  # fmt: skip
+        wrong = TokenProvider(credential(base, "dev-admin"), environ={SECRET_ENV: "x" + SECRET})
+        with pytest.raises(AuthError) as refused:
+            wrong.current()
+        seen.append(str(refused.value))
+        static = TokenProvider(Credential("token", "TOKEN_ENV"),
+                               environ={"TOKEN_ENV": next(iter(tokens))})  # fmt: skip
+        seen.append(repr(static.current()))
+        reader = RemoteBackend(f"{base}/v1", dict.fromkeys(Role, static))
+        with pytest.raises(BackendError) as failed:  # an error message, sent without a token
+            reader.expect(reader.http.post(f"{base}/v1/data", content=b"{"), 201)
+        seen.append(str(failed.value))
+        backend.close()
+    captured = capsys.readouterr()
+    everything = "\n".join([*seen, caplog.text, captured.out, captured.err])
+    assert "HTTP Request: POST" in caplog.text  # the debug logging really was on
+    for secret in (SECRET, *tokens):
+        assert secret not in everything
+    assert "eyJ" not in everything  # no JWT at all
