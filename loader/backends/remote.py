@@ -20,7 +20,7 @@ import gzip
 import json
 import random
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from typing import Any
 
 import httpx
@@ -171,6 +171,13 @@ class RemoteBackend:
                 )
             self._checked.add((role, scope))
         return token
+
+    def preflight(self, needs: Mapping[Role, Iterable[str]]) -> None:
+        """Check, before anything is written, that each role's token carries the scopes the
+        run will need; a missing one fails at once, naming it."""
+        for role, scopes in needs.items():
+            for scope in scopes:
+                self.token(role, scope, f"preflight ({role.value})")
 
     def request(
         self,
