@@ -7,9 +7,12 @@ and response shapes (audience included) and its JWKS, for a set of development c
 so that a loader's real token flow runs against it.
 
 Deliberate differences from upstream: token expiry is checked, and a request without a
-token answers 401 (upstream: 500). With `quirks` the store reproduces upstream's hazards
-(see store.py). With a cost model, each request and each value written or read costs time
-as on the real service, so that client benchmarks against `serve` mean something.
+token answers 401 (upstream: 500). As upstream (FastAPI), an unknown route or method
+answers JSON `{"detail": ...}`, and a body sent with a Content-Type other than JSON is
+not read as JSON (so it fails validation). With `quirks` the store reproduces upstream's
+hazards (see store.py). With a cost model, each request and each value written or read
+costs time as on the real service, so that client benchmarks against `serve` mean
+something.
 
 This module is the only user of starlette, uvicorn and PyJWT; plan and apply never
 import it.
@@ -33,6 +36,7 @@ import jwt
 from cryptography.hazmat.primitives.asymmetric import rsa
 from starlette.applications import Starlette
 from starlette.concurrency import run_in_threadpool
+from starlette.exceptions import HTTPException
 from starlette.middleware import Middleware
 from starlette.middleware.gzip import GZipMiddleware
 from starlette.requests import Request
@@ -207,6 +211,10 @@ class Api:
                                             status_code=400)) from None  # fmt: skip
         if not raw:
             return None
+        if not _is_json(request.headers.get("content-type")):
+            # FastAPI decodes a body as JSON only when it is declared JSON (or undeclared):
+            # any other type reaches validation as bytes, which fails (500 upstream).
+            raise _Refused(_respond(self.store.invalid(InvalidBody("body is not JSON"))))
         try:
             return json.loads(raw)
         except ValueError:
@@ -375,6 +383,23 @@ class Api:
         return JSONResponse(self.authority.jwks())
 
 
+def _is_json(content_type: str | None) -> bool:
+    """Whether FastAPI reads a body of this Content-Type as JSON: when there is none, or
+    for application/json and application/*+json."""
+    if not content_type:
+        return True
+    media = content_type.split(";", 1)[0].strip().lower()
+    maintype, _, subtype = media.partition("/")
+    return maintype == "application" and (subtype == "json" or subtype.endswith("+json"))
+
+
+async def _http_error(request: Request, error: Exception) -> Response:
+    """Unknown routes and methods answer as FastAPI does: JSON `{"detail": ...}`."""
+    assert isinstance(error, HTTPException)
+    return JSONResponse({"detail": error.detail}, status_code=error.status_code,
+                        headers=error.headers)  # fmt: skip
+
+
 class _Refused(Exception):
     def __init__(self, response: Response) -> None:
         self.response = response
@@ -403,7 +428,11 @@ def create_app(
     store: Store, authority: Authority | None = None, cost: CostModel | None = None
 ) -> Starlette:
     api = Api(store, authority or Authority(), cost)
-    return Starlette(routes=api.routes(), middleware=[Middleware(GZipMiddleware, minimum_size=500)])
+    return Starlette(
+        routes=api.routes(),
+        middleware=[Middleware(GZipMiddleware, minimum_size=500)],
+        exception_handlers={HTTPException: _http_error},
+    )
 
 
 def serve(

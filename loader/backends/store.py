@@ -17,7 +17,9 @@ behaviour follows `reference/backend-contract.md` and the observations behind it
 With `quirks=True` it also reproduces the upstream hazards a client must survive: a 500
 after a successful temporal-resolution create and after every /setup, 500 instead of 4xx
 for invalid bodies, duplicate datasets under concurrent creates of one identity,
-entities without ids re-created under new ids, and 201 for a grant on a missing mdid.
+entities without ids re-created under new ids (one auto-increment counter per kind, as
+upstream's tables have), PATCH /setup's wrong id matching, and 201 for a grant on a
+missing mdid.
 """
 
 from __future__ import annotations
@@ -100,6 +102,7 @@ CREATE INDEX IF NOT EXISTS data_row ON data(row_id);
 CREATE TABLE IF NOT EXISTS scope_mapping (
     id INTEGER PRIMARY KEY AUTOINCREMENT, scope TEXT NOT NULL, mdid INTEGER NOT NULL);
 CREATE INDEX IF NOT EXISTS scope_mapping_mdid ON scope_mapping(mdid);
+CREATE TABLE IF NOT EXISTS entity_counter (kind TEXT PRIMARY KEY, last INTEGER NOT NULL);
 """
 
 
@@ -221,6 +224,8 @@ class Store:
             value = body.get(name)
             if name in _DECIMAL_FIELDS and kind is EntityKind.INDICATOR and value is not None:
                 value = float(value)
+            if name == "bins" and kind is EntityKind.INDICATOR and isinstance(value, list):
+                value = [_bin(item) for item in value]
             shaped[name] = value
         if kind not in (EntityKind.LANGUAGE,):
             for code in codes:
@@ -228,6 +233,11 @@ class Store:
                     translated = body.get(f"{name}_{code}")
                     if translated is not None:
                         shaped[f"{name}_{code}"] = translated
+            if len(shaped) == len(MODEL_FIELDS[kind]):
+                # Upstream keeps translations in one `translation` column and expands it
+                # into `label_fr`, ... only when there are some: otherwise the object
+                # answers `"translation": null` (observed on data providers).
+                shaped["translation"] = None
         return shaped
 
     def _check_entity(self, kind: EntityKind, body: Any) -> None:
@@ -262,14 +272,30 @@ class Store:
             (kind.value, None, json.dumps(shaped)),
         )
         row_id = cursor.lastrowid
+        auto_id = self._next_auto_id(db, kind)
         if shaped[kind.id_field] is None:
             # Like the service: an entity sent without its id gets its row's id.
-            shaped[kind.id_field] = row_id
+            shaped[kind.id_field] = auto_id
         db.execute(
             "UPDATE entity SET key = ?, body = ? WHERE id = ?",
             (str(shaped[kind.id_field]), json.dumps(shaped), row_id),
         )
         return shaped
+
+    @staticmethod
+    def _next_auto_id(db: sqlite3.Connection, kind: EntityKind) -> int:
+        """The AUTO_INCREMENT `id` of the kind's own table upstream: one counter per kind,
+        advanced by every row inserted (explicit ids too) and never reset by a delete. So
+        the first setup without ids numbers srids 1, 2, 3 and re-posting it gives 4, 5, 6
+        (observed)."""
+        db.execute(
+            "INSERT OR IGNORE INTO entity_counter(kind, last) "
+            "SELECT ?, COALESCE(MAX(id), 0) FROM entity WHERE kind = ? AND key IS NOT NULL",
+            (kind.value, kind.value),
+        )  # a store written before the counter existed continues past its rows' ids
+        db.execute("UPDATE entity_counter SET last = last + 1 WHERE kind = ?", (kind.value,))
+        row = db.execute("SELECT last FROM entity_counter WHERE kind = ?", (kind.value,))
+        return int(row.fetchone()[0])
 
     def post_entity(self, kind: EntityKind, body: Any) -> Reply:
         try:
@@ -371,31 +397,90 @@ class Store:
         with self.transaction() as db:
             db.execute("DELETE FROM entity")
             for kind in EntityKind:
+                if kind is EntityKind.TEMPORAL_RESOLUTION:
+                    refused = self._insert_temporal(db, config[kind.value])
+                    if refused:
+                        return refused  # what was written before stays (not transactional)
+                    continue
                 for item in config[kind.value]:
-                    if kind is EntityKind.TEMPORAL_RESOLUTION and item.get("trid") is None:
-                        return failure("(1048, \"Column 'trid' cannot be null\")")
                     self._insert(db, kind, item)
         if self.quirks:
             return failure("(1054, \"Unknown column 'id' in 'SET'\")")
         return Reply(204)
 
+    def _insert_temporal(
+        self, db: sqlite3.Connection, items: Sequence[Mapping[str, Any]]
+    ) -> Reply | None:
+        """Upstream writes a setup's temporal resolutions with one multi-row INSERT into a
+        table keyed by `trid`: a missing trid or one already present fails it whole (no
+        row of the list is written) with MySQL's error for the first offending row."""
+        seen: set[str] = set()
+        for item in items:
+            trid = item.get("trid")
+            if trid is None:
+                return failure("(1048, \"Column 'trid' cannot be null\")")
+            if str(trid) in seen or self._find(db, EntityKind.TEMPORAL_RESOLUTION, trid):
+                return failure(f"(1062, \"Duplicate entry '{trid}' for key 'PRIMARY'\")")
+            seen.add(str(trid))
+        for item in items:
+            self._insert(db, EntityKind.TEMPORAL_RESOLUTION, item)
+        return None
+
     def patch_setup(self, config: Any) -> Reply:
-        """PATCH /setup. Upstream matches ids wrongly (Hazard 2): with quirks, entities are
-        inserted again beside the existing ones, and a repeated trid fails half-way."""
+        """PATCH /setup. Upstream matches ids wrongly (Hazard 2). With quirks it is replayed
+        as upstream runs it: first it deletes, per kind, the rows "whose id is given", but
+        binds all the ids as ONE string (`IN (%s)` bound to "1', '2"), which MySQL compares
+        as a whole: a numeric id column matches only the first id (the string's numeric
+        prefix), a text one only when a single id was sent, and a kind sent without ids
+        is deleted entirely; indicators alone are deleted one by one. Then it inserts
+        everything again (new auto ids; categories end up duplicated) and the temporal
+        resolutions last, in one INSERT that a trid still present fails whole: the
+        observed 500 "Duplicate entry '2'" after trid 1 alone was deleted, and lost."""
         if not self.quirks:
             return Reply(501, "PATCH /setup is not supported: use POST /setup with ids")
         if not isinstance(config, Mapping):
             return self.invalid(InvalidBody("config must be an object"))
+        try:
+            for kind in EntityKind:
+                items = config.get(kind.value)
+                if not isinstance(items, list):
+                    raise InvalidBody(f"config: field required: {kind.value}")
+                for item in items:
+                    self._check_entity(kind, item)
+        except InvalidBody as error:
+            return self.invalid(error)
         with self.transaction() as db:
             for kind in EntityKind:
-                for item in config.get(kind.value) or []:
-                    if not isinstance(item, Mapping):
-                        continue
-                    key = item.get(kind.id_field)
-                    if kind is EntityKind.TEMPORAL_RESOLUTION and self._find(db, kind, key):
-                        return failure(f"(1062, \"Duplicate entry '{key}' for key 'PRIMARY'\")")
+                items = config[kind.value]
+                if kind is EntityKind.INDICATOR:
+                    for item in items:
+                        db.execute("DELETE FROM entity WHERE kind = ? AND key = ?",
+                                   (kind.value, str(item["indicator_id"])))  # fmt: skip
+                    continue
+                ids = [str(item[kind.id_field]) for item in items if item.get(kind.id_field)]
+                if not ids:
+                    db.execute("DELETE FROM entity WHERE kind = ?", (kind.value,))
+                    continue
+                bound = "', '".join(ids)
+                if kind is not EntityKind.CATEGORY:
+                    prefix = re.match(r"\s*([+-]?\d+)", bound)
+                    bound = str(int(prefix.group(1))) if prefix else "0"
+                db.execute("DELETE FROM entity WHERE kind = ? AND key = ?", (kind.value, bound))
+            for kind in EntityKind:
+                if kind is EntityKind.TEMPORAL_RESOLUTION:
+                    refused = self._insert_temporal(db, config[kind.value])
+                    if refused:
+                        return refused  # what was written before stays (not transactional)
+                    continue
+                for item in config[kind.value]:
+                    if kind is EntityKind.INDICATOR:
+                        # Indicators go through POST /indicators: 303 (skipped) when present.
+                        if self._find(db, kind, item["indicator_id"]):
+                            continue
+                        if not self._find(db, EntityKind.CATEGORY, item["category_id"]):
+                            return Reply(404, f"Category '{item['category_id']}' not found")
                     self._insert(db, kind, item)
-        return Reply(204)
+        return failure("(1054, \"Unknown column 'id' in 'SET'\")")
 
     def delete_setup(self) -> Reply:
         with self.transaction() as db:
@@ -851,6 +936,15 @@ def _parse_dt(value: Any) -> datetime | None:
         except ValueError:
             continue
     return None
+
+
+def _bin(item: Any) -> Any:
+    """An indicator's bin as the service's Bin model gives it back: `min` and `max` are
+    floats (numbers), `width` a string; other fields are dropped."""
+    if not isinstance(item, Mapping):
+        return item
+    bounds = {k: None if item.get(k) is None else float(item[k]) for k in ("min", "max")}
+    return {**bounds, "width": item.get("width")}
 
 
 def _int_round(nanos: int) -> int:
