@@ -60,5 +60,5 @@ def test_eight_parallel_writers_on_one_file(tmp_path: Path) -> None:
     ).fetchall()
     assert len(per_identity) == len(datasets)
     assert {count for (count,) in per_identity} == {1}
-    values = db.execute("SELECT COUNT(*) FROM data").fetchone()[0]
+    values = LocalBackend(path).store.value_count()
     assert values == sum(len(d.values) for d in datasets)

@@ -1,0 +1,402 @@
+"""How fast does the local backend ingest datasets, compared with bare SQLite?
+
+``python bench/local_backend.py`` prepares upstream's four synthetic files (read in place
+from ``../shared/reference/upstream-data`` through ``tests/data/upstream/manifest.yaml``)
+into their 149 canonical datasets (283,530 values) once, outside any timing, then measures
+in the same run, three times each (a fresh SQLite file every time, the three alternating so
+that noise on the shared machine hits them alike):
+
+* floor: bare ``sqlite3`` into one table (dataset id, unit, destination, value as INTEGER
+  nanos), WAL and ``synchronous=NORMAL`` as the store sets them, no index, one
+  ``executemany`` per dataset inside its own transaction (one dataset = one write, the
+  backend's granularity);
+* in-process: ``LocalBackend.create_dataset`` for every dataset (config posted beforehand
+  with ``replace_setup``, untimed);
+* over HTTP: ``python -m loader serve --port 0`` (no cost model, no quirks) in a
+  subprocess; an admin token from its ``/oauth/token`` and ``POST /v1/setup`` (untimed);
+  then every dataset is POSTed to ``/v1/data`` as a gzip JSON body, 4 requests in flight
+  (httpx.AsyncClient), every answer must be 201. The timing includes building the request
+  bodies (values written as the exact decimal text of their nanos, then gzip): that is the
+  client's real cost, and it runs on the same two cores as the server.
+
+After each run the database must hold 283,530 values (the store's value count,
+or of the floor's table). The medians (values/s) and the ratios in-process / floor and
+HTTP / floor are printed; the exit status is non-zero when in-process is below 0.5x the
+floor or HTTP below 0.25x, or when a run wrote the wrong number of values.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import gzip
+import json
+import os
+import re
+import secrets
+import sqlite3
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from itertools import repeat
+from json.encoder import encode_basestring_ascii  # type: ignore[attr-defined]
+from pathlib import Path
+from typing import Any
+
+import httpx
+
+ROOT = Path(__file__).resolve().parents[1]
+UPSTREAM_DATA = Path(__file__).resolve().parents[2] / "shared" / "reference" / "upstream-data"
+UPSTREAM_MANIFEST = ROOT / "tests" / "data" / "upstream" / "manifest.yaml"
+RUNS = 3
+IN_FLIGHT = 4
+GZIP_LEVEL = 6  # zlib's usual default (gzip.compress's own default, 9, is slower)
+MIN_IN_PROCESS = 0.5
+MIN_HTTP = 0.25
+EXPECTED_DATASETS = 149
+EXPECTED_VALUES = 283_530
+AUDIENCE = "https://flowkit-ui-backend.local"
+SERVER_START_TIMEOUT = 60.0
+REQUEST_TIMEOUT = 120.0
+SERVING = re.compile(r"serving .* on (http://127\.0\.0\.1:\d+/v1)")
+
+os.environ["FLOWKIT_LOADER_NO_CACHE"] = "1"  # before importing loader: never use a cache
+sys.path.insert(0, str(ROOT))
+
+from loader.backends.local import LocalBackend  # noqa: E402
+from loader.backends.store import Store  # noqa: E402
+from loader.data import read_datasets  # noqa: E402
+from loader.model import Dataset, EntityKind, Manifest, nanos_to_text  # noqa: E402
+from loader.validate import validate  # noqa: E402
+
+
+def fail(message: str) -> None:
+    print(f"local_backend.py: {message}", file=sys.stderr)
+    raise SystemExit(2)
+
+
+# ---------------------------------------------------------------------------------------
+# Preparation (untimed)
+
+
+def load_manifest(path: Path) -> Manifest:
+    report = validate(path, data=False)
+    if not report.ok or report.manifest is None:
+        problems = "\n".join(str(p) for p in report.errors)
+        fail(f"{path} is invalid:\n{problems}")
+    assert report.manifest is not None
+    return report.manifest
+
+
+def prepare(manifest: Manifest) -> list[Dataset]:
+    """Every canonical dataset of every file of the manifest, materialised."""
+    setup = manifest.setup()
+    datasets: list[Dataset] = []
+    for spec in manifest.datasets:
+        for path in spec.files:
+            iterator, file_report = read_datasets(spec, path, setup)
+            datasets.extend(iterator)
+            if file_report.has_errors:
+                fail(f"{path}: {file_report.problems[0]}")
+    return datasets
+
+
+def config_of(manifest: Manifest) -> dict[str, list[dict[str, Any]]]:
+    """The config entities of the manifest's setup, as POST /setup takes them."""
+    setup = manifest.setup()
+    return {
+        kind.value: [dict(e.body) for e in setup.entities if e.kind is kind] for kind in EntityKind
+    }
+
+
+def count_rows(db_path: Path, table: str) -> int:
+    db = sqlite3.connect(db_path)
+    try:
+        return int(db.execute(f"SELECT COUNT(*) FROM {table}").fetchone()[0])
+    finally:
+        db.close()
+
+
+def stored_values(db_path: Path) -> int:
+    """Values held by a store (it keeps each dataset's values packed in one row)."""
+    store = Store(str(db_path))
+    try:
+        return store.value_count()
+    finally:
+        store.close()
+
+
+@contextmanager
+def fresh_db(name: str) -> Iterator[Path]:
+    """A path for a new SQLite file in a temporary directory removed afterwards."""
+    with tempfile.TemporaryDirectory(prefix=f"bench-{name}-") as directory:
+        yield Path(directory) / f"{name}.db"
+
+
+# ---------------------------------------------------------------------------------------
+# Floor: bare sqlite3
+
+
+def run_floor(datasets: list[Dataset]) -> tuple[float, int]:
+    """Seconds to insert every row, one transaction per dataset; rows found afterwards."""
+    with fresh_db("floor") as path:
+        db = sqlite3.connect(path, isolation_level=None)
+        try:
+            db.execute("PRAGMA journal_mode=WAL")
+            db.execute("PRAGMA synchronous=NORMAL")
+            db.execute(
+                "CREATE TABLE data (dataset INTEGER NOT NULL, unit TEXT NOT NULL, "
+                "destination TEXT, nanos INTEGER NOT NULL)"
+            )
+            start = time.perf_counter()
+            for number, dataset in enumerate(datasets, 1):
+                columns = dataset.unit_columns
+                destinations = columns[1] if len(columns) > 1 else repeat(None)
+                db.execute("BEGIN IMMEDIATE")
+                db.executemany(
+                    "INSERT INTO data(dataset, unit, destination, nanos) VALUES (?, ?, ?, ?)",
+                    zip(repeat(number), columns[0], destinations, dataset.values),
+                )
+                db.execute("COMMIT")
+            seconds = time.perf_counter() - start
+        finally:
+            db.close()
+        return seconds, count_rows(path, "data")
+
+
+# ---------------------------------------------------------------------------------------
+# In-process: LocalBackend
+
+
+def run_in_process(
+    datasets: list[Dataset], config: dict[str, list[dict[str, Any]]]
+) -> tuple[float, int]:
+    """Seconds for create_dataset of every dataset; values in the store afterwards."""
+    with fresh_db("local") as path:
+        backend = LocalBackend(path)
+        try:
+            backend.replace_setup(config)
+            start = time.perf_counter()
+            for dataset in datasets:
+                if not backend.create_dataset(dataset).created:
+                    fail(f"in-process: {dataset.key} was not created")
+            seconds = time.perf_counter() - start
+        finally:
+            backend.store.close()
+        return seconds, stored_values(path)
+
+
+# ---------------------------------------------------------------------------------------
+# Over HTTP: flowkit-loader serve
+
+
+def dataset_body(dataset: Dataset, quoted: dict[str, str]) -> bytes:
+    """The gzip JSON body of POST /data, each value the exact decimal text of its nanos;
+    `quoted` caches the JSON string of each unit code."""
+    summary = dataset.summary
+    key = summary.key
+    head = json.dumps(
+        {
+            "metadata": {
+                "revision": summary.revision,
+                "category_id": key.category_id,
+                "indicator_id": key.indicator_id,
+                "srid": key.srid,
+                "trid": key.trid,
+                "dt": key.dt,
+            },
+            "data_type": summary.data_type,
+        },
+        separators=(",", ":"),
+    )
+
+    def q(unit: str) -> str:
+        text = quoted.get(unit)
+        if text is None:
+            text = quoted[unit] = encode_basestring_ascii(unit)
+        return text
+
+    columns = dataset.unit_columns
+    if len(columns) > 1:
+        items = [
+            f'{{"spatial_unit_ids":[{q(o)},{q(d)}],"data":{nanos_to_text(v)}}}'
+            for o, d, v in zip(columns[0], columns[1], dataset.values, strict=True)
+        ]
+    else:
+        items = [
+            f'{{"spatial_unit_ids":[{q(u)}],"data":{nanos_to_text(v)}}}'
+            for u, v in zip(columns[0], dataset.values, strict=True)
+        ]
+    text = f'{head[:-1]},"data_input":[{",".join(items)}]}}'
+    return gzip.compress(text.encode("ascii"), compresslevel=GZIP_LEVEL)
+
+
+@contextmanager
+def server(db_path: Path, secret: str) -> Iterator[str]:
+    """`python -m loader serve` on a free loopback port; yields its base URL (…/v1) and
+    always stops it."""
+    log_path = db_path.with_suffix(".log")
+    env = {**os.environ, "FLOWKIT_SERVE_SECRET": secret}
+    with open(log_path, "wb") as log:
+        process = subprocess.Popen(
+            [sys.executable, "-m", "loader", "serve", "--db", str(db_path), "--port", "0"],
+            cwd=ROOT,
+            env=env,
+            stdin=subprocess.DEVNULL,
+            stdout=subprocess.DEVNULL,
+            stderr=log,
+        )
+    try:
+        deadline = time.monotonic() + SERVER_START_TIMEOUT
+        base = None
+        while base is None:
+            found = SERVING.search(log_path.read_text(errors="replace"))
+            if found:
+                base = found.group(1)
+            elif process.poll() is not None:
+                fail(f"the server exited ({process.returncode}):\n{log_path.read_text()}")
+            elif time.monotonic() > deadline:
+                fail(f"the server did not start within {SERVER_START_TIMEOUT:.0f}s")
+            else:
+                time.sleep(0.05)
+        yield base
+    finally:
+        if process.poll() is None:
+            process.terminate()
+            try:
+                process.wait(timeout=15)
+            except subprocess.TimeoutExpired:
+                process.kill()
+                process.wait(timeout=15)
+
+
+async def post_all(base: str, secret: str, datasets: list[Dataset], config: Any) -> float:
+    """Token and setup (untimed), then every dataset (timed, bodies built in the loop)."""
+    root = base.removesuffix("/v1")
+    timeout = httpx.Timeout(REQUEST_TIMEOUT)
+    limits = httpx.Limits(max_connections=IN_FLIGHT, max_keepalive_connections=IN_FLIGHT)
+    async with httpx.AsyncClient(timeout=timeout, limits=limits) as client:
+        answer = await client.post(
+            f"{root}/oauth/token",
+            json={
+                "client_id": "dev-admin",
+                "client_secret": secret,
+                "audience": AUDIENCE,
+                "grant_type": "client_credentials",
+            },
+        )
+        if answer.status_code != 200:
+            fail(f"POST /oauth/token: {answer.status_code} {answer.text}")
+        headers = {
+            "Authorization": f"Bearer {answer.json()['access_token']}",
+            "Content-Type": "application/json",
+            "Content-Encoding": "gzip",
+        }
+        setup_body = gzip.compress(json.dumps(config).encode(), compresslevel=GZIP_LEVEL)
+        answer = await client.post(f"{base}/setup", content=setup_body, headers=headers)
+        if answer.status_code != 204:
+            fail(f"POST /setup: {answer.status_code} {answer.text[:300]}")
+
+        statuses: list[int] = []
+        quoted: dict[str, str] = {}
+        pending = iter(datasets)
+
+        async def worker() -> None:
+            for dataset in pending:  # shared iterator: each dataset goes to one worker
+                body = dataset_body(dataset, quoted)
+                reply = await client.post(f"{base}/data", content=body, headers=headers)
+                statuses.append(reply.status_code)
+                if reply.status_code != 201:
+                    fail(f"POST /data {dataset.key}: {reply.status_code} {reply.text[:300]}")
+
+        start = time.perf_counter()
+        await asyncio.gather(*(worker() for _ in range(IN_FLIGHT)))
+        seconds = time.perf_counter() - start
+    if len(statuses) != len(datasets) or set(statuses) != {201}:
+        fail(f"POST /data: expected {len(datasets)} x 201, got {sorted(set(statuses))}")
+    return seconds
+
+
+def run_http(datasets: list[Dataset], config: dict[str, list[dict[str, Any]]]) -> tuple[float, int]:
+    """Seconds to POST every dataset to a fresh server; values in its store afterwards."""
+    secret = secrets.token_urlsafe(24)
+    with fresh_db("serve") as path:
+        with server(path, secret) as base:
+            seconds = asyncio.run(post_all(base, secret, datasets, config))
+        return seconds, stored_values(path)
+
+
+# ---------------------------------------------------------------------------------------
+# Main
+
+
+def body_building_seconds(datasets: list[Dataset]) -> float:
+    """What building every request body costs alone (for the report, untimed above)."""
+    quoted: dict[str, str] = {}
+    start = time.perf_counter()
+    for dataset in datasets:
+        dataset_body(dataset, quoted)
+    return time.perf_counter() - start
+
+
+def main() -> int:
+    if not UPSTREAM_DATA.is_dir():
+        fail(f"upstream reference data not found at {UPSTREAM_DATA}")
+    manifest = load_manifest(UPSTREAM_MANIFEST)
+    datasets = prepare(manifest)
+    config = config_of(manifest)
+    values = sum(len(d.values) for d in datasets)
+    if len(datasets) != EXPECTED_DATASETS or values != EXPECTED_VALUES:
+        fail(
+            f"expected {EXPECTED_DATASETS} datasets and {EXPECTED_VALUES:,} values, "
+            f"got {len(datasets)} and {values:,}"
+        )
+
+    runs: dict[str, Callable[[], tuple[float, int]]] = {
+        "floor": lambda: run_floor(datasets),
+        "in-process": lambda: run_in_process(datasets, config),
+        "http": lambda: run_http(datasets, config),
+    }
+    times: dict[str, list[float]] = {name: [] for name in runs}
+    status = 0
+    for _ in range(RUNS):  # alternate, so that noise on the machine hits all alike
+        for name, run in runs.items():
+            seconds, stored = run()
+            times[name].append(seconds)
+            if stored != values:
+                print(f"FAIL: {name} stored {stored:,} values, expected {values:,}")
+                status = 1
+
+    rate = {name: values / statistics.median(t) for name, t in times.items()}
+    print(f"{len(datasets)} datasets, {values:,} values; {RUNS} runs each, medians")
+    print(f"{'':11} {'median':>8} {'min':>8} {'max':>8} {'values/s':>11} {'/ floor':>8}")
+    for name, t in times.items():
+        print(
+            f"{name:11} {statistics.median(t):7.3f}s {min(t):7.3f}s {max(t):7.3f}s "
+            f"{rate[name]:11,.0f} {rate[name] / rate['floor']:7.2f}x"
+        )
+    building = body_building_seconds(datasets)
+    print(
+        f"(http includes building and gzipping the bodies, {IN_FLIGHT} in flight; "
+        f"building alone: {building:.3f}s)"
+    )
+    in_process = rate["in-process"] / rate["floor"]
+    http = rate["http"] / rate["floor"]
+    print(
+        f"ratio in-process/floor: {in_process:.2f} (required >= {MIN_IN_PROCESS}); "
+        f"http/floor: {http:.2f} (required >= {MIN_HTTP})"
+    )
+    if in_process < MIN_IN_PROCESS:
+        print(f"FAIL: in-process is {in_process:.2f}x the floor (< {MIN_IN_PROCESS})")
+        status = 1
+    if http < MIN_HTTP:
+        print(f"FAIL: http is {http:.2f}x the floor (< {MIN_HTTP})")
+        status = 1
+    return status
+
+
+if __name__ == "__main__":
+    sys.exit(main())
