@@ -243,3 +243,31 @@ def test_errors_name_the_call_status_and_text(server: str) -> None:
     query = QueryRange("nope", "nope.x", 1, 1, "2020-13", 1)
     with pytest.raises(BackendError, match=r"^POST /query: 500 Internal Server Error$"):
         backend.visible_mdids(query)
+
+
+def test_an_identity_with_several_mdids_stops_with_a_message_for_an_operator(
+    server: str,
+) -> None:
+    plain, datasets = setup(server)
+    from loader.backends.remote import AMBIGUOUS, dataset_body
+
+    token = plain.tokens[Role.UPDATER].current().value
+    headers = {"Authorization": f"Bearer {token}", "Content-Type": "application/json"}
+
+    # Another client (the notebook) races five creates of one identity past upstream's
+    # existence check: duplicates that only an operator can remove.
+    def post(body: bytes) -> httpx.Response:
+        return httpx.post(f"{server}/v1/data", content=body, headers=headers, timeout=30)
+
+    for dataset in datasets:
+        with ThreadPoolExecutor(5) as pool:
+            list(pool.map(post, [dataset_body(dataset)] * 5))
+        if len(plain.visible_mdids(plain.exact_range(dataset.key))) > 1:
+            break
+    else:
+        pytest.fail("the race never produced duplicates")
+    with pytest.raises(BackendError, match="Ambiguous dataset: the identity exists more"):
+        plain.update_dataset(dataset)
+    with pytest.raises(BackendError) as stopped:
+        plain.create_dataset(dataset)
+    assert AMBIGUOUS in str(stopped.value)

@@ -19,6 +19,7 @@ import contextlib
 import gzip
 import json
 import random
+import threading
 import time
 from collections.abc import Callable, Iterable, Mapping
 from typing import Any
@@ -146,6 +147,8 @@ class RemoteBackend:
             transport=transport,
         )
         self._checked: set[tuple[Role, str]] = set()
+        self._identity_locks: dict[DatasetKey, threading.Lock] = {}
+        self._locks_lock = threading.Lock()
 
     def close(self) -> None:
         self.http.close()
@@ -351,7 +354,9 @@ class RemoteBackend:
             try:
                 response = self.request(method, path, role, scope, body, raw=raw, write=True)
                 return self.expect(response, *statuses)
-            except UnknownOutcome:
+            except UnknownOutcome as unknown:
+                if "Ambiguous dataset" in unknown.text:
+                    raise BackendError(unknown.call, 500, AMBIGUOUS) from None
                 if attempt == 2:
                     raise
                 self.sleep(self.existence_delay)
@@ -359,7 +364,16 @@ class RemoteBackend:
 
     # -- datasets ---------------------------------------------------------------------------
 
+    def identity_lock(self, key: DatasetKey) -> threading.Lock:
+        """Never two writes of one dataset identity at once (Hazard 5), whoever calls."""
+        with self._locks_lock:
+            return self._identity_locks.setdefault(key, threading.Lock())
+
     def create_dataset(self, dataset: Dataset) -> DatasetWrite:
+        with self.identity_lock(dataset.key):
+            return self._create_dataset(dataset)
+
+    def _create_dataset(self, dataset: Dataset) -> DatasetWrite:
         body = dataset_body(dataset)
         for _ in range(2):
             try:
@@ -381,14 +395,16 @@ class RemoteBackend:
     def update_dataset(self, dataset: Dataset) -> int:
         # PATCH replaces the dataset whole: sending it again after an unknown outcome
         # stores the same content (under yet another mdid), once the first one settled.
-        response = self._idempotent("PATCH", "/data", Role.UPDATER, WRITE, None, 201,
-                                    raw=dataset_body(dataset))  # fmt: skip
+        with self.identity_lock(dataset.key):
+            response = self._idempotent("PATCH", "/data", Role.UPDATER, WRITE, None, 201,
+                                        raw=dataset_body(dataset))  # fmt: skip
         return int(response.json())
 
     def delete_dataset(self, summary: DatasetSummary) -> None:
         body: dict[str, Any] = {"metadata": metadata_of(summary.key, summary.revision),
                 "data_type": summary.data_type, "data_input": []}  # fmt: skip
-        self._idempotent("DELETE", "/data", Role.UPDATER, WRITE, body, 204)
+        with self.identity_lock(summary.key):
+            self._idempotent("DELETE", "/data", Role.UPDATER, WRITE, body, 204)
 
     def _settled_mdids(self, key: DatasetKey) -> frozenset[int]:
         """The identity's mdids once two reads some seconds apart agree (a write in flight
@@ -463,13 +479,14 @@ def matches(desired: Mapping[str, Any], stored: Mapping[str, Any]) -> bool:
     return True
 
 
+AMBIGUOUS = (
+    "Ambiguous dataset: the identity exists more than once on the server; an operator "
+    "must remove the duplicates in its database (the API cannot)"
+)
+
+
 def _ambiguous(key: DatasetKey) -> BackendError:
-    return BackendError(
-        "POST /data",
-        500,
-        f"Ambiguous dataset: {key} exists more than once on the server; an operator must "
-        "remove the duplicates (the API cannot)",
-    )
+    return BackendError("POST /data", 500, f"{AMBIGUOUS} ({key})")
 
 
 def _text(response: httpx.Response) -> str:
