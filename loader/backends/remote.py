@@ -19,6 +19,7 @@ import contextlib
 import gzip
 import json
 import random
+import ssl
 import threading
 import time
 from collections.abc import Callable, Iterable, Mapping
@@ -140,7 +141,8 @@ class RemoteBackend:
         self.sleep = sleep
         limits = httpx.Limits(max_connections=parallelism, max_keepalive_connections=parallelism)
         self.http = httpx.Client(
-            verify=ca_bundle or True,  # TLS verification is never off
+            # TLS verification is never off; a custom CA bundle only adds what to trust.
+            verify=ssl.create_default_context(cafile=ca_bundle) if ca_bundle else True,
             timeout=httpx.Timeout(timeout, connect=min(timeout, 30.0)),
             limits=limits,
             follow_redirects=False,  # 303 means "exists", not "go there"
