@@ -42,15 +42,11 @@ import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from itertools import repeat
-from json.encoder import encode_basestring_ascii  # type: ignore[attr-defined]
 from pathlib import Path
 from typing import Any
 
 import httpx
 
-ROOT = Path(__file__).resolve().parents[1]
-UPSTREAM_DATA = Path(__file__).resolve().parents[2] / "shared" / "reference" / "upstream-data"
-UPSTREAM_MANIFEST = ROOT / "tests" / "data" / "upstream" / "manifest.yaml"
 RUNS = 3
 IN_FLIGHT = 4
 GZIP_LEVEL = 6  # zlib's usual default (gzip.compress's own default, 9, is slower)
@@ -63,45 +59,16 @@ SERVER_START_TIMEOUT = 60.0
 REQUEST_TIMEOUT = 120.0
 SERVING = re.compile(r"serving .* on (http://127\.0\.0\.1:\d+/v1)")
 
-os.environ["FLOWKIT_LOADER_NO_CACHE"] = "1"  # before importing loader: never use a cache
-sys.path.insert(0, str(ROOT))
+
+from common import ROOT, UPSTREAM_DATA, UPSTREAM_MANIFEST, fail, load_manifest, prepare  # noqa: E402
 
 from loader.backends.local import LocalBackend  # noqa: E402
+from loader.backends.remote import dataset_body as remote_body  # noqa: E402
 from loader.backends.store import Store  # noqa: E402
-from loader.data import read_datasets  # noqa: E402
-from loader.model import Dataset, EntityKind, Manifest, nanos_to_text  # noqa: E402
-from loader.validate import validate  # noqa: E402
-
-
-def fail(message: str) -> None:
-    print(f"local_backend.py: {message}", file=sys.stderr)
-    raise SystemExit(2)
-
+from loader.model import Dataset, EntityKind, Manifest  # noqa: E402
 
 # ---------------------------------------------------------------------------------------
 # Preparation (untimed)
-
-
-def load_manifest(path: Path) -> Manifest:
-    report = validate(path, data=False)
-    if not report.ok or report.manifest is None:
-        problems = "\n".join(str(p) for p in report.errors)
-        fail(f"{path} is invalid:\n{problems}")
-    assert report.manifest is not None
-    return report.manifest
-
-
-def prepare(manifest: Manifest) -> list[Dataset]:
-    """Every canonical dataset of every file of the manifest, materialised."""
-    setup = manifest.setup()
-    datasets: list[Dataset] = []
-    for spec in manifest.datasets:
-        for path in spec.files:
-            iterator, file_report = read_datasets(spec, path, setup)
-            datasets.extend(iterator)
-            if file_report.has_errors:
-                fail(f"{path}: {file_report.problems[0]}")
-    return datasets
 
 
 def config_of(manifest: Manifest) -> dict[str, list[dict[str, Any]]]:
@@ -193,45 +160,10 @@ def run_in_process(
 # Over HTTP: flowkit-loader serve
 
 
-def dataset_body(dataset: Dataset, quoted: dict[str, str]) -> bytes:
-    """The gzip JSON body of POST /data, each value the exact decimal text of its nanos;
-    `quoted` caches the JSON string of each unit code."""
-    summary = dataset.summary
-    key = summary.key
-    head = json.dumps(
-        {
-            "metadata": {
-                "revision": summary.revision,
-                "category_id": key.category_id,
-                "indicator_id": key.indicator_id,
-                "srid": key.srid,
-                "trid": key.trid,
-                "dt": key.dt,
-            },
-            "data_type": summary.data_type,
-        },
-        separators=(",", ":"),
-    )
-
-    def q(unit: str) -> str:
-        text = quoted.get(unit)
-        if text is None:
-            text = quoted[unit] = encode_basestring_ascii(unit)
-        return text
-
-    columns = dataset.unit_columns
-    if len(columns) > 1:
-        items = [
-            f'{{"spatial_unit_ids":[{q(o)},{q(d)}],"data":{nanos_to_text(v)}}}'
-            for o, d, v in zip(columns[0], columns[1], dataset.values, strict=True)
-        ]
-    else:
-        items = [
-            f'{{"spatial_unit_ids":[{q(u)}],"data":{nanos_to_text(v)}}}'
-            for u, v in zip(columns[0], dataset.values, strict=True)
-        ]
-    text = f'{head[:-1]},"data_input":[{",".join(items)}]}}'
-    return gzip.compress(text.encode("ascii"), compresslevel=GZIP_LEVEL)
+def dataset_body(dataset: Dataset) -> bytes:
+    """The gzip JSON body of POST /data as the loader's remote client builds it (each
+    value the exact decimal text of its nanos)."""
+    return gzip.compress(remote_body(dataset), compresslevel=GZIP_LEVEL)
 
 
 @contextmanager
@@ -301,12 +233,11 @@ async def post_all(base: str, secret: str, datasets: list[Dataset], config: Any)
             fail(f"POST /setup: {answer.status_code} {answer.text[:300]}")
 
         statuses: list[int] = []
-        quoted: dict[str, str] = {}
         pending = iter(datasets)
 
         async def worker() -> None:
             for dataset in pending:  # shared iterator: each dataset goes to one worker
-                body = dataset_body(dataset, quoted)
+                body = dataset_body(dataset)
                 reply = await client.post(f"{base}/data", content=body, headers=headers)
                 statuses.append(reply.status_code)
                 if reply.status_code != 201:
@@ -335,10 +266,9 @@ def run_http(datasets: list[Dataset], config: dict[str, list[dict[str, Any]]]) -
 
 def body_building_seconds(datasets: list[Dataset]) -> float:
     """What building every request body costs alone (for the report, untimed above)."""
-    quoted: dict[str, str] = {}
     start = time.perf_counter()
     for dataset in datasets:
-        dataset_body(dataset, quoted)
+        dataset_body(dataset)
     return time.perf_counter() - start
 
 

@@ -48,9 +48,6 @@ from typing import Any
 import pandas as pd
 from dateutil import parser
 
-ROOT = Path(__file__).resolve().parents[1]
-UPSTREAM_DATA = Path(__file__).resolve().parents[2] / "shared" / "reference" / "upstream-data"
-UPSTREAM_MANIFEST = ROOT / "tests" / "data" / "upstream" / "manifest.yaml"
 RUNS = 5
 MIN_RATIO = 20.0
 EXPECTED_DATASETS = 149
@@ -60,43 +57,14 @@ EXPECTED_VALUES = 283_530
 Key = tuple[str, str, int, int, str]
 Comparable = dict[Key, tuple[list[tuple[str, ...]], list[int]]]
 
-os.environ["FLOWKIT_LOADER_NO_CACHE"] = "1"  # before importing loader: never use a cache
-sys.path.insert(0, str(ROOT))
+
+from common import UPSTREAM_DATA, UPSTREAM_MANIFEST, fail, load_manifest, prepare  # noqa: E402
 
 from loader.data import read_datasets  # noqa: E402
-from loader.model import Dataset, Manifest, canonical_nanos  # noqa: E402
-from loader.validate import validate  # noqa: E402
-
-
-def fail(message: str) -> None:
-    print(f"prepare.py: {message}", file=sys.stderr)
-    raise SystemExit(2)
-
-
-def load_manifest(path: Path) -> Manifest:
-    report = validate(path, data=False)
-    if not report.ok or report.manifest is None:
-        problems = "\n".join(str(p) for p in report.errors)
-        fail(f"{path} is invalid:\n{problems}")
-    assert report.manifest is not None
-    return report.manifest
-
+from loader.model import Dataset, canonical_nanos  # noqa: E402
 
 # ---------------------------------------------------------------------------------------
 # Ours
-
-
-def ours(manifest: Manifest) -> list[Dataset]:
-    """Every canonical dataset of every file of the manifest, materialised."""
-    setup = manifest.setup()
-    datasets: list[Dataset] = []
-    for spec in manifest.datasets:
-        for path in spec.files:
-            iterator, file_report = read_datasets(spec, path, setup)
-            datasets.extend(iterator)
-            if file_report.has_errors:
-                fail(f"{path}: {file_report.problems[0]}")
-    return datasets
 
 
 def ours_comparable(datasets: list[Dataset]) -> Comparable:
@@ -357,13 +325,13 @@ def compare_with_notebook() -> int:
     config = json.loads((UPSTREAM_DATA / "config.json").read_text(encoding="utf-8"))
 
     # Warm-up (untimed): its outputs are the ones compared.
-    mine = ours_comparable(ours(manifest))
+    mine = ours_comparable(prepare(manifest))
     theirs = notebook_comparable(run_notebook(config))
 
     our_times: list[float] = []
     notebook_times: list[float] = []
     for _ in range(RUNS):  # alternate, so that noise on the machine hits both alike
-        our_times.append(timed(lambda: ours(manifest)))
+        our_times.append(timed(lambda: prepare(manifest)))
         notebook_times.append(timed(lambda: run_notebook(config)))
     our_median = statistics.median(our_times)
     notebook_median = statistics.median(notebook_times)

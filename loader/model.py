@@ -490,6 +490,33 @@ class QueryRange:
 Content = Mapping[str, Mapping[tuple[str, ...], float]]
 
 
+def content_of(data_by_date: Mapping[str, Mapping[str, Any]]) -> Content:
+    """A /query `data_by_date` as dates -> unit tuples -> values (flows come nested)."""
+    content: dict[str, dict[tuple[str, ...], float]] = {}
+    for date, cells in data_by_date.items():
+        flat: dict[tuple[str, ...], float] = {}
+        for unit, value in cells.items():
+            if isinstance(value, Mapping):
+                flat.update({(unit, destination): v for destination, v in value.items()})
+            else:
+                flat[(unit,)] = value
+        content[date] = flat
+    return content
+
+
+def metadata_of(key: DatasetKey, revision: str) -> dict[str, Any]:
+    """A dataset's metadata as the service wants it: never an mdid (Hazard 6), `dt` as
+    `YYYY-MM-DD HH:MM:SS`."""
+    return {
+        "revision": revision,
+        "category_id": key.category_id,
+        "indicator_id": key.indicator_id,
+        "srid": key.srid,
+        "trid": key.trid,
+        "dt": key.dt,
+    }
+
+
 class Backend(Protocol):
     """The operations of a FlowKit-UI backend that a loader may use."""
 

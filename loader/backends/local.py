@@ -24,6 +24,8 @@ from loader.model import (
     QueryRange,
     ScopeError,
     SetupView,
+    content_of,
+    metadata_of,
 )
 
 READ, WRITE, ADMIN = "read:free_data", "write:data", "admin"
@@ -107,14 +109,7 @@ class LocalBackend:
         key = summary.key
         columns = dataset.unit_columns
         return Incoming(
-            metadata={
-                "revision": summary.revision,
-                "category_id": key.category_id,
-                "indicator_id": key.indicator_id,
-                "srid": key.srid,
-                "trid": key.trid,
-                "dt": key.dt,
-            },
+            metadata=metadata_of(key, summary.revision),
             data_type=summary.data_type,
             units=list(columns[0]),
             destinations=list(columns[1]) if len(columns) > 1 else [None] * len(columns[0]),
@@ -136,14 +131,7 @@ class LocalBackend:
         self._need(WRITE, "DELETE /data")
         key = summary.key
         body: dict[str, Any] = {
-            "metadata": {
-                "revision": summary.revision,
-                "category_id": key.category_id,
-                "indicator_id": key.indicator_id,
-                "srid": key.srid,
-                "trid": key.trid,
-                "dt": key.dt,
-            },
+            "metadata": metadata_of(key, summary.revision),
             "data_type": summary.data_type,
             "data_input": [],
         }
@@ -193,18 +181,4 @@ class LocalBackend:
         self._expect("DELETE /scope_mapping", self.store.delete_mapping(scope, mdid), 204)
 
 
-def content_of(data_by_date: Mapping[str, Mapping[str, Any]]) -> Content:
-    """A /query `data_by_date` as dates -> unit tuples -> values (flows are nested)."""
-    content: dict[str, dict[tuple[str, ...], float]] = {}
-    for date, cells in data_by_date.items():
-        flat: dict[tuple[str, ...], float] = {}
-        for unit, value in cells.items():
-            if isinstance(value, Mapping):
-                flat.update({(unit, destination): v for destination, v in value.items()})
-            else:
-                flat[(unit,)] = value
-        content[date] = flat
-    return content
-
-
-__all__ = ["InvalidBody", "LocalBackend", "content_of"]
+__all__ = ["InvalidBody", "LocalBackend"]

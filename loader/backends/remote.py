@@ -41,6 +41,8 @@ from loader.model import (
     Role,
     ScopeError,
     SetupView,
+    content_of,
+    metadata_of,
     nanos_to_text,
 )
 
@@ -52,19 +54,6 @@ READ, WRITE, ADMIN = "read:free_data", "write:data", "admin"
 
 class UnknownOutcome(BackendError):
     """A write whose effect is unknown (500, timeout, reset): resolved by reading."""
-
-
-def _content_of(data_by_date: Mapping[str, Mapping[str, Any]]) -> Content:
-    content: dict[str, dict[tuple[str, ...], float]] = {}
-    for date, cells in data_by_date.items():
-        flat: dict[tuple[str, ...], float] = {}
-        for unit, value in cells.items():
-            if isinstance(value, Mapping):
-                flat.update({(unit, destination): v for destination, v in value.items()})
-            else:
-                flat[(unit,)] = value
-        content[date] = flat
-    return content
 
 
 def dataset_body(dataset: Dataset) -> bytes:
@@ -98,19 +87,6 @@ def dataset_body(dataset: Dataset) -> bytes:
             for o, d, v in zip(columns[0], columns[1], texts, strict=True)
         ]
     return (head[:-1] + ',"data_input":[' + ",".join(cells) + "]}").encode()
-
-
-def metadata_of(key: DatasetKey, revision: str) -> dict[str, Any]:
-    """A dataset's metadata as the service wants it: never an mdid (Hazard 6), `dt` as
-    `YYYY-MM-DD HH:MM:SS`."""
-    return {
-        "revision": revision,
-        "category_id": key.category_id,
-        "indicator_id": key.indicator_id,
-        "srid": key.srid,
-        "trid": key.trid,
-        "dt": key.dt,
-    }
 
 
 class RemoteBackend:
@@ -453,7 +429,7 @@ class RemoteBackend:
 
     def dataset_content(self, query: QueryRange) -> Content:
         answer = self._query(query, mdids_only=False)
-        return {} if answer is None else _content_of(answer["data_by_date"] or {})
+        return {} if answer is None else content_of(answer["data_by_date"] or {})
 
     # -- grants -----------------------------------------------------------------------------
 
