@@ -23,7 +23,18 @@ def _version() -> str:
         return "unknown"
 
 
-@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+class LoaderGroup(click.Group):
+    """Errors a user can cause are one line on stderr and exit 1, never a traceback."""
+
+    def invoke(self, ctx: click.Context) -> object:
+        try:
+            return super().invoke(ctx)
+        except LoaderError as error:
+            click.echo(f"error: {error}", err=True)
+            ctx.exit(1)
+
+
+@click.group(cls=LoaderGroup, context_settings={"help_option_names": ["-h", "--help"]})
 @click.version_option(_version(), prog_name="flowkit-loader")
 def cli() -> None:
     """Declarative loader for FlowKit-UI deployments: validate, plan, apply."""
@@ -105,6 +116,58 @@ def _dataset_lines(report: ValidationReport) -> list[str]:
             f"min {nanos_to_text(low)}, max {nanos_to_text(high)}"
         )
     return lines
+
+
+@cli.command(name="check")
+@click.argument("manifest", type=click.Path(dir_okay=False))
+@click.option("--target", "-t", help="The target to check (default: the default).")
+@click.option(
+    "--wait-ready",
+    type=click.FloatRange(min=0),
+    default=0,
+    show_default=True,
+    help="Seconds to wait for a service that starts on its first request.",
+)
+def check_command(manifest: str, target: str | None, wait_ready: float) -> None:
+    """Check that MANIFEST's target answers and that its credentials can do their work.
+
+    A remote target: /heartbeat and the API version, then each role's token and the
+    scopes it must carry (admin: admin; updater: write:data; reader: read:free_data).
+    Nothing is written. Exit 1 when something is missing.
+    """
+    from loader.backends.factory import open_backend
+    from loader.model import Role
+    from loader.validate import load_manifest
+
+    loaded = load_manifest(manifest, target=target)
+    chosen = loaded.target(target)
+    backend = open_backend(chosen, loaded.setup(target))
+    if chosen.is_local:
+        view = backend.read_setup()
+        click.echo(
+            f"{chosen.name}: embedded backend at {chosen.local_path}: "
+            f"{_plural(len(view.languages), 'language')}, "
+            f"{_plural(len(view.data_providers), 'data provider')}"
+        )
+        return
+    from loader.backends.remote import RemoteBackend
+
+    assert isinstance(backend, RemoteBackend)
+    try:
+        backend.wait_ready(wait_ready)
+        needs = {Role.ADMIN: ["admin"], Role.UPDATER: ["write:data"],
+                 Role.READER: ["read:free_data"]}  # fmt: skip
+        backend.preflight({role: scopes for role, scopes in needs.items()
+                           if role in backend.tokens})  # fmt: skip
+        click.echo(f"{chosen.name}: {chosen.url} is ready")
+        for role, provider in backend.tokens.items():
+            token = provider.current()
+            click.echo(
+                f"  {role.value}: {token.subject}, scopes {' '.join(sorted(token.scopes))}, "
+                f"sees {' '.join(sorted(token.permissions)) or 'nothing'}"
+            )
+    finally:
+        backend.close()
 
 
 @cli.command(name="schema")
@@ -197,14 +260,4 @@ def serve_command(
 
 
 def main() -> None:
-    try:
-        cli.main(standalone_mode=False)
-    except click.exceptions.Abort:
-        click.echo("aborted", err=True)
-        sys.exit(1)
-    except click.ClickException as error:
-        error.show()
-        sys.exit(1 if error.exit_code == 1 else 2)
-    except LoaderError as error:
-        click.echo(f"error: {error}", err=True)
-        sys.exit(1)
+    cli.main(prog_name="flowkit-loader")

@@ -9,7 +9,6 @@ resolution must get its id here, from the config itself or from the manifest's `
 
 from __future__ import annotations
 
-import copy
 import re
 from collections.abc import Callable, Mapping
 from datetime import datetime
@@ -309,11 +308,3 @@ def _props(items: list[Any]) -> list[Mapping[str, Any]]:
         for item in items
         if isinstance(item, Mapping) and isinstance(item.get("properties"), Mapping)
     ]
-
-
-def without_boundaries(body: Mapping[str, Any]) -> dict[str, Any]:
-    """A copy of an entity body that is cheap to show (boundaries replaced by a marker)."""
-    copied = copy.copy(dict(body))
-    if "boundaries" in copied:
-        copied["boundaries"] = "<boundaries>"
-    return copied

@@ -15,6 +15,7 @@ import os
 import re
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
+from fnmatch import fnmatchcase
 from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
@@ -580,8 +581,6 @@ class ManifestBuilder:
         setups: Mapping[str, SetupConfig],
         indicators: list[str],
     ) -> AccessRule | None:
-        from fnmatch import fnmatchcase
-
         pattern = entry["indicator"]
         if not any(fnmatchcase(i, pattern) for i in indicators):
             self.error(

@@ -309,6 +309,10 @@ def load_manifest(
     """The manifest model, or ManifestError listing its errors (data files not read)."""
     report = validate(path, target=target, data=False, environ=environ)
     if report.errors or report.manifest is None:
-        lines = "\n".join(str(p) for p in report.errors)
-        raise ManifestError(f"{report.path} is invalid:\n{lines}")
+        count = len(report.errors)
+        raise ManifestError(
+            f"{report.errors[0]}"
+            + (f" (and {count - 1} more problems)" if count > 1 else "")
+            + f"; `flowkit-loader validate {report.path}` lists them"
+        )
     return report.manifest

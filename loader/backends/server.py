@@ -311,7 +311,7 @@ class Api:
             Route(item, self.endpoint("admin", lambda r, b, p: s.delete_entity(kind, key(r))),
                   methods=["DELETE"]),
         ]  # fmt: skip
-        if kind in self.store._VISIBLE_BY:
+        if kind in self.store.VISIBLE_BY:
             routes += [
                 Route(path, self.endpoint("read:free_data",
                                           lambda r, b, p: s.list_entities(kind, p))),

@@ -512,7 +512,8 @@ class Store:
             )
         ]
 
-    _VISIBLE_BY: ClassVar[dict[EntityKind, str]] = {
+    # The metadata column that makes an entity visible: one of its datasets is.
+    VISIBLE_BY: ClassVar[dict[EntityKind, str]] = {
         EntityKind.CATEGORY: "category_id",
         EntityKind.INDICATOR: "indicator_id",
         EntityKind.SPATIAL_RESOLUTION: "srid",
@@ -520,14 +521,14 @@ class Store:
     }
 
     def list_entities(self, kind: EntityKind, principal: Principal) -> Reply:
-        visible = self.visible_keys(self._VISIBLE_BY[kind], principal)
+        visible = self.visible_keys(self.VISIBLE_BY[kind], principal)
         found = [e for e in self._entities(kind) if e.get(kind.id_field) in visible]
         if kind is EntityKind.SPATIAL_RESOLUTION:
             found = [{**e, "boundaries": None} for e in found]
         return Reply(200, {kind.value: found})
 
     def get_entity(self, kind: EntityKind, key: Any, principal: Principal) -> Reply:
-        visible = self.visible_keys(self._VISIBLE_BY[kind], principal)
+        visible = self.visible_keys(self.VISIBLE_BY[kind], principal)
         for entity in self._entities(kind):
             if str(entity.get(kind.id_field)) == str(key) and entity.get(kind.id_field) in visible:
                 return Reply(200, entity)
@@ -540,7 +541,7 @@ class Store:
                 e for e in self._entities(kind) if visible and e.get("category_id") == category_id
             ]
             return Reply(200, {kind.value: found})
-        column = self._VISIBLE_BY[kind]
+        column = self.VISIBLE_BY[kind]
         ids = {
             row[0]
             for row in self.connection().execute(

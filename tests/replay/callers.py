@@ -250,7 +250,7 @@ def _routes() -> list[tuple[str, re.Pattern[str], str | None, Handler]]:
             ("DELETE", f"{path}/(.+)", ADMIN,
              lambda s, a, b, p, k=kind: s.delete_entity(k, _key(k, a[0]))),
         ]  # fmt: skip
-        if kind in Store._VISIBLE_BY:
+        if kind in Store.VISIBLE_BY:
             routes += [
                 ("GET", path, READ, lambda s, a, b, p, k=kind: s.list_entities(k, p)),
                 ("GET", f"{path}/(.+)", READ,
