@@ -485,6 +485,18 @@ class QueryRange:
     start_date: str
     duration: int
 
+    def body(self, mdids_only: bool) -> dict[str, Any]:
+        """The /query (and /csv) request body."""
+        return {
+            "category_id": self.category_id,
+            "indicator_id": self.indicator_id,
+            "srid": self.srid,
+            "trid": self.trid,
+            "start_date": self.start_date,
+            "duration": self.duration,
+            "mdids_only": mdids_only,
+        }
+
 
 # date (in the resolution's format) -> unit tuple -> value as the server answers it
 Content = Mapping[str, Mapping[tuple[str, ...], float]]

@@ -139,22 +139,10 @@ class LocalBackend:
 
     # -- reads --------------------------------------------------------------------------
 
-    @staticmethod
-    def _query_body(query: QueryRange, mdids_only: bool) -> dict[str, Any]:
-        return {
-            "category_id": query.category_id,
-            "indicator_id": query.indicator_id,
-            "srid": query.srid,
-            "trid": query.trid,
-            "start_date": query.start_date,
-            "duration": query.duration,
-            "mdids_only": mdids_only,
-        }
-
     def _query(self, query: QueryRange, mdids_only: bool) -> Reply | None:
         """The /query answer, or None when nothing is visible in the range (404)."""
         self._need(READ, "POST /query")
-        reply = self.store.query(self._query_body(query, mdids_only), self.principal)
+        reply = self.store.query(query.body(mdids_only), self.principal)
         if reply.status == 404:
             return None
         return self._expect("POST /query", reply, 200)

@@ -408,16 +408,7 @@ class RemoteBackend:
     # -- reads ------------------------------------------------------------------------------
 
     def _query(self, query: QueryRange, mdids_only: bool) -> Any:
-        body = {
-            "category_id": query.category_id,
-            "indicator_id": query.indicator_id,
-            "srid": query.srid,
-            "trid": query.trid,
-            "start_date": query.start_date,
-            "duration": query.duration,
-            "mdids_only": mdids_only,
-        }
-        response = self.request("POST", "/query", Role.READER, READ, body)
+        response = self.request("POST", "/query", Role.READER, READ, query.body(mdids_only))
         if response.status_code == 404:
             return None  # nothing visible in the range ("No metadata found", ...)
         return self.expect(response, 200).json()

@@ -380,21 +380,28 @@ class Store:
             },
         )
 
-    def post_setup(self, config: Any) -> Reply:
-        """Replace all config (datasets and mappings stay)."""
-        if not isinstance(config, Mapping):
-            return self.invalid(InvalidBody("config must be an object"))
+    def _check_config(self, config: Any, *, ids_required: bool) -> Reply | None:
+        """A Config body as the service validates it (None: valid)."""
         try:
+            if not isinstance(config, Mapping):
+                raise InvalidBody("config must be an object")
             for kind in EntityKind:
                 items = config.get(kind.value)
                 if not isinstance(items, list):
                     raise InvalidBody(f"config: field required: {kind.value}")
                 for item in items:
                     self._check_entity(kind, item)
-                    if item.get(kind.id_field) is None and not self.quirks:
+                    if ids_required and item.get(kind.id_field) is None:
                         raise InvalidBody(f"{kind.singular}: {kind.id_field} is required")
         except InvalidBody as error:
             return self.invalid(error)
+        return None
+
+    def post_setup(self, config: Any) -> Reply:
+        """Replace all config (datasets and mappings stay)."""
+        refused = self._check_config(config, ids_required=not self.quirks)
+        if refused:
+            return refused
         with self.transaction() as db:
             db.execute("DELETE FROM entity")
             for kind in EntityKind:
@@ -439,17 +446,9 @@ class Store:
         observed 500 "Duplicate entry '2'" after trid 1 alone was deleted, and lost."""
         if not self.quirks:
             return Reply(501, "PATCH /setup is not supported: use POST /setup with ids")
-        if not isinstance(config, Mapping):
-            return self.invalid(InvalidBody("config must be an object"))
-        try:
-            for kind in EntityKind:
-                items = config.get(kind.value)
-                if not isinstance(items, list):
-                    raise InvalidBody(f"config: field required: {kind.value}")
-                for item in items:
-                    self._check_entity(kind, item)
-        except InvalidBody as error:
-            return self.invalid(error)
+        refused = self._check_config(config, ids_required=False)
+        if refused:
+            return refused
         with self.transaction() as db:
             for kind in EntityKind:
                 items = config[kind.value]
