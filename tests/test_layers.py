@@ -15,7 +15,7 @@ from tests.conftest import ROOT
 
 THIRD_PARTY = {
     "yaml", "pandas", "numpy", "jsonschema", "httpx", "click", "dateutil", "starlette",
-    "uvicorn", "jwt", "cryptography",
+    "uvicorn", "jwt", "cryptography", "fsspec",
 }  # fmt: skip
 ALLOWED = {
     "loader.model": set(),
@@ -29,6 +29,8 @@ ALLOWED = {
     # The embedded backend is the standard library's sqlite3: no web stack in its path.
     "loader.backends.store": set(),
     "loader.backends.local": set(),
+    # fsspec only when a remote store is opened
+    "loader.state": set(),
 }
 
 

@@ -1,0 +1,264 @@
+"""Where a target's state record lives: a JSON document with a format version, a lineage
+id and a serial, in a local file or in a remote store given by URL (through fsspec, for
+throwaway CI runners), locked while an apply runs.
+
+This module stores and locks documents; what a record holds (datasets, grants, config,
+history) is the planner's business. Every write is atomic where the store allows it (a
+local file is replaced whole) and checks that nobody wrote in between: the serial it
+read must still be the stored one, and the lineage must be the same record's.
+
+A lock names its holder and expires; an expired lock is reported, never taken over
+silently, and can be broken explicitly.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import socket
+import time
+import uuid
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Protocol
+
+from loader.model import LoaderError
+
+FORMAT_VERSION = 1
+LOCK_TTL = 3600.0  # seconds a lock holds without being renewed
+
+
+class StateError(LoaderError):
+    """The state record cannot be read, written or locked as asked."""
+
+
+@dataclass(frozen=True)
+class Document:
+    """A state record as stored: its identity and serial, and its content."""
+
+    lineage: str
+    serial: int
+    content: Mapping[str, Any]
+
+    def to_json(self) -> str:
+        return json.dumps(
+            {
+                "format_version": FORMAT_VERSION,
+                "lineage": self.lineage,
+                "serial": self.serial,
+                **self.content,
+            },
+            indent=1,
+            sort_keys=True,
+        )
+
+    @classmethod
+    def from_json(cls, text: str, where: str) -> Document:
+        try:
+            raw = json.loads(text)
+        except ValueError as error:
+            raise StateError(f"{where}: not a state record: {error}") from None
+        if not isinstance(raw, dict):
+            raise StateError(f"{where}: not a state record")
+        version = raw.pop("format_version", None)
+        if version != FORMAT_VERSION:
+            raise StateError(
+                f"{where}: state format version {version!r}; this loader reads {FORMAT_VERSION}"
+            )
+        lineage, serial = raw.pop("lineage", None), raw.pop("serial", None)
+        if not isinstance(lineage, str) or not isinstance(serial, int):
+            raise StateError(f"{where}: a state record needs a lineage and a serial")
+        return cls(lineage, serial, raw)
+
+    @classmethod
+    def new(cls) -> Document:
+        return cls(str(uuid.uuid4()), 0, {})
+
+
+@dataclass(frozen=True)
+class Lock:
+    holder: str
+    expires: float
+
+    def describe(self, clock: Callable[[], float]) -> str:
+        left = self.expires - clock()
+        when = f"expires in {left:.0f} s" if left > 0 else f"expired {-left:.0f} s ago"
+        return f"held by {self.holder} ({when})"
+
+
+class Storage(Protocol):
+    """Bytes at one location: read, replace whole, create only if absent, delete."""
+
+    where: str
+
+    def read(self) -> bytes | None: ...
+
+    def replace(self, data: bytes) -> None: ...
+
+    def create(self, data: bytes) -> bool: ...
+
+    def delete(self) -> None: ...
+
+
+class FileStorage:
+    """A local file, replaced atomically (write beside it, then rename)."""
+
+    def __init__(self, path: str | Path) -> None:
+        self.path = Path(path)
+        self.where = str(path)
+
+    def read(self) -> bytes | None:
+        try:
+            return self.path.read_bytes()
+        except FileNotFoundError:
+            return None
+
+    def replace(self, data: bytes) -> None:
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        temporary = self.path.with_name(f".{self.path.name}.{os.getpid()}.{uuid.uuid4().hex}")
+        with open(temporary, "wb") as handle:
+            handle.write(data)
+            handle.flush()
+            os.fsync(handle.fileno())
+        os.replace(temporary, self.path)
+
+    def create(self, data: bytes) -> bool:
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        try:
+            descriptor = os.open(self.path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o644)
+        except FileExistsError:
+            return False
+        with os.fdopen(descriptor, "wb") as handle:
+            handle.write(data)
+        return True
+
+    def delete(self) -> None:
+        self.path.unlink(missing_ok=True)
+
+
+class RemoteStorage:
+    """An object in a remote store through fsspec (s3://, gs://, memory://, ...).
+
+    Object stores have no create-if-absent in general: a lock is written, then read back
+    to see whose it is, which settles all but simultaneous takers within one round trip.
+    """
+
+    def __init__(self, url: str) -> None:
+        import fsspec
+
+        self.where = url
+        self.fs, self.path = fsspec.core.url_to_fs(url)
+
+    def read(self) -> bytes | None:
+        try:
+            data: bytes = self.fs.cat_file(self.path)
+        except FileNotFoundError:
+            return None
+        return data
+
+    def replace(self, data: bytes) -> None:
+        parent = self.path.rsplit("/", 1)[0]
+        if parent and parent != self.path:
+            self.fs.makedirs(parent, exist_ok=True)
+        self.fs.pipe_file(self.path, data)
+
+    def create(self, data: bytes) -> bool:
+        if self.fs.exists(self.path):
+            return False
+        self.replace(data)
+        return self.read() == data
+
+    def delete(self) -> None:
+        with contextlib.suppress(FileNotFoundError):  # already gone is gone
+            self.fs.rm_file(self.path)
+
+
+def storage_for(location: str) -> Storage:
+    """A path, or a URL with a scheme (other than file://) for a remote store."""
+    if "://" in location and not location.startswith("file://"):
+        return RemoteStorage(location)
+    return FileStorage(location.removeprefix("file://"))
+
+
+class StateStore:
+    """One target's state record and its lock."""
+
+    def __init__(
+        self,
+        location: str,
+        *,
+        clock: Callable[[], float] = time.time,
+        storage: Callable[[str], Storage] = storage_for,
+    ) -> None:
+        self.location = location
+        self.record = storage(location)
+        self.lock_storage = storage(f"{location}.lock")
+        self.clock = clock
+
+    def read(self) -> Document:
+        """The stored record, or a new empty one (serial 0) when there is none."""
+        data = self.record.read()
+        if data is None:
+            return Document.new()
+        return Document.from_json(data.decode(), self.location)
+
+    def write(self, previous: Document, content: Mapping[str, Any]) -> Document:
+        """Store `content` as the successor of `previous`; refused when the stored record
+        is no longer `previous` (someone else wrote since it was read)."""
+        data = self.record.read()
+        current = None if data is None else Document.from_json(data.decode(), self.location)
+        if current is not None and (
+            current.lineage != previous.lineage or current.serial != previous.serial
+        ):
+            raise StateError(
+                f"{self.location}: the state record changed since it was read (serial "
+                f"{previous.serial} -> {current.serial}); plan again"
+            )
+        successor = Document(previous.lineage, previous.serial + 1, dict(content))
+        self.record.replace(successor.to_json().encode())
+        return successor
+
+    # -- the lock -------------------------------------------------------------------------
+
+    @staticmethod
+    def holder(who: str | None = None) -> str:
+        return f"{who or os.environ.get('USER', 'someone')}@{socket.gethostname()}:{os.getpid()}"
+
+    def current_lock(self) -> Lock | None:
+        data = self.lock_storage.read()
+        if data is None:
+            return None
+        try:
+            raw = json.loads(data)
+            return Lock(str(raw["holder"]), float(raw["expires"]))
+        except (ValueError, KeyError, TypeError):
+            return Lock("(unreadable lock)", 0.0)
+
+    def acquire(self, holder: str, ttl: float = LOCK_TTL) -> Lock:
+        """Take the lock, or fail naming who holds it (an expired lock included: it is
+        broken only on purpose, with `break_lock`)."""
+        lock = Lock(holder, self.clock() + ttl)
+        payload = json.dumps({"holder": lock.holder, "expires": lock.expires}).encode()
+        if self.lock_storage.create(payload):
+            return lock
+        existing = self.current_lock()
+        if existing is not None and existing.holder == holder:
+            self.lock_storage.replace(payload)  # ours: renewed
+            return lock
+        described = existing.describe(self.clock) if existing else "held"
+        stale = existing is not None and existing.expires < self.clock()
+        hint = "; break it with --break-lock if that run is gone" if stale else ""
+        raise StateError(f"{self.location}: state is locked, {described}{hint}")
+
+    def release(self, lock: Lock) -> None:
+        existing = self.current_lock()
+        if existing is not None and existing.holder == lock.holder:
+            self.lock_storage.delete()
+
+    def break_lock(self) -> Lock | None:
+        """Remove whatever lock there is; returns it (to say whose it was)."""
+        existing = self.current_lock()
+        self.lock_storage.delete()
+        return existing

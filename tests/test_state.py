@@ -1,0 +1,75 @@
+"""State records: versioned, serial-checked documents, in a file or a remote store
+(fsspec's in-memory filesystem here), with a lock that names its holder and expires."""
+
+from __future__ import annotations
+
+import json
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from loader.state import FORMAT_VERSION, StateError, StateStore
+
+
+@pytest.fixture(params=["file", "memory"])
+def location(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[str]:
+    if request.param == "file":
+        yield str(tmp_path / "deep" / "example.local.state.json")
+    else:
+        yield f"memory://flowkit-tests/{uuid.uuid4().hex}/production.state.json"
+
+
+def test_a_new_record_then_successive_writes(location: str) -> None:
+    store = StateStore(location)
+    empty = store.read()
+    assert (empty.serial, dict(empty.content)) == (0, {})
+    first = store.write(empty, {"datasets": {"a": 1}})
+    assert (first.serial, first.lineage) == (1, empty.lineage)
+    again = StateStore(location).read()
+    assert again == first
+    second = store.write(again, {"datasets": {"a": 2}})
+    assert second.serial == 2 and second.content == {"datasets": {"a": 2}}
+
+
+def test_a_write_based_on_a_stale_read_is_refused(location: str) -> None:
+    store = StateStore(location)
+    base = store.write(store.read(), {"n": 1})
+    store.write(base, {"n": 2})  # somebody else, in between
+    with pytest.raises(StateError, match=r"changed since it was read \(serial 1 -> 2\)"):
+        store.write(base, {"n": 3})
+    other = StateStore(location).read()
+    with pytest.raises(StateError, match="changed since it was read"):
+        store.write(type(other)("another-lineage", other.serial, {}), {"n": 4})
+
+
+def test_the_format_version_is_checked(tmp_path: Path) -> None:
+    path = tmp_path / "state.json"
+    path.write_text(json.dumps({"format_version": FORMAT_VERSION + 1, "lineage": "x",
+                                "serial": 3}))  # fmt: skip
+    with pytest.raises(StateError, match="state format version 2; this loader reads 1"):
+        StateStore(str(path)).read()
+    path.write_text("{not json")
+    with pytest.raises(StateError, match="not a state record"):
+        StateStore(str(path)).read()
+
+
+def test_the_lock_names_its_holder_expires_and_breaks_only_on_purpose(location: str) -> None:
+    now = [1000.0]
+    store = StateStore(location, clock=lambda: now[0])
+    lock = store.acquire("ci@runner-1:42", ttl=60)
+    assert store.acquire("ci@runner-1:42", ttl=60).holder == lock.holder  # renewed
+    with pytest.raises(StateError, match=r"locked, held by ci@runner-1:42 \(expires in 60 s\)$"):
+        store.acquire("alice@laptop:7")
+    now[0] += 120
+    with pytest.raises(
+        StateError, match=r"expired 60 s ago\); break it with --break-lock if that run is gone"
+    ):
+        store.acquire("alice@laptop:7")
+    assert store.break_lock() == lock
+    taken = store.acquire("alice@laptop:7")
+    store.release(lock)  # not ours any more: left alone
+    assert store.current_lock() == taken
+    store.release(taken)
+    assert store.current_lock() is None
