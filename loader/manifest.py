@@ -136,9 +136,6 @@ class ManifestBuilder:
         position = self.doc.key_position(path) if key else self.doc.position(path)
         self.problems.append(Problem(position, message))
 
-    def warn(self, path: JsonPath, message: str) -> None:
-        self.problems.append(Problem(self.doc.position(path), message, Severity.WARNING))
-
     def is_rejected(self, path: JsonPath) -> bool:
         size = len(path)
         return any(bad[:size] == path for bad in self.rejected)

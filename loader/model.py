@@ -13,7 +13,6 @@ from __future__ import annotations
 import enum
 import hashlib
 import json
-from array import array
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from decimal import ROUND_HALF_UP, Decimal, localcontext
@@ -196,22 +195,6 @@ def dataset_digest(
     digest.update(b"\0")
     digest.update(values_le64)
     return f"{DIGEST_VERSION}:{digest.hexdigest()}"
-
-
-def digest_of(
-    key: DatasetKey,
-    revision: str,
-    data_type: str,
-    units: Sequence[tuple[str, ...]],
-    values: Sequence[int],
-) -> str:
-    """`dataset_digest` of plain sequences (for backends and tests; data.py vectorises it)."""
-    packed = array("q", values)
-    if packed.itemsize != 8 or array("h", [1]).tobytes() != b"\x01\x00":
-        raise RuntimeError("digests need a little-endian platform with 64-bit integers")
-    return dataset_digest(
-        key, revision, data_type, "\n".join("\t".join(u) for u in units), packed.tobytes()
-    )
 
 
 @dataclass(frozen=True, eq=False)

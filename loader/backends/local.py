@@ -65,12 +65,9 @@ class LocalBackend:
             raise ScopeError(call, 401, scope_message(scope))
 
     @staticmethod
-    def _fail(call: str, reply: Reply) -> BackendError:
-        return BackendError(call, reply.status, str(reply.body))
-
-    def _expect(self, call: str, reply: Reply, *statuses: int) -> Reply:
+    def _expect(call: str, reply: Reply, *statuses: int) -> Reply:
         if reply.status not in statuses:
-            raise self._fail(call, reply)
+            raise BackendError(call, reply.status, str(reply.body))
         return reply
 
     # -- config -------------------------------------------------------------------------

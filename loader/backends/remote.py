@@ -48,6 +48,7 @@ from loader.model import (
 
 KNOWN_API_VERSIONS = ("1.2", "1.3")
 RETRY_STATUSES = {429, 502, 503, 504}
+SETTLE_ROUNDS = 10  # reads of a dataset's existence before giving up on it settling
 GZIP_ABOVE = 1024  # bytes of JSON body
 READ, WRITE, ADMIN = "read:free_data", "write:data", "admin"
 
@@ -389,12 +390,13 @@ class RemoteBackend:
         on the server may still land between them)."""
         query = self.exact_range(key)
         previous = self.visible_mdids(query)
-        while True:
+        for _ in range(SETTLE_ROUNDS):
             self.sleep(self.existence_delay)
             current = self.visible_mdids(query)
             if current == previous:
                 return current
             previous = current
+        raise BackendError("POST /query", 0, f"{key}: its mdids keep changing; another writer?")
 
     def exact_range(self, key: DatasetKey) -> QueryRange:
         """The /query range that selects exactly one date, in the resolution's format."""

@@ -404,17 +404,34 @@ class Store:
             return refused
         with self.transaction() as db:
             db.execute("DELETE FROM entity")
-            for kind in EntityKind:
-                if kind is EntityKind.TEMPORAL_RESOLUTION:
-                    refused = self._insert_temporal(db, config[kind.value])
-                    if refused:
-                        return refused  # what was written before stays (not transactional)
-                    continue
-                for item in config[kind.value]:
-                    self._insert(db, kind, item)
+            refused = self._insert_config(db, config, indicators_by_post=False)
+            if refused:
+                return refused  # what was written before stays (not transactional)
         if self.quirks:
             return failure("(1054, \"Unknown column 'id' in 'SET'\")")
         return Reply(204)
+
+    def _insert_config(
+        self, db: sqlite3.Connection, config: Mapping[str, Any], *, indicators_by_post: bool
+    ) -> Reply | None:
+        """Insert every entity of a config in dependency order, temporal resolutions last
+        and all at once; with `indicators_by_post`, indicators go through POST /indicators
+        as upstream's PATCH /setup sends them (303, skipped, when present; 404 when their
+        category is missing). A refusal is returned; what was inserted before it stays."""
+        for kind in EntityKind:
+            if kind is EntityKind.TEMPORAL_RESOLUTION:
+                refused = self._insert_temporal(db, config[kind.value])
+                if refused:
+                    return refused
+                continue
+            for item in config[kind.value]:
+                if kind is EntityKind.INDICATOR and indicators_by_post:
+                    if self._find(db, kind, item["indicator_id"]):
+                        continue
+                    if not self._find(db, EntityKind.CATEGORY, item["category_id"]):
+                        return Reply(404, f"Category '{item['category_id']}' not found")
+                self._insert(db, kind, item)
+        return None
 
     def _insert_temporal(
         self, db: sqlite3.Connection, items: Sequence[Mapping[str, Any]]
@@ -466,20 +483,9 @@ class Store:
                     prefix = re.match(r"\s*([+-]?\d+)", bound)
                     bound = str(int(prefix.group(1))) if prefix else "0"
                 db.execute("DELETE FROM entity WHERE kind = ? AND key = ?", (kind.value, bound))
-            for kind in EntityKind:
-                if kind is EntityKind.TEMPORAL_RESOLUTION:
-                    refused = self._insert_temporal(db, config[kind.value])
-                    if refused:
-                        return refused  # what was written before stays (not transactional)
-                    continue
-                for item in config[kind.value]:
-                    if kind is EntityKind.INDICATOR:
-                        # Indicators go through POST /indicators: 303 (skipped) when present.
-                        if self._find(db, kind, item["indicator_id"]):
-                            continue
-                        if not self._find(db, EntityKind.CATEGORY, item["category_id"]):
-                            return Reply(404, f"Category '{item['category_id']}' not found")
-                    self._insert(db, kind, item)
+            refused = self._insert_config(db, config, indicators_by_post=True)
+            if refused:
+                return refused  # what was written before stays (not transactional)
         return failure("(1054, \"Unknown column 'id' in 'SET'\")")
 
     def delete_setup(self) -> Reply:
