@@ -4,6 +4,10 @@ The public Python API (the CLI mirrors it):
 
     report = loader.validate("deploy.yaml")          # every problem, nothing sent
     manifest = loader.load_manifest("deploy.yaml")   # the model, or ManifestError
+    plan = loader.plan("deploy.yaml")                # what would change (nothing written)
+    applied = loader.apply("deploy.yaml", allow_destroy=False)   # plan + apply
+    loader.import_state("deploy.yaml")               # take over what the notebook loaded
+    loader.status("deploy.yaml")                     # what is loaded, gaps, grants
 
 Names are imported on first use, so that importing one layer (say `loader.model`) does
 not pull in the libraries of the others.
@@ -17,6 +21,10 @@ from typing import TYPE_CHECKING, Any
 if TYPE_CHECKING:
     from loader.model import LoaderError as LoaderError
     from loader.model import ManifestError as ManifestError
+    from loader.session import apply as apply
+    from loader.session import import_state as import_state
+    from loader.session import plan as plan
+    from loader.session import status as status
     from loader.validate import ValidationReport as ValidationReport
     from loader.validate import load_manifest as load_manifest
     from loader.validate import validate as validate
@@ -27,8 +35,22 @@ _EXPORTS = {
     "ValidationReport": "loader.validate",
     "load_manifest": "loader.validate",
     "validate": "loader.validate",
+    "plan": "loader.session",
+    "apply": "loader.session",
+    "import_state": "loader.session",
+    "status": "loader.session",
 }
-__all__ = ["LoaderError", "ManifestError", "ValidationReport", "load_manifest", "validate"]
+__all__ = [
+    "LoaderError",
+    "ManifestError",
+    "ValidationReport",
+    "apply",
+    "import_state",
+    "load_manifest",
+    "plan",
+    "status",
+    "validate",
+]
 
 
 def __getattr__(name: str) -> Any:

@@ -9,6 +9,7 @@ import contextlib
 import sys
 from collections import defaultdict
 from importlib.metadata import PackageNotFoundError, version
+from typing import Any
 
 import click
 
@@ -168,6 +169,224 @@ def check_command(manifest: str, target: str | None, wait_ready: float) -> None:
             )
     finally:
         backend.close()
+
+
+# ---------------------------------------------------------------------------------------
+# plan, show, apply, import, status
+
+
+def _target_options(function: Any) -> Any:
+    for option in reversed([
+        click.option("--target", "-t", help="The target (default: the manifest's default)."),
+        click.option("--state", help="Where the state record is (default: the target's)."),
+        click.option("--wait-ready", type=click.FloatRange(min=0), default=0,
+                     show_default=True,
+                     help="Seconds to wait for a service that starts on its first request."),
+    ]):  # fmt: skip
+        function = option(function)
+    return function
+
+
+_ONLY = click.option(
+    "--only",
+    multiple=True,
+    metavar="SELECTOR",
+    help="Narrow to some datasets: indicator=GLOB, category=ID, dates=FROM..UNTIL "
+    "(repeatable; all must hold).",
+)
+_FORMAT = click.option(
+    "--format", "fmt", type=click.Choice(["text", "markdown", "json"]), default="text",
+    show_default=True, help="Output format.",
+)  # fmt: skip
+
+
+@cli.command(name="plan")
+@click.argument("manifest", type=click.Path(dir_okay=False))
+@_target_options
+@_ONLY
+@_FORMAT
+@click.option("--offline", is_flag=True, help="Plan against the state record alone (no server).")
+@click.option(
+    "--verify",
+    is_flag=True,
+    help="Read every dataset's content back and compare (costs as much as loading).",
+)
+@click.option("--out", type=click.Path(dir_okay=False), help="Save the plan (JSON) for apply.")
+@click.option("--detailed-exitcode", is_flag=True,
+              help="Exit 0 when nothing changes, 2 when something does (1 on error).")  # fmt: skip
+def plan_command(
+    manifest: str, target: str | None, state: str | None, wait_ready: float,
+    only: tuple[str, ...], fmt: str, offline: bool, verify: bool, out: str | None,
+    detailed_exitcode: bool,
+) -> None:  # fmt: skip
+    """Show what applying MANIFEST would change on its target; nothing is written."""
+    from loader import session
+    from loader.render import plan_data, render, render_json
+
+    if offline and verify:
+        raise LoaderError("--verify reads the server: it cannot be --offline")
+    made = session.plan(manifest, target=target, offline=offline, verify=verify, only=only,
+                        state=state, wait_ready=wait_ready)  # fmt: skip
+    data = plan_data(made)
+    if out:
+        from pathlib import Path
+
+        Path(out).write_text(render_json(data), encoding="utf-8")
+    click.echo(render(data, fmt), nl=False)
+    if out and fmt != "json":
+        click.echo(f"Saved to {out}: `flowkit-loader apply {out}` carries out exactly this plan.")
+    sys.exit(2 if detailed_exitcode and made.has_changes else 0)
+
+
+@cli.command(name="show")
+@click.argument("plan_file", metavar="PLAN", type=click.Path(dir_okay=False))
+@_FORMAT
+def show_command(plan_file: str, fmt: str) -> None:
+    """Render a saved plan (`plan --out`) as text, Markdown or JSON."""
+    from loader.render import render
+    from loader.validate import read_plan_file
+
+    click.echo(render(read_plan_file(plan_file), fmt), nl=False)
+
+
+@cli.command(name="apply")
+@click.argument("source", metavar="MANIFEST|PLAN", type=click.Path(dir_okay=False))
+@_target_options
+@_ONLY
+@click.option("--yes", "-y", is_flag=True, help="Do not ask for confirmation.")
+@click.option(
+    "--allow-destroy", is_flag=True, help="Allow deletes and a setup replace (refused otherwise)."
+)
+@click.option(
+    "--max-destroy",
+    type=click.IntRange(min=0),
+    help="Refuse when the plan destroys more than this many things.",
+)
+@click.option(
+    "--parallelism",
+    "-j",
+    type=click.IntRange(min=1, max=64),
+    default=4,
+    show_default=True,
+    help="Dataset writes in flight at once.",
+)
+@click.option("--quiet", "-q", is_flag=True, help="Only the summary and errors.")
+@click.option("--verbose", "-v", is_flag=True, help="Every change as it completes.")  # fmt: skip
+def apply_command(
+    source: str, target: str | None, state: str | None, wait_ready: float,
+    only: tuple[str, ...], yes: bool, allow_destroy: bool, max_destroy: int | None,
+    parallelism: int, quiet: bool, verbose: bool,
+) -> None:  # fmt: skip
+    """Make the target match MANIFEST (plan, confirm, apply), or carry out a saved PLAN
+    exactly (refused when stale or made for another target)."""
+    from loader import session
+    from loader.planner import Plan
+    from loader.render import plan_data, render_result, render_text
+
+    saved = None
+    manifest = source
+    if source.endswith(".json"):
+        from loader.validate import read_plan_file
+
+        data = read_plan_file(source)
+        if only:
+            raise LoaderError("--only comes from the saved plan; it cannot be changed")
+        saved = session.SavedPlan(data["fingerprint"], data["manifest"], data["target"],
+                                  data["target_url"], tuple(data["only"]), data["refreshed"],
+                                  data["verify"])  # fmt: skip
+        manifest = data["manifest"]
+
+    def confirm(made: Plan) -> bool:
+        if saved is not None or yes:
+            if not quiet:
+                click.echo(render_text(plan_data(made)), nl=False)
+            return True
+        click.echo(render_text(plan_data(made)), nl=False)
+        if not sys.stdin.isatty():
+            raise LoaderError("not on a terminal: apply needs --yes (or a saved plan)")
+        return click.confirm("Apply these changes?", default=False)
+
+    applied = session.apply(
+        manifest, target=target, saved=saved, only=only, state=state,
+        allow_destroy=allow_destroy, max_destroy=max_destroy, confirm=confirm,
+        parallelism=parallelism, wait_ready=wait_ready,
+    )  # fmt: skip
+    if not applied.plan.has_changes:
+        click.echo("No changes: the target matches the manifest.")
+        return
+    if not applied.result.outcomes:
+        click.echo("Nothing applied.")
+        sys.exit(1)
+    click.echo(render_result(applied.result, verbose=verbose), nl=False)
+    if applied.result.interrupted:
+        sys.exit(130)
+    sys.exit(0 if applied.result.ok else 1)
+
+
+@cli.command(name="import")
+@click.argument("manifest", type=click.Path(dir_okay=False))
+@_target_options
+def import_command(manifest: str, target: str | None, state: str | None, wait_ready: float) -> None:
+    """Take over a deployment filled by other means: record the config and datasets of
+    MANIFEST that the server already holds. Nothing is written to the server; nothing
+    unmanaged is ever deleted."""
+    from loader import session
+
+    report = session.import_state(manifest, target=target, state=state, wait_ready=wait_ready)
+    click.echo(
+        f"datasets: {len(report.matched)} match and are recorded, {len(report.differs)} differ "
+        f"(recorded; the next apply updates them), {len(report.absent)} absent, "
+        f"{len(report.ambiguous)} ambiguous"
+    )
+    for key in report.differs[:20]:
+        click.echo(f"  differs: {key}")
+    for key in report.ambiguous[:20]:
+        click.echo(f"  ambiguous (not one mdid at its date): {key}")
+    click.echo(
+        f"config: {len(report.entities_matched)} match, {len(report.entities_differ)} differ, "
+        f"{len(report.entities_assumed)} assumed posted with them (no visible dataset "
+        f"shows them), {len(report.entities_unseen)} not found"
+    )
+    for name in report.entities_unseen[:20]:
+        click.echo(f"  not found: {name} (the next apply creates it)")
+    for scope in sorted({*report.grants_verified, *report.grants_missing, *report.grants_assumed}):
+        click.echo(
+            f"grants {scope}: {report.grants_verified.get(scope, 0)} verified, "
+            f"{report.grants_missing.get(scope, 0)} missing, "
+            f"{report.grants_assumed.get(scope, 0)} assumed (no reader credential to check)"
+        )
+
+
+@cli.command(name="status")
+@click.argument("manifest", type=click.Path(dir_okay=False))
+@_target_options
+@click.option("--offline", is_flag=True, help="From the state record alone.")
+def status_command(
+    manifest: str, target: str | None, state: str | None, wait_ready: float, offline: bool
+) -> None:
+    """What the target holds: per indicator and resolution the dates loaded, gaps and
+    grants, and the last apply."""
+    from loader import session
+    from loader.render import render_status
+
+    found = session.status(manifest, target=target, state=state, offline=offline,
+                           wait_ready=wait_ready)  # fmt: skip
+    click.echo(render_status(found), nl=False)
+
+
+@cli.command(name="unlock")
+@click.argument("manifest", type=click.Path(dir_okay=False))
+@click.option("--target", "-t", help="The target (default: the manifest's default).")
+@click.option("--state", help="Where the state record is (default: the target's).")
+def unlock_command(manifest: str, target: str | None, state: str | None) -> None:
+    """Break the state lock of a run that is gone (killed, or its machine lost)."""
+    from loader.state import StateStore
+    from loader.validate import load_manifest
+
+    loaded = load_manifest(manifest, target=target)
+    store = StateStore(state or loaded.target(target).state)
+    broken = store.break_lock()
+    click.echo(f"{store.location}: " + (f"lock of {broken.holder} broken" if broken else "no lock"))
 
 
 @cli.command(name="schema")

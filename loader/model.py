@@ -512,6 +512,21 @@ def metadata_of(key: DatasetKey, revision: str) -> dict[str, Any]:
     }
 
 
+def stored_matches(desired: Mapping[str, Any], stored: Mapping[str, Any]) -> bool:
+    """Whether a config object as the server stores it holds every value the desired one
+    gives (the server adds fields and answers numbers as it likes)."""
+    for name, value in desired.items():
+        if value is None or name not in stored:
+            continue
+        have = stored[name]
+        if isinstance(value, int | float) and isinstance(have, int | float):
+            if float(value) != float(have):
+                return False
+        elif have != value:
+            return False
+    return True
+
+
 class Backend(Protocol):
     """The operations of a FlowKit-UI backend that a loader may use."""
 
@@ -526,6 +541,11 @@ class Backend(Protocol):
     ) -> None: ...
 
     def delete_entity(self, kind: EntityKind, entity_id: int | str) -> None: ...
+
+    def read_entity(self, kind: EntityKind, entity_id: int | str) -> Mapping[str, Any] | None:
+        """One category, indicator or resolution, or None: the server shows only those
+        with a dataset the caller may see (languages and providers: `read_setup`)."""
+        ...
 
     def create_dataset(self, dataset: Dataset) -> DatasetWrite: ...
 

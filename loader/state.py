@@ -17,6 +17,7 @@ import contextlib
 import json
 import os
 import socket
+import threading
 import time
 import uuid
 from collections.abc import Callable, Mapping
@@ -74,7 +75,9 @@ class Document:
 
     @classmethod
     def new(cls) -> Document:
-        return cls(str(uuid.uuid4()), 0, {})
+        """No record yet: its lineage is given by its first write (a plan made before it
+        must still match an apply made before it)."""
+        return cls("", 0, {})
 
 
 @dataclass(frozen=True)
@@ -123,6 +126,14 @@ class FileStorage:
             handle.flush()
             os.fsync(handle.fileno())
         os.replace(temporary, self.path)
+
+    def append(self, data: bytes) -> None:
+        """Add to the end, durably: a journal line is kept once this returns."""
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        with open(self.path, "ab") as handle:
+            handle.write(data)
+            handle.flush()
+            os.fsync(handle.fileno())
 
     def create(self, data: bytes) -> bool:
         self.path.parent.mkdir(parents=True, exist_ok=True)
@@ -195,6 +206,7 @@ class StateStore:
         self.location = location
         self.record = storage(location)
         self.lock_storage = storage(f"{location}.lock")
+        self.journal_storage = storage(f"{location}.journal")
         self.clock = clock
 
     def read(self) -> Document:
@@ -203,6 +215,13 @@ class StateStore:
         if data is None:
             return Document.new()
         return Document.from_json(data.decode(), self.location)
+
+    def journal(self) -> Journal:
+        return Journal(self.journal_storage)
+
+    def pending(self, base: Document) -> list[dict[str, Any]]:
+        """What an interrupted apply journaled over `base` and never folded in."""
+        return journal_entries(self.journal_storage.read(), base, f"{self.location}.journal")
 
     def write(self, previous: Document, content: Mapping[str, Any]) -> Document:
         """Store `content` as the successor of `previous`; refused when the stored record
@@ -216,7 +235,8 @@ class StateStore:
                 f"{self.location}: the state record changed since it was read (serial "
                 f"{previous.serial} -> {current.serial}); plan again"
             )
-        successor = Document(previous.lineage, previous.serial + 1, dict(content))
+        lineage = previous.lineage or str(uuid.uuid4())
+        successor = Document(lineage, previous.serial + 1, dict(content))
         self.record.replace(successor.to_json().encode())
         return successor
 
@@ -249,7 +269,7 @@ class StateStore:
             return lock
         described = existing.describe(self.clock) if existing else "held"
         stale = existing is not None and existing.expires < self.clock()
-        hint = "; break it with --break-lock if that run is gone" if stale else ""
+        hint = "; `flowkit-loader unlock` breaks it if that run is gone" if stale else ""
         raise StateError(f"{self.location}: state is locked, {described}{hint}")
 
     def release(self, lock: Lock) -> None:
@@ -262,3 +282,55 @@ class StateStore:
         existing = self.current_lock()
         self.lock_storage.delete()
         return existing
+
+
+class Journal:
+    """The changes of a running apply, one JSON line each, appended as each completes, so
+    that an apply killed at any point loses at most what was in flight. The record and
+    its journal are folded together by the next run (`StateStore.read_with_journal`)."""
+
+    def __init__(self, storage: Storage) -> None:
+        self.storage = storage
+        self.lines: list[bytes] = []
+        self._lock = threading.Lock()
+
+    def start(self, base: Document) -> None:
+        """Begin a journal over `base` (the record it amends)."""
+        header = {"lineage": base.lineage, "serial": base.serial}
+        self.lines = [json.dumps(header).encode() + b"\n"]
+        self.storage.replace(b"".join(self.lines))
+
+    def append(self, entry: Mapping[str, Any]) -> None:
+        line = json.dumps(entry, sort_keys=True).encode() + b"\n"
+        with self._lock:
+            self.lines.append(line)
+            appended = getattr(self.storage, "append", None)
+            if appended is not None:
+                appended(line)
+            else:  # a store without appends: the whole journal, replaced
+                self.storage.replace(b"".join(self.lines))
+
+    def discard(self) -> None:
+        self.storage.delete()
+
+
+def journal_entries(data: bytes | None, base: Document, where: str) -> list[dict[str, Any]]:
+    """The entries of a journal left over `base`; a torn last line (a kill mid-write) is
+    dropped, and a journal over another record is refused."""
+    if not data:
+        return []
+    lines = data.split(b"\n")
+    complete = lines[:-1]  # whatever follows the last newline was never finished
+    if not complete:
+        return []
+    try:
+        header = json.loads(complete[0])
+        entries = [json.loads(line) for line in complete[1:] if line.strip()]
+    except ValueError as error:
+        raise StateError(f"{where}: unreadable journal: {error}") from None
+    if header.get("lineage") != base.lineage or header.get("serial") != base.serial:
+        raise StateError(
+            f"{where}: a journal of another state record (lineage {header.get('lineage')}, "
+            f"serial {header.get('serial')}); remove it if that record is gone"
+        )
+    return entries

@@ -81,6 +81,19 @@ class Grid:
         day = min(moment.day, calendar.monthrange(year, month + 1)[1])
         return moment.replace(year=year, month=month + 1, day=day)
 
+    def steps_between(self, first: datetime, last: datetime) -> int:
+        """How many steps lead from `first` to `last` (both on the grid, last >= first)."""
+        if self.unit in ("years", "months"):
+            months = (last.year - first.year) * 12 + last.month - first.month
+            span = months // (12 if self.unit == "years" else 1)
+        else:
+            seconds = {"hours": 3600, "days": 86400, "weeks": 604800}[self.unit]
+            span = int((last - first).total_seconds() // seconds)
+        steps = span // self.step
+        while self.add(first, steps) < last:  # a step that does not divide the span
+            steps += 1
+        return steps
+
     def format(self, moment: datetime) -> str:
         """The date as the backend keys it in /query and /timerange answers."""
         return moment.strftime(self.date_format)

@@ -41,7 +41,7 @@ from loader.model import (
 )
 from loader.yamlsrc import JsonPath, YamlDocument
 
-SCHEMA_NAMES = ("manifest.schema.json", "config.schema.json")
+SCHEMA_NAMES = ("manifest.schema.json", "config.schema.json", "plan.schema.json")
 
 
 # ---------------------------------------------------------------------------------------
@@ -316,3 +316,24 @@ def load_manifest(
             + f"; `flowkit-loader validate {report.path}` lists them"
         )
     return report.manifest
+
+
+def read_plan_file(path: str | Path) -> dict[str, Any]:
+    """A saved plan (`plan --out`), checked against schemas/plan.schema.json."""
+    shown = display_path(path)
+    try:
+        data = json.loads(Path(path).read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        raise LoaderError(f"{shown}: no such plan file") from None
+    except (OSError, ValueError) as error:
+        raise LoaderError(f"{shown}: not a plan file: {error}") from None
+    if isinstance(data, dict) and data.get("format_version") not in (None, 1):
+        raise LoaderError(
+            f"{shown}: plan format version {data.get('format_version')!r}; this loader reads 1"
+        )
+    wrong = jsonschema.exceptions.best_match(_validator("plan.schema.json").iter_errors(data))
+    if wrong is not None:
+        where = "/".join(map(str, wrong.absolute_path)) or "top level"
+        raise LoaderError(f"{shown}: not a valid plan ({where}: {wrong.message})")
+    result: dict[str, Any] = data
+    return result

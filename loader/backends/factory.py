@@ -6,10 +6,11 @@ The remote client and its libraries are imported only when a remote target is op
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 
 from loader.backends.local import LocalBackend
-from loader.model import Backend, Credential, SetupConfig, Target
+from loader.backends.store import Principal
+from loader.model import Backend, Credential, Role, SetupConfig, Target
 
 
 def open_backend(
@@ -37,3 +38,36 @@ def open_backend(
         ca_bundle=target.ca_bundle,
         parallelism=parallelism,
     )
+
+
+def open_readers(
+    target: Target,
+    backend: Backend,
+    scopes: Iterable[str],
+    *,
+    environ: Mapping[str, str] | None = None,
+) -> dict[str, Backend]:
+    """A backend per scope as that scope's readers see it, to check grants (which the
+    server cannot list): the embedded backend can look as anyone; a remote target needs
+    a reader credential per scope (`credentials.scopes`)."""
+    if isinstance(backend, LocalBackend):
+        return {
+            scope: backend.as_principal(
+                Principal(frozenset({"read:free_data"}), frozenset({scope}), f"reader:{scope}")
+            )
+            for scope in sorted(scopes)
+        }
+    from loader.backends.auth import TokenProvider
+    from loader.backends.remote import RemoteBackend
+
+    assert isinstance(backend, RemoteBackend)
+    return {
+        scope: RemoteBackend(
+            target.url,
+            {Role.READER: TokenProvider(credential, environ=environ)},
+            date_formats=backend.date_formats,
+            ca_bundle=target.ca_bundle,
+        )
+        for scope, credential in sorted(target.scope_readers.items())
+        if scope in set(scopes)
+    }

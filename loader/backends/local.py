@@ -98,6 +98,12 @@ class LocalBackend:
         self._need(ADMIN, call)
         self._expect(call, self.store.delete_entity(kind, entity_id), 204)
 
+    def read_entity(self, kind: EntityKind, entity_id: int | str) -> Mapping[str, Any] | None:
+        call = f"GET {entity_path(kind, entity_id)}"
+        self._need(READ, call)
+        reply = self._expect(call, self.store.get_entity(kind, entity_id, self.principal), 200, 404)
+        return reply.body if reply.status == 200 else None
+
     # -- datasets -----------------------------------------------------------------------
 
     @staticmethod

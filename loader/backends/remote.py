@@ -44,6 +44,7 @@ from loader.model import (
     content_of,
     metadata_of,
     nanos_to_text,
+    stored_matches,
 )
 
 KNOWN_API_VERSIONS = ("1.2", "1.3")
@@ -287,7 +288,7 @@ class RemoteBackend:
                      EntityKind.TEMPORAL_RESOLUTION):  # fmt: skip
             for entity in config.get(kind.value, []):
                 write = self.create_entity(kind, entity)
-                if not matches(entity, write.stored):
+                if not stored_matches(entity, write.stored):
                     raise BackendError(
                         f"POST /{kind.value}",
                         303,
@@ -317,6 +318,13 @@ class RemoteBackend:
 
     def delete_entity(self, kind: EntityKind, entity_id: int | str) -> None:
         self._idempotent("DELETE", f"/{kind.value}/{entity_id}", Role.ADMIN, ADMIN, None, 204)
+
+    def read_entity(self, kind: EntityKind, entity_id: int | str) -> Mapping[str, Any] | None:
+        response = self.request("GET", f"/{kind.value}/{entity_id}", Role.READER, READ)
+        if response.status_code == 404:
+            return None
+        found: Mapping[str, Any] = self.expect(response, 200).json()
+        return found
 
     def _idempotent(
         self,
@@ -434,20 +442,6 @@ class RemoteBackend:
     def revoke(self, scope: str, mdid: int) -> None:
         self._idempotent("DELETE", "/scope_mapping", Role.UPDATER, WRITE,
                          {"scope": scope, "mdid": mdid}, 204)  # fmt: skip
-
-
-def matches(desired: Mapping[str, Any], stored: Mapping[str, Any]) -> bool:
-    """Whether the stored object holds every value the desired one gives."""
-    for name, value in desired.items():
-        if value is None or name not in stored:
-            continue
-        have = stored[name]
-        if isinstance(value, int | float) and isinstance(have, int | float):
-            if float(value) != float(have):
-                return False
-        elif have != value:
-            return False
-    return True
 
 
 AMBIGUOUS = (

@@ -1,0 +1,330 @@
+"""Plan -> backend: carry out each change in the plan's order, journaling each one the
+moment it succeeds, so that an interrupted apply resumes by planning again.
+
+Config goes first and one change at a time (a handful of requests). Datasets then go in
+parallel, each as a block: its write and at once its grants (a PATCH drops a dataset's
+grants, so users lose access for one write at most), never two blocks for one identity
+(the plan holds each identity once). A failed change skips what depends on it and
+nothing else; a Ctrl-C lets the writes in flight finish and starts no new one.
+
+Every change is safe to send again after a crash between its success and its journal
+line: a create that meets an existing dataset (303: content unknown, Hazard 9) replaces
+it with a PATCH, grants and deletes are idempotent on the server.
+"""
+
+from __future__ import annotations
+
+import enum
+import threading
+from collections.abc import Callable, Iterable, Iterator, Mapping
+from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
+from dataclasses import dataclass, field
+from typing import Any
+
+from loader.model import (
+    Backend,
+    ConfigEntity,
+    Dataset,
+    DatasetKey,
+    EntityKind,
+    LoaderError,
+    stored_matches,
+)
+from loader.planner import Action, Change, Plan, Subject
+from loader.record import (
+    RecordedDataset,
+    RecordedEntity,
+    dataset_entry,
+    drop_dataset_entry,
+    drop_entity_entry,
+    entity_entry,
+    entity_ref,
+    grant_entry,
+    setup_entry,
+)
+
+DEFAULT_PARALLELISM = 4
+
+
+class Status(enum.Enum):
+    DONE = "done"
+    FAILED = "failed"
+    SKIPPED = "skipped"
+
+
+@dataclass(frozen=True)
+class Outcome:
+    change: Change
+    status: Status
+    message: str = ""
+
+
+@dataclass
+class ApplyResult:
+    outcomes: list[Outcome] = field(default_factory=list)
+    interrupted: bool = False
+    subjects: set[str] = field(default_factory=set)  # token subjects that wrote
+
+    @property
+    def ok(self) -> bool:
+        return not self.interrupted and all(o.status is Status.DONE for o in self.outcomes)
+
+    def counts(self) -> dict[str, int]:
+        found = {status.value: 0 for status in Status}
+        for outcome in self.outcomes:
+            found[outcome.status.value] += 1
+        return found
+
+
+# A source of the datasets to write: the keys wanted -> their canonical datasets.
+DatasetSource = Callable[[set[DatasetKey]], Iterator[Dataset]]
+Journal = Callable[[Mapping[str, Any]], None]
+Progress = Callable[[Outcome], None]
+
+
+class ApplyError(LoaderError):
+    """An apply that cannot start (what it needs is missing)."""
+
+
+class Executor:
+    def __init__(
+        self,
+        backend: Backend,
+        journal: Journal,
+        datasets: DatasetSource,
+        entities: Iterable[ConfigEntity],
+        *,
+        parallelism: int = DEFAULT_PARALLELISM,
+        progress: Progress | None = None,
+    ) -> None:
+        self.backend = backend
+        self.journal = journal
+        self.datasets = datasets
+        self.entities = tuple(entities)
+        self.parallelism = max(1, parallelism)
+        self.progress = progress
+        self.result = ApplyResult()
+        self._lock = threading.Lock()
+        self.failed_refs: set[tuple[EntityKind, str]] = set()
+        self.failed_keys: set[DatasetKey] = set()
+
+    # -- bookkeeping ------------------------------------------------------------------------
+
+    def _report(self, change: Change, status: Status, message: str = "") -> None:
+        outcome = Outcome(change, status, message)
+        with self._lock:
+            self.result.outcomes.append(outcome)
+        if self.progress is not None:
+            self.progress(outcome)
+
+    def _skip_all(self, changes: Iterable[Change], why: str) -> None:
+        for change in changes:
+            self._report(change, Status.SKIPPED, why)
+
+    # -- the walk ---------------------------------------------------------------------------
+
+    def run(self, plan: Plan) -> ApplyResult:
+        config = [c for c in plan.changes if c.subject in (Subject.SETUP, Subject.ENTITY)]
+        head = [c for c in config if c.action is not Action.DELETE]
+        tail = [c for c in config if c.action is Action.DELETE]
+        blocks = _blocks(c for c in plan.changes if c.subject in (Subject.DATASET, Subject.GRANT))
+        try:
+            for index, change in enumerate(head):
+                if not self._config_change(change) and change.subject is Subject.SETUP:
+                    self._skip_all(head[index + 1 :], "the setup failed")
+                    self._skip_all([c for b in blocks.values() for c in b], "the setup failed")
+                    self._skip_all(tail, "the setup failed")
+                    return self.result
+            self._datasets(blocks)
+            for change in tail:
+                self._entity_delete(change)
+        except KeyboardInterrupt:
+            self.result.interrupted = True
+            done = {id(o.change) for o in self.result.outcomes}
+            self._skip_all([c for c in plan.changes if id(c) not in done], "interrupted")
+        return self.result
+
+    # -- config -----------------------------------------------------------------------------
+
+    def _config_change(self, change: Change) -> bool:
+        try:
+            if change.subject is Subject.SETUP:
+                self._post_setup()
+            else:
+                self._write_entity(change)
+        except LoaderError as error:
+            if change.entity_kind is not None:
+                self.failed_refs.add(entity_ref(change.entity_kind, str(change.entity_id)))
+            self._report(change, Status.FAILED, str(error))
+            return False
+        self._report(change, Status.DONE)
+        return True
+
+    def _post_setup(self) -> None:
+        config: dict[str, list[Mapping[str, Any]]] = {kind.value: [] for kind in EntityKind}
+        for entity in self.entities:
+            config[entity.kind.value].append(entity.body)
+        self.backend.replace_setup(config)
+        self.journal(setup_entry(RecordedEntity.of(e) for e in self.entities))
+
+    def _write_entity(self, change: Change) -> None:
+        entity = change.entity
+        assert entity is not None
+        if change.action is Action.CREATE:
+            write = self.backend.create_entity(entity.kind, entity.body)
+            if not write.created and not stored_matches(entity.body, write.stored):
+                self.backend.update_entity(entity.kind, entity.id, entity.body)
+        else:
+            self.backend.update_entity(entity.kind, entity.id, entity.body)
+        self.journal(entity_entry(RecordedEntity.of(entity)))
+
+    def _entity_delete(self, change: Change) -> None:
+        assert change.entity_kind is not None and change.entity_id is not None
+        kind, entity_id = change.entity_kind, change.entity_id
+        users = [k for k in self.failed_keys if str(entity_id) in _uses(k, kind)]
+        if users:
+            self._report(change, Status.SKIPPED, f"still used by {users[0]} (its delete failed)")
+            return
+        try:
+            self.backend.delete_entity(kind, entity_id)
+        except LoaderError as error:
+            if "404" not in str(error):  # indicators answer 404 when already gone
+                self._report(change, Status.FAILED, str(error))
+                return
+        self.journal(drop_entity_entry(kind, entity_id))
+        self._report(change, Status.DONE)
+
+    # -- datasets ---------------------------------------------------------------------------
+
+    def _datasets(self, blocks: Mapping[DatasetKey, list[Change]]) -> None:
+        needs_data = {
+            key for key, block in blocks.items()
+            if block[0].subject is Subject.DATASET and block[0].action is not Action.DELETE
+        }  # fmt: skip
+        waiting = dict(blocks)
+        with ThreadPoolExecutor(self.parallelism, thread_name_prefix="apply") as pool:
+            running: set[Future[None]] = set()
+
+            def submit(key: DatasetKey, dataset: Dataset | None) -> None:
+                block = waiting.pop(key)
+                blocked = self._blocked(block)
+                if blocked:
+                    self._skip_all(block, blocked)
+                    return
+                while len(running) >= 2 * self.parallelism:  # bounded memory
+                    done, _ = wait(running, return_when=FIRST_COMPLETED)
+                    running.difference_update(done)
+                running.add(pool.submit(self._block, block, dataset))
+
+            try:
+                for key in [k for k in blocks if k not in needs_data]:
+                    submit(key, None)
+                for dataset in self.datasets(needs_data):
+                    if dataset.key in waiting and dataset.key in needs_data:
+                        submit(dataset.key, dataset)
+                for key in list(waiting):  # planned, but its file no longer has it
+                    self._report(waiting[key][0], Status.FAILED,
+                                 "not in its data file any more: plan again")  # fmt: skip
+                    self._skip_all(waiting.pop(key)[1:], "its dataset was not written")
+            except BaseException:
+                for future in running:
+                    future.cancel()
+                raise
+            finally:
+                wait(running)
+        for future in running:
+            if not future.cancelled() and future.exception() is not None:
+                raise future.exception()  # type: ignore[misc]  # a bug, not a backend error
+
+    def _blocked(self, block: list[Change]) -> str:
+        key = block[0].key
+        assert key is not None
+        for kind in (EntityKind.CATEGORY, EntityKind.INDICATOR,
+                     EntityKind.SPATIAL_RESOLUTION, EntityKind.TEMPORAL_RESOLUTION):  # fmt: skip
+            for entity_id in _uses(key, kind):
+                if (kind, entity_id) in self.failed_refs:
+                    return f"its {kind.singular} {entity_id} failed"
+        return ""
+
+    def _block(self, block: list[Change], dataset: Dataset | None) -> None:
+        first = block[0]
+        mdid = first.mdid
+        grants = block
+        if first.subject is Subject.DATASET:
+            grants = block[1:]
+            try:
+                mdid = self._dataset_change(first, dataset)
+            except LoaderError as error:
+                if first.key is not None:
+                    self.failed_keys.add(first.key)
+                self._report(first, Status.FAILED, str(error))
+                self._skip_all(grants, "its dataset write failed")
+                return
+            self._report(first, Status.DONE)
+        for change in grants:
+            assert change.key is not None and change.scope is not None and mdid is not None
+            try:
+                if change.action is Action.DELETE:
+                    self.backend.revoke(change.scope, mdid)
+                else:
+                    self.backend.grant(change.scope, mdid)
+            except LoaderError as error:
+                self._report(change, Status.FAILED, str(error))
+                continue
+            self.journal(
+                grant_entry(change.key, change.scope, mdid, change.action is not Action.DELETE)
+            )
+            self._report(change, Status.DONE)
+
+    def _dataset_change(self, change: Change, dataset: Dataset | None) -> int | None:
+        if change.action is Action.DELETE:
+            assert change.summary is not None
+            self.backend.delete_dataset(change.summary)
+            self.journal(drop_dataset_entry(change.summary.key))
+            return None
+        assert dataset is not None and change.summary is not None
+        if dataset.summary.digest != change.summary.digest:
+            raise ApplyError(f"{dataset.key}: its data changed since the plan: plan again")
+        if change.action is Action.CREATE:
+            write = self.backend.create_dataset(dataset)
+            # 303: the identity exists with whatever content it has (Hazard 9): replace it.
+            mdid = write.mdid if write.created else self.backend.update_dataset(dataset)
+        else:
+            mdid = self.backend.update_dataset(dataset)
+        self.journal(dataset_entry(RecordedDataset(dataset.summary, mdid)))
+        return mdid
+
+
+def _blocks(changes: Iterable[Change]) -> dict[DatasetKey, list[Change]]:
+    """Per dataset identity: its write or delete (if any) first, then its grants."""
+    blocks: dict[DatasetKey, list[Change]] = {}
+    for change in changes:
+        assert change.key is not None
+        blocks.setdefault(change.key, []).append(change)
+    for block in blocks.values():
+        block.sort(key=lambda c: c.subject is not Subject.DATASET)
+    return blocks
+
+
+def _uses(key: DatasetKey, kind: EntityKind) -> set[str]:
+    return {
+        EntityKind.CATEGORY: {key.category_id},
+        EntityKind.INDICATOR: {key.indicator_id},
+        EntityKind.SPATIAL_RESOLUTION: {str(key.srid)},
+        EntityKind.TEMPORAL_RESOLUTION: {str(key.trid)},
+    }.get(kind, set())
+
+
+def apply_plan(
+    plan: Plan,
+    backend: Backend,
+    journal: Journal,
+    datasets: DatasetSource,
+    entities: Iterable[ConfigEntity],
+    *,
+    parallelism: int = DEFAULT_PARALLELISM,
+    progress: Progress | None = None,
+) -> ApplyResult:
+    executor = Executor(backend, journal, datasets, entities, parallelism=parallelism,
+                        progress=progress)  # fmt: skip
+    return executor.run(plan)

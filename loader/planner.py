@@ -1,0 +1,533 @@
+"""desired + actual -> Plan: every change the target needs, in the order apply takes them,
+each with its reason. Pure: no I/O, no clock; the same inputs give the same plan.
+
+Order: the setup (languages can only be written by posting the whole config, so a
+fresh deployment or a language change posts it all), then config entities in dependency
+order, then per dataset its write and at once its grants, then dataset deletes, then
+config deletes in reverse dependency order. Only what the record says the loader applied
+is ever deleted; the automatic `admin` mapping is never touched.
+"""
+
+from __future__ import annotations
+
+import enum
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass, field
+from datetime import date
+from fnmatch import fnmatchcase
+from typing import Any
+
+from loader.model import (
+    ConfigEntity,
+    DatasetKey,
+    DatasetSummary,
+    EntityKind,
+    LoaderError,
+    Role,
+    stored_matches,
+)
+from loader.record import (
+    ADMIN_SCOPE,
+    Actual,
+    Desired,
+    EntityRef,
+    RecordedDataset,
+    RecordedEntity,
+    entity_digest,
+    entity_ref,
+    group_of,
+)
+
+
+class Action(enum.Enum):
+    """What happens to one thing; the value is its display symbol."""
+
+    CREATE = "+"
+    UPDATE = "~"
+    DELETE = "-"
+    REPLACE = "-/+"
+
+    @property
+    def word(self) -> str:
+        return self.name.lower()
+
+
+class Reason(enum.Enum):
+    NEW = "new"
+    CONTENT_CHANGED = "content changed"
+    REVISION_CHANGED = "revision changed"
+    REMOVED = "removed from the manifest"
+    DRIFTED = "drifted"
+    REGRANT = "re-grant after update"
+    RULES_CHANGED = "access rules changed"
+
+
+class Subject(enum.Enum):
+    SETUP = "setup"
+    ENTITY = "entity"
+    DATASET = "dataset"
+    GRANT = "grant"
+
+
+@dataclass(frozen=True)
+class Change:
+    """One action on one thing. Datasets carry their summary (desired, or recorded for a
+    delete) and the recorded one of an update (`before`); grants their scope and
+    dataset; entities their desired body, or kind and id for a delete."""
+
+    action: Action
+    subject: Subject
+    reason: Reason
+    detail: str = ""
+    entity: ConfigEntity | None = None
+    entity_kind: EntityKind | None = None
+    entity_id: int | str | None = None
+    label: str = ""
+    summary: DatasetSummary | None = None
+    before: DatasetSummary | None = None
+    mdid: int | None = None  # the recorded mdid (a delete, or a grant of a kept dataset)
+    scope: str | None = None
+    key: DatasetKey | None = None
+
+    @property
+    def destructive(self) -> bool:
+        return self.action in (Action.DELETE, Action.REPLACE)
+
+    @property
+    def role(self) -> Role:
+        """The credential the change is written with."""
+        if self.subject in (Subject.DATASET, Subject.GRANT):
+            return Role.UPDATER
+        if self.entity_kind is EntityKind.DATA_PROVIDER and self.action is Action.UPDATE:
+            return Role.UPDATER
+        return Role.ADMIN
+
+    def describe(self) -> str:
+        """The thing changed, in words: `dataset residents.residents srid=2 ...`."""
+        if self.subject is Subject.SETUP:
+            return "setup (the whole config, languages included)"
+        if self.subject is Subject.ENTITY:
+            assert self.entity_kind is not None
+            return f"{self.entity_kind.singular} {self.label or self.entity_id}"
+        if self.subject is Subject.GRANT:
+            return f"grant {self.scope} -> {self.key}"
+        return f"dataset {self.key}"
+
+
+@dataclass(frozen=True)
+class Selector:
+    """`--only`: narrows a plan to some datasets (their grants with them).
+
+    indicator=GLOB, category=ID, dates=FROM..UNTIL (ISO dates or months; either end may
+    be left open). Several selectors must all hold."""
+
+    indicator: str | None = None
+    category: str | None = None
+    first: str | None = None  # backend dt text, inclusive
+    last: str | None = None  # backend dt text, exclusive
+    text: str = ""
+
+    @classmethod
+    def parse(cls, text: str) -> Selector:
+        name, sep, value = text.partition("=")
+        name, value = name.strip(), value.strip()
+        if not sep or not value:
+            raise LoaderError(f"--only {text!r}: expected indicator=GLOB, category=ID or "
+                              "dates=FROM..UNTIL")  # fmt: skip
+        if name == "indicator":
+            return cls(indicator=value, text=text)
+        if name == "category":
+            return cls(category=value, text=text)
+        if name == "dates":
+            start, dots, end = value.partition("..")
+            if not dots:
+                start = end = value
+            return cls(first=_bound(start, text, False), last=_bound(end, text, True), text=text)
+        raise LoaderError(f"--only {text!r}: unknown selector {name!r} "
+                          "(indicator, category or dates)")  # fmt: skip
+
+    def selects(self, key: DatasetKey) -> bool:
+        if self.indicator is not None and not fnmatchcase(key.indicator_id, self.indicator):
+            return False
+        if self.category is not None and key.category_id != self.category:
+            return False
+        if self.first is not None and key.dt < self.first:
+            return False
+        return not (self.last is not None and key.dt >= self.last)
+
+
+def _bound(text: str, selector: str, upper: bool) -> str | None:
+    """An ISO date (YYYY-MM-DD), month (YYYY-MM) or year as a backend dt bound; an upper
+    bound is the start of the period after it (exclusive)."""
+    text = text.strip()
+    if not text:
+        return None
+    parts = text.split("-")
+    try:
+        numbers = [int(p) for p in parts]
+        if len(numbers) == 3:
+            day = date(*numbers)
+            if upper:
+                day = date.fromordinal(day.toordinal() + 1)
+        elif len(numbers) == 2:
+            year, month = numbers
+            day = date(year, month, 1)
+            if upper:
+                day = date(year + month // 12, month % 12 + 1, 1)
+        elif len(numbers) == 1:
+            day = date(numbers[0] + (1 if upper else 0), 1, 1)
+        else:
+            raise ValueError(text)
+    except ValueError:
+        raise LoaderError(f"--only {selector!r}: {text!r} is not a date (YYYY-MM-DD, YYYY-MM "
+                          "or YYYY)") from None  # fmt: skip
+    return f"{day.isoformat()} 00:00:00"
+
+
+def selected(selectors: Iterable[Selector], key: DatasetKey) -> bool:
+    return all(s.selects(key) for s in selectors)
+
+
+@dataclass(frozen=True)
+class Plan:
+    """The changes in apply order (no-ops are only counted)."""
+
+    changes: tuple[Change, ...]
+    unchanged: Mapping[str, int]  # per subject value: entity, dataset, grant
+    notes: tuple[str, ...] = ()
+    refreshed: bool = False
+    only: tuple[str, ...] = ()
+    # set by the caller that saved or loaded it: what it was made from
+    fingerprint: str = ""
+    target: str = ""
+    manifest: str = ""
+    inputs: Mapping[str, Any] = field(default_factory=dict)
+
+    @property
+    def has_changes(self) -> bool:
+        return bool(self.changes)
+
+    @property
+    def destructive(self) -> tuple[Change, ...]:
+        return tuple(c for c in self.changes if c.destructive)
+
+    def counts(self) -> dict[str, int]:
+        """Changes per action word."""
+        found = {action.word: 0 for action in Action}
+        for change in self.changes:
+            found[change.action.word] += 1
+        return found
+
+    def roles(self) -> list[Role]:
+        """The credentials an apply of this plan needs (a refresh always reads)."""
+        needed = {c.role for c in self.changes}
+        if self.changes:
+            needed.add(Role.READER)
+        return [role for role in Role if role in needed]
+
+
+# ---------------------------------------------------------------------------------------
+# The diff
+
+
+def make_plan(desired: Desired, actual: Actual, only: Iterable[Selector] = ()) -> Plan:
+    selectors = tuple(only)
+    builder = _PlanBuilder(desired, actual, selectors)
+    return builder.build()
+
+
+class _PlanBuilder:
+    def __init__(self, desired: Desired, actual: Actual, selectors: tuple[Selector, ...]):
+        self.desired = desired
+        self.actual = actual
+        self.record = actual.record
+        self.observed = actual.observed
+        self.selectors = selectors
+        self.unchanged = {s.value: 0 for s in (Subject.ENTITY, Subject.DATASET, Subject.GRANT)}
+        self.notes: list[str] = []
+
+    def build(self) -> Plan:
+        setup = self.setup_change()
+        head: list[Change] = []
+        tail: list[Change] = []
+        if setup is not None:
+            head.append(setup)
+        else:
+            head, tail = self.entity_changes()
+        datasets, deletes = self.dataset_changes()
+        if setup is None:
+            tail = self.keep_used(tail, deletes)
+        self.add_notes()
+        return Plan(
+            changes=tuple(head + datasets + deletes + tail),
+            unchanged=self.unchanged,
+            notes=tuple(self.notes),
+            refreshed=self.observed.refreshed,
+            only=tuple(s.text for s in self.selectors),
+        )
+
+    # -- config -----------------------------------------------------------------------------
+
+    def setup_change(self) -> Change | None:
+        """The whole-config post, when languages must be written (the only way to)."""
+        languages = [e for e in self.desired.entities if e.kind is EntityKind.LANGUAGE]
+        recorded = {
+            ref: e for ref, e in self.record.entities.items() if e.kind is EntityKind.LANGUAGE
+        }
+        wanted = {entity_ref(e.kind, e.id): e for e in languages}
+        server = self.observed.languages
+        reasons = []
+        for ref, entity in wanted.items():
+            if ref not in recorded:
+                stored = None if server is None else server.get(ref[1])
+                if stored is None or not stored_matches(entity.body, stored):
+                    reasons.append(f"language {entity.label} new")
+            elif recorded[ref].digest != entity_digest(entity.body):
+                reasons.append(f"language {entity.label} changed")
+            elif server is not None and ref[1] not in server:
+                reasons.append(f"language {entity.label} missing on the server")
+            elif server is not None and not stored_matches(entity.body, server[ref[1]]):
+                reasons.append(f"language {entity.label} differs on the server")
+        reasons += [
+            f"language {e.label} removed" for ref, e in recorded.items() if ref not in wanted
+        ]
+        if not reasons:
+            return None
+        fresh = self.record.empty and not (server or self.observed.data_providers)
+        counts = _entity_counts(self.desired.entities)
+        if fresh:
+            return Change(Action.CREATE, Subject.SETUP, Reason.NEW, f"fresh deployment: {counts}")
+        drift = server is not None and any("server" in r for r in reasons)
+        reason = Reason.DRIFTED if drift else Reason.CONTENT_CHANGED
+        return Change(
+            Action.REPLACE, Subject.SETUP, reason, f"{'; '.join(reasons)}; posts {counts}"
+        )
+
+    def entity_changes(self) -> tuple[list[Change], list[Change]]:
+        """Creates and updates in dependency order, and deletes in reverse."""
+        writes: list[Change] = []
+        wanted: set[EntityRef] = set()
+        providers = self.observed.data_providers
+        for entity in sorted(self.desired.entities, key=_dependency_order):
+            ref = entity_ref(entity.kind, entity.id)
+            wanted.add(ref)
+            if entity.kind is EntityKind.LANGUAGE:
+                self.unchanged[Subject.ENTITY.value] += 1  # handled by the setup
+                continue
+            recorded = self.record.entities.get(ref)
+            change = None
+            if recorded is None:
+                change = Change(Action.CREATE, Subject.ENTITY, Reason.NEW)
+            elif recorded.digest != entity_digest(entity.body):
+                change = Change(
+                    Action.UPDATE, Subject.ENTITY, Reason.CONTENT_CHANGED,
+                    _label_change(recorded, entity),
+                )  # fmt: skip
+            elif entity.kind is EntityKind.DATA_PROVIDER and providers is not None:
+                stored = providers.get(ref[1])
+                if stored is None:
+                    change = Change(Action.CREATE, Subject.ENTITY, Reason.DRIFTED,
+                                    "missing on the server")  # fmt: skip
+                elif not stored_matches(entity.body, stored):
+                    change = Change(Action.UPDATE, Subject.ENTITY, Reason.DRIFTED,
+                                    "differs on the server")  # fmt: skip
+            if change is None:
+                self.unchanged[Subject.ENTITY.value] += 1
+                continue
+            writes.append(
+                Change(
+                    change.action,
+                    Subject.ENTITY,
+                    change.reason,
+                    change.detail,
+                    entity=entity,
+                    entity_kind=entity.kind,
+                    entity_id=entity.id,
+                    label=entity.label,
+                )
+            )
+        deletes = [
+            Change(
+                Action.DELETE,
+                Subject.ENTITY,
+                Reason.REMOVED,
+                entity_kind=recorded.kind,
+                entity_id=recorded.id,
+                label=recorded.label,
+            )
+            for ref, recorded in sorted(
+                self.record.entities.items(),
+                key=lambda item: _dependency_order(item[1]),
+                reverse=True,
+            )
+            if ref not in wanted and recorded.kind is not EntityKind.LANGUAGE
+        ]
+        if self.selectors and deletes:
+            self.notes.append(f"{len(deletes)} config deletion(s) left out by --only")
+            deletes = []
+        return writes, deletes
+
+    def keep_used(self, deletes: list[Change], dataset_deletes: list[Change]) -> list[Change]:
+        """No config entity is deleted while a remaining dataset uses it."""
+        going = {c.key for c in dataset_deletes}
+        remaining = [k for k in self.record.datasets if k not in going]
+        remaining += list(self.desired.datasets)
+        used: dict[EntityKind, set[str]] = {
+            EntityKind.CATEGORY: {k.category_id for k in remaining},
+            EntityKind.INDICATOR: {k.indicator_id for k in remaining},
+            EntityKind.SPATIAL_RESOLUTION: {str(k.srid) for k in remaining},
+            EntityKind.TEMPORAL_RESOLUTION: {str(k.trid) for k in remaining},
+        }
+        kept = []
+        for change in deletes:
+            assert change.entity_kind is not None
+            if str(change.entity_id) in used.get(change.entity_kind, set()):
+                self.notes.append(
+                    f"{change.describe()} is removed from the manifest but kept: "
+                    "datasets still use it"
+                )
+            else:
+                kept.append(change)
+        return kept
+
+    # -- datasets and grants --------------------------------------------------------------
+
+    def dataset_changes(self) -> tuple[list[Change], list[Change]]:
+        writes: list[Change] = []
+        observed = self.observed
+        for key, summary in sorted(self.desired.datasets.items()):
+            if not selected(self.selectors, key):
+                continue
+            recorded = self.record.datasets.get(key)
+            scopes = self.desired.scopes.get(key, frozenset()) - {ADMIN_SCOPE}
+            write = self.dataset_write(summary, recorded)
+            if write is None:
+                assert recorded is not None
+                self.unchanged[Subject.DATASET.value] += 1
+                writes += self.grant_changes(key, recorded, scopes)
+                continue
+            writes.append(write)
+            for scope in sorted(scopes):
+                reason = Reason.NEW if recorded is None else Reason.REGRANT
+                if recorded is not None and scope not in recorded.scopes:
+                    reason = Reason.RULES_CHANGED
+                writes.append(Change(Action.CREATE, Subject.GRANT, reason, scope=scope, key=key))
+            if recorded is not None:
+                dropped = recorded.scopes - scopes
+                if dropped and key not in observed.vanished:
+                    # PATCH drops every non-admin mapping: nothing to revoke, but say so.
+                    self.notes.append(
+                        f"{key}: the update drops its grant(s) to {', '.join(sorted(dropped))}"
+                        " (access rules changed)"
+                    )
+        deletes = [
+            Change(
+                Action.DELETE,
+                Subject.DATASET,
+                Reason.REMOVED,
+                summary=recorded.summary,
+                mdid=recorded.mdid,
+                key=key,
+                detail=f"{recorded.summary.stats.count:,} values; grants to "
+                f"{', '.join(sorted(recorded.scopes)) or 'admin only'} go with it",
+            )
+            for key, recorded in sorted(self.record.datasets.items())
+            if key not in self.desired.datasets and selected(self.selectors, key)
+        ]
+        return writes, deletes
+
+    def dataset_write(
+        self, summary: DatasetSummary, recorded: RecordedDataset | None
+    ) -> Change | None:
+        key = summary.key
+        if recorded is None:
+            return Change(Action.CREATE, Subject.DATASET, Reason.NEW, summary=summary, key=key)
+        before = recorded.summary
+        if key in self.observed.vanished:
+            reason = Reason.DRIFTED
+            detail = (
+                f"mdid {recorded.mdid} no longer on the server (updated or deleted by other means)"
+            )
+        elif before.digest != summary.digest and before.revision != summary.revision:
+            reason, detail = (
+                Reason.REVISION_CHANGED,
+                f"revision {before.revision} -> {summary.revision}",
+            )
+        elif before.digest != summary.digest:
+            reason, detail = Reason.CONTENT_CHANGED, ""
+        elif key in self.observed.content_differs:
+            reason, detail = Reason.DRIFTED, "content on the server differs from the manifest's"
+        else:
+            return None
+        return Change(Action.UPDATE, Subject.DATASET, reason, detail, summary=summary,
+                      before=before, mdid=recorded.mdid, key=key)  # fmt: skip
+
+    def grant_changes(
+        self, key: DatasetKey, recorded: RecordedDataset, scopes: frozenset[str]
+    ) -> list[Change]:
+        changes = []
+        for scope in sorted(scopes | recorded.scopes):
+            mdid = recorded.mdid
+            if scope not in recorded.scopes:
+                changes.append(Change(Action.CREATE, Subject.GRANT, Reason.RULES_CHANGED,
+                                      scope=scope, key=key, mdid=mdid))  # fmt: skip
+            elif scope not in scopes:
+                changes.append(Change(Action.DELETE, Subject.GRANT, Reason.RULES_CHANGED,
+                                      scope=scope, key=key, mdid=mdid))  # fmt: skip
+            elif (scope, key) in self.observed.grants_missing:
+                changes.append(Change(Action.CREATE, Subject.GRANT, Reason.DRIFTED,
+                                      f"a {scope} reader cannot see mdid {mdid}",
+                                      scope=scope, key=key, mdid=mdid))  # fmt: skip
+            else:
+                self.unchanged[Subject.GRANT.value] += 1
+        return changes
+
+    # -- notes ------------------------------------------------------------------------------
+
+    def add_notes(self) -> None:
+        observed = self.observed
+        self.notes += observed.notes
+        if not observed.refreshed:
+            self.notes.append("not refreshed: planned against the state record alone (--offline)")
+            return
+        scopes = {s for d in self.record.datasets.values() for s in d.scopes}
+        scopes |= {s for v in self.desired.scopes.values() for s in v} - {ADMIN_SCOPE}
+        unchecked = sorted(scopes - observed.scopes_checked)
+        if unchecked:
+            self.notes.append(
+                "grants cannot be listed and an admin token sees every dataset: a grant "
+                f"removed behind the loader's back would not show for {', '.join(unchecked)}"
+                " (configure a reader credential per scope under credentials.scopes to check)"
+            )
+        for (indicator, srid, trid), count in sorted(observed.unrecorded.items()):
+            self.notes.append(
+                f"{count} dataset(s) of {indicator} srid={srid} trid={trid} on the server are "
+                "not in the state record (loaded by other means; `import` takes them over; "
+                "never deleted by the loader)"
+            )
+
+
+_KIND_ORDER = {kind: index for index, kind in enumerate(EntityKind)}
+
+
+def _dependency_order(entity: ConfigEntity | RecordedEntity) -> tuple[int, str]:
+    return (_KIND_ORDER[entity.kind], str(entity.id))
+
+
+def _label_change(recorded: RecordedEntity, entity: ConfigEntity) -> str:
+    if recorded.label != entity.label:
+        return f"label {recorded.label!r} -> {entity.label!r}"
+    return "definition changed"
+
+
+def _entity_counts(entities: Iterable[ConfigEntity]) -> str:
+    counts: dict[EntityKind, int] = {}
+    for entity in entities:
+        counts[entity.kind] = counts.get(entity.kind, 0) + 1
+    return ", ".join(
+        f"{n} {kind.singular if n == 1 else kind.value.replace('_', ' ')}" for kind, n in sorted(
+            counts.items(), key=lambda item: _KIND_ORDER[item[0]])
+    )  # fmt: skip
+
+
+__all__ = ["Action", "Change", "Plan", "Reason", "Selector", "Subject", "group_of", "make_plan"]

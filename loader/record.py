@@ -1,0 +1,345 @@
+"""The two sides the planner compares: what the manifest wants (`Desired`) and what the
+loader knows of the target (`Actual`: its state record, refreshed against the server).
+
+The state record's content lives here with its JSON form; `state.py` stores and locks the
+document that carries it. Standard library and `model` only, like the planner.
+
+What a record keeps, per target:
+
+* config entities as applied: kind, id, label and a digest of the body (the bodies with
+  their boundaries weigh a megabyte and are in the manifest's config anyway);
+* datasets: full metadata and data type (enough to delete them), the mdid the server
+  gave, the content digest, revision, count, sum, min and max, and the scopes granted;
+* an apply history: when, who (the token's subject), git commit, loader version, plan.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass, field, replace
+from typing import Any
+
+from loader.model import (
+    ConfigEntity,
+    DatasetKey,
+    DatasetStats,
+    DatasetSummary,
+    EntityKind,
+    LoaderError,
+)
+
+# The scope every dataset is mapped to by the server itself: never granted, never revoked.
+ADMIN_SCOPE = "admin"
+
+
+class RecordError(LoaderError):
+    """A state record whose content cannot be understood."""
+
+
+def entity_digest(body: Mapping[str, Any]) -> str:
+    """A config body's digest: canonical JSON, so that key order does not matter."""
+    text = json.dumps(body, sort_keys=True, separators=(",", ":"), ensure_ascii=False)
+    return hashlib.sha256(text.encode()).hexdigest()
+
+
+EntityRef = tuple[EntityKind, str]  # (kind, id as text): ids are ints or strings
+
+
+def entity_ref(kind: EntityKind, entity_id: int | str) -> EntityRef:
+    return (kind, str(entity_id))
+
+
+@dataclass(frozen=True)
+class RecordedEntity:
+    kind: EntityKind
+    id: int | str
+    label: str
+    digest: str
+
+    @classmethod
+    def of(cls, entity: ConfigEntity) -> RecordedEntity:
+        return cls(entity.kind, entity.id, entity.label, entity_digest(entity.body))
+
+    @property
+    def ref(self) -> EntityRef:
+        return entity_ref(self.kind, self.id)
+
+
+@dataclass(frozen=True)
+class RecordedDataset:
+    summary: DatasetSummary
+    mdid: int
+    scopes: frozenset[str] = frozenset()  # granted besides the automatic admin mapping
+
+    @property
+    def key(self) -> DatasetKey:
+        return self.summary.key
+
+
+@dataclass(frozen=True)
+class ApplyEntry:
+    """One apply in the audit trail."""
+
+    when: str  # ISO 8601, UTC
+    who: str  # the token subject(s) that wrote
+    commit: str | None  # git commit of the manifest's repository, when there is one
+    loader_version: str
+    plan_fingerprint: str
+    outcome: str  # complete | partial | interrupted
+    counts: Mapping[str, int] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class Record:
+    """What the loader applied to one target."""
+
+    entities: Mapping[EntityRef, RecordedEntity] = field(default_factory=dict)
+    datasets: Mapping[DatasetKey, RecordedDataset] = field(default_factory=dict)
+    history: tuple[ApplyEntry, ...] = ()
+    target_url: str | None = None
+
+    @property
+    def empty(self) -> bool:
+        return not self.entities and not self.datasets
+
+    def with_entity(self, entity: RecordedEntity) -> Record:
+        return replace(self, entities={**self.entities, entity.ref: entity})
+
+    def without_entity(self, ref: EntityRef) -> Record:
+        return replace(self, entities={k: v for k, v in self.entities.items() if k != ref})
+
+    def with_dataset(self, dataset: RecordedDataset) -> Record:
+        return replace(self, datasets={**self.datasets, dataset.key: dataset})
+
+    def without_dataset(self, key: DatasetKey) -> Record:
+        return replace(self, datasets={k: v for k, v in self.datasets.items() if k != key})
+
+    # -- JSON -----------------------------------------------------------------------------
+
+    def to_content(self) -> dict[str, Any]:
+        config: dict[str, dict[str, Any]] = {}
+        for entity in sorted(self.entities.values(), key=lambda e: (e.kind.value, str(e.id))):
+            config.setdefault(entity.kind.value, {})[str(entity.id)] = {
+                "id": entity.id,
+                "label": entity.label,
+                "digest": entity.digest,
+            }
+        return {
+            "target_url": self.target_url,
+            "config": config,
+            "datasets": [_dataset_json(d) for _, d in sorted(self.datasets.items())],
+            "history": [_entry_json(e) for e in self.history],
+        }
+
+    @classmethod
+    def from_content(cls, content: Mapping[str, Any], where: str) -> Record:
+        if not content:
+            return cls()
+        try:
+            entities = {}
+            for kind_name, items in content.get("config", {}).items():
+                kind = EntityKind(kind_name)
+                for raw in items.values():
+                    entity = RecordedEntity(kind, raw["id"], raw["label"], raw["digest"])
+                    entities[entity.ref] = entity
+            datasets = {}
+            for raw in content.get("datasets", []):
+                dataset = _dataset_from_json(raw)
+                datasets[dataset.key] = dataset
+            history = tuple(_entry_from_json(raw) for raw in content.get("history", []))
+        except (KeyError, TypeError, ValueError, AttributeError) as error:
+            raise RecordError(f"{where}: unreadable state record content ({error!r})") from None
+        return cls(entities, datasets, history, content.get("target_url"))
+
+
+def _dataset_json(dataset: RecordedDataset) -> dict[str, Any]:
+    summary = dataset.summary
+    key = summary.key
+    return {
+        "category_id": key.category_id,
+        "indicator_id": key.indicator_id,
+        "srid": key.srid,
+        "trid": key.trid,
+        "dt": key.dt,
+        "data_type": summary.data_type,
+        "revision": summary.revision,
+        "digest": summary.digest,
+        "source": summary.source,
+        "count": summary.stats.count,
+        "sum": summary.stats.sum,
+        "min": summary.stats.min,
+        "max": summary.stats.max,
+        "mdid": dataset.mdid,
+        "scopes": sorted(dataset.scopes),
+    }
+
+
+def _dataset_from_json(raw: Mapping[str, Any]) -> RecordedDataset:
+    key = DatasetKey(
+        str(raw["category_id"]), str(raw["indicator_id"]), int(raw["srid"]),
+        int(raw["trid"]), str(raw["dt"]),
+    )  # fmt: skip
+    stats = DatasetStats(int(raw["count"]), int(raw["sum"]), int(raw["min"]), int(raw["max"]))
+    data_type = raw["data_type"]
+    if data_type not in ("single_location", "flow"):
+        raise ValueError(f"data type {data_type!r}")
+    summary = DatasetSummary(
+        key, data_type, str(raw["revision"]), str(raw["digest"]), stats, str(raw["source"])
+    )
+    return RecordedDataset(summary, int(raw["mdid"]), frozenset(map(str, raw["scopes"])))
+
+
+def _entry_json(entry: ApplyEntry) -> dict[str, Any]:
+    return {
+        "when": entry.when,
+        "who": entry.who,
+        "commit": entry.commit,
+        "loader_version": entry.loader_version,
+        "plan_fingerprint": entry.plan_fingerprint,
+        "outcome": entry.outcome,
+        "counts": dict(entry.counts),
+    }
+
+
+def _entry_from_json(raw: Mapping[str, Any]) -> ApplyEntry:
+    return ApplyEntry(
+        str(raw["when"]), str(raw["who"]), raw.get("commit"), str(raw["loader_version"]),
+        str(raw["plan_fingerprint"]), str(raw["outcome"]), dict(raw.get("counts", {})),
+    )  # fmt: skip
+
+
+# ---------------------------------------------------------------------------------------
+# The two sides of a plan
+
+
+@dataclass(frozen=True)
+class Desired:
+    """What the manifest wants on one target: config, canonical datasets, and per dataset
+    the scopes its access rules give it."""
+
+    entities: tuple[ConfigEntity, ...]
+    datasets: Mapping[DatasetKey, DatasetSummary]
+    scopes: Mapping[DatasetKey, frozenset[str]]
+
+
+@dataclass(frozen=True)
+class Observed:
+    """What refreshing against the live server found; all empty when planning offline."""
+
+    refreshed: bool = False
+    # GET /setup: languages and data providers by id (the only unfiltered config read)
+    languages: Mapping[str, Mapping[str, Any]] | None = None
+    data_providers: Mapping[str, Mapping[str, Any]] | None = None
+    # recorded datasets whose mdid the server no longer shows (PATCHed or deleted)
+    vanished: frozenset[DatasetKey] = frozenset()
+    # --verify: datasets whose content on the server differs from the manifest's
+    content_differs: frozenset[DatasetKey] = frozenset()
+    # (scope, key) recorded as granted that a reader of that scope cannot see
+    grants_missing: frozenset[tuple[str, DatasetKey]] = frozenset()
+    scopes_checked: frozenset[str] = frozenset()
+    # visible mdids the record does not know, per (indicator, srid, trid)
+    unrecorded: Mapping[tuple[str, int, int], int] = field(default_factory=dict)
+    # a digest of everything read, for the plan's fingerprint
+    view_digest: str = ""
+    notes: tuple[str, ...] = ()
+
+
+@dataclass(frozen=True)
+class Actual:
+    record: Record
+    lineage: str
+    serial: int
+    observed: Observed = Observed()
+
+
+def group_of(key: DatasetKey) -> tuple[str, str, int, int]:
+    """The /query unit: one indicator at one resolution (all its dates)."""
+    return (key.category_id, key.indicator_id, key.srid, key.trid)
+
+
+def groups(keys: Iterable[DatasetKey]) -> dict[tuple[str, str, int, int], list[DatasetKey]]:
+    found: dict[tuple[str, str, int, int], list[DatasetKey]] = {}
+    for key in sorted(keys):
+        found.setdefault(group_of(key), []).append(key)
+    return found
+
+
+# ---------------------------------------------------------------------------------------
+# Journal entries: one completed change each, replayed onto the record it amends
+
+
+def _key_json(key: DatasetKey) -> dict[str, Any]:
+    return {"category_id": key.category_id, "indicator_id": key.indicator_id,
+            "srid": key.srid, "trid": key.trid, "dt": key.dt}  # fmt: skip
+
+
+def _key_from_json(raw: Mapping[str, Any]) -> DatasetKey:
+    return DatasetKey(str(raw["category_id"]), str(raw["indicator_id"]), int(raw["srid"]),
+                      int(raw["trid"]), str(raw["dt"]))  # fmt: skip
+
+
+def entity_entry(entity: RecordedEntity) -> dict[str, Any]:
+    return {"op": "entity", "kind": entity.kind.value, "id": entity.id,
+            "label": entity.label, "digest": entity.digest}  # fmt: skip
+
+
+def drop_entity_entry(kind: EntityKind, entity_id: int | str) -> dict[str, Any]:
+    return {"op": "drop_entity", "kind": kind.value, "id": entity_id}
+
+
+def setup_entry(entities: Iterable[RecordedEntity]) -> dict[str, Any]:
+    """The whole config was posted: these entities, and no others."""
+    return {"op": "setup", "entities": [entity_entry(e) for e in entities]}
+
+
+def dataset_entry(dataset: RecordedDataset) -> dict[str, Any]:
+    return {"op": "dataset", **_dataset_json(dataset)}
+
+
+def drop_dataset_entry(key: DatasetKey) -> dict[str, Any]:
+    return {"op": "drop_dataset", **_key_json(key)}
+
+
+def grant_entry(key: DatasetKey, scope: str, mdid: int, granted: bool) -> dict[str, Any]:
+    return {"op": "grant" if granted else "revoke", "scope": scope, "mdid": mdid,
+            **_key_json(key)}  # fmt: skip
+
+
+def replay(record: Record, entries: Iterable[Mapping[str, Any]], where: str) -> Record:
+    """The record as it stands after the journaled changes."""
+    try:
+        for entry in entries:
+            record = _replay_one(record, entry)
+    except (KeyError, TypeError, ValueError) as error:
+        raise RecordError(f"{where}: unreadable journal entry ({error!r})") from None
+    return record
+
+
+def _entity_from_entry(entry: Mapping[str, Any]) -> RecordedEntity:
+    return RecordedEntity(EntityKind(entry["kind"]), entry["id"], entry["label"], entry["digest"])
+
+
+def _replay_one(record: Record, entry: Mapping[str, Any]) -> Record:
+    op = entry["op"]
+    if op == "entity":
+        return record.with_entity(_entity_from_entry(entry))
+    if op == "drop_entity":
+        return record.without_entity(entity_ref(EntityKind(entry["kind"]), entry["id"]))
+    if op == "setup":
+        entities = [_entity_from_entry(e) for e in entry["entities"]]
+        return replace(record, entities={e.ref: e for e in entities})
+    if op == "dataset":
+        return record.with_dataset(_dataset_from_json(entry))
+    if op == "drop_dataset":
+        return record.without_dataset(_key_from_json(entry))
+    if op in ("grant", "revoke"):
+        key = _key_from_json(entry)
+        found = record.datasets.get(key)
+        if found is None or found.mdid != entry["mdid"]:
+            return record  # the dataset was rewritten since: its grants went with it
+        scope = str(entry["scope"])
+        scopes = found.scopes | {scope} if op == "grant" else found.scopes - {scope}
+        return record.with_dataset(replace(found, scopes=scopes))
+    raise ValueError(f"unknown journal operation {op!r}")

@@ -1,0 +1,331 @@
+"""Both sides of a plan: the desired state from a manifest, and the actual state, which
+is the state record refreshed against what the live backend can tell cheaply.
+
+The server cannot list config (only GET /setup is unfiltered) nor grants, and reading
+content costs as much as loading it. So a refresh reads GET /setup and, per indicator and
+resolution, the set of visible mdids in one /query (mdids_only) over all the dates the
+record and the manifest know; content is trusted from the recorded digests unless asked to
+verify. A reader credential per scope, when configured, shows which grants still hold.
+
+`import_record` takes over a deployment filled by other means: it reads the content of
+the datasets the manifest declares and records those that match.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+from loader.access import grants
+from loader.model import (
+    Backend,
+    BackendError,
+    Content,
+    Dataset,
+    DatasetKey,
+    DatasetStats,
+    DatasetSummary,
+    EntityKind,
+    Manifest,
+    QueryRange,
+    SetupConfig,
+    nanos_to_float,
+    stored_matches,
+    value_nanos,
+)
+from loader.record import (
+    ADMIN_SCOPE,
+    Desired,
+    Observed,
+    Record,
+    RecordedDataset,
+    RecordedEntity,
+    entity_digest,
+    entity_ref,
+    groups,
+)
+from loader.timegrid import Grid, from_backend_dt
+
+
+def desired_state(
+    manifest: Manifest, setup: SetupConfig, summaries: Iterable[DatasetSummary]
+) -> Desired:
+    datasets = {s.key: s for s in summaries}
+    by_scope = grants(manifest.access, datasets, setup)
+    scopes: dict[DatasetKey, set[str]] = {}
+    for scope, keys in by_scope.items():
+        if scope == ADMIN_SCOPE:  # the server maps it itself; never ours to grant
+            continue
+        for key in keys:
+            scopes.setdefault(key, set()).add(scope)
+    return Desired(
+        entities=setup.entities,
+        datasets=datasets,
+        scopes={key: frozenset(found) for key, found in scopes.items()},
+    )
+
+
+class Grids:
+    """Temporal grids by trid, from the manifest's config."""
+
+    def __init__(self, setup: SetupConfig) -> None:
+        self.by_trid = {r.trid: Grid.of(r) for r in setup.temporal.values()}
+
+    def query(self, keys: list[DatasetKey]) -> QueryRange | None:
+        """The /query range that covers every one of `keys` (one indicator and
+        resolution, sorted by date); None when the resolution is unknown."""
+        grid = self.by_trid.get(keys[0].trid)
+        if grid is None:
+            return None
+        first, last = from_backend_dt(keys[0].dt), from_backend_dt(keys[-1].dt)
+        key = keys[0]
+        return QueryRange(key.category_id, key.indicator_id, key.srid, key.trid,
+                          grid.format(first), grid.steps_between(first, last) + 1)  # fmt: skip
+
+    def date(self, key: DatasetKey) -> str:
+        """The key's date as /query answers key it (the resolution's format)."""
+        return self.by_trid[key.trid].format(from_backend_dt(key.dt))
+
+
+def refresh(
+    backend: Backend,
+    record: Record,
+    desired: Desired,
+    setup: SetupConfig,
+    *,
+    readers: Mapping[str, Backend] | None = None,
+    verify: Iterable[Dataset] | None = None,
+) -> Observed:
+    """What the live server says about the record: missing mdids, unknown ones, grants
+    that a scope's reader no longer sees, and (with `verify`, the manifest's datasets)
+    content that differs."""
+    view = backend.read_setup()
+    languages = {str(e.get("lid")): e for e in view.languages}
+    providers = {str(e.get("dpid")): e for e in view.data_providers}
+    grids = Grids(setup)
+    vanished: set[DatasetKey] = set()
+    missing: set[tuple[str, DatasetKey]] = set()
+    unrecorded: dict[tuple[str, int, int], int] = {}
+    seen: dict[str, Any] = {}
+    notes: list[str] = []
+    ranges: dict[tuple[str, str, int, int], QueryRange] = {}
+    for group, keys in groups([*record.datasets, *desired.datasets]).items():
+        query = grids.query(keys)
+        if query is None:
+            notes.append(f"{keys[0].indicator_id} trid={keys[0].trid}: no such temporal "
+                         "resolution in the config; its datasets were not checked")  # fmt: skip
+            continue
+        ranges[group] = query
+        visible = backend.visible_mdids(query)
+        seen["/".join(map(str, group))] = sorted(visible)
+        mine = {k: record.datasets[k] for k in keys if k in record.datasets}
+        vanished.update(k for k, d in mine.items() if d.mdid not in visible)
+        extra = visible - {d.mdid for d in mine.values()}
+        if extra:
+            unrecorded[(query.indicator_id, query.srid, query.trid)] = len(extra)
+        for scope, reader in (readers or {}).items():
+            reader_sees = reader.visible_mdids(query)
+            seen[f"{scope}:" + "/".join(map(str, group))] = sorted(reader_sees)
+            missing.update(
+                (scope, k)
+                for k, d in mine.items()
+                if scope in d.scopes and k not in vanished and d.mdid not in reader_sees
+            )
+    differs: set[DatasetKey] = set()
+    if verify is not None:
+        differs = _differing(backend, verify, ranges, grids)
+    view_digest = hashlib.sha256(
+        json.dumps([languages, providers, seen], sort_keys=True, default=str).encode()
+    ).hexdigest()
+    return Observed(
+        refreshed=True,
+        languages=languages,
+        data_providers=providers,
+        vanished=frozenset(vanished),
+        content_differs=frozenset(differs),
+        grants_missing=frozenset(missing),
+        scopes_checked=frozenset(readers or {}),
+        unrecorded=unrecorded,
+        view_digest=view_digest,
+        notes=tuple(notes),
+    )
+
+
+def _differing(
+    backend: Backend,
+    datasets: Iterable[Dataset],
+    ranges: Mapping[tuple[str, str, int, int], QueryRange],
+    grids: Grids,
+) -> set[DatasetKey]:
+    """The datasets whose content on the server is not theirs (read group by group)."""
+    contents: dict[tuple[str, str, int, int], Content] = {}
+    differs = set()
+    for dataset in datasets:
+        key = dataset.key
+        group = (key.category_id, key.indicator_id, key.srid, key.trid)
+        if group not in contents:
+            contents[group] = backend.dataset_content(ranges[group])
+        cells = contents[group].get(grids.date(key))
+        if cells is not None and not content_matches(dataset, cells):
+            differs.add(key)
+    return differs
+
+
+def content_matches(dataset: Dataset, cells: Mapping[tuple[str, ...], float]) -> bool:
+    """Whether the server's answer for one date is exactly the dataset (values compared
+    as the floats the server converts its decimals to)."""
+    if len(cells) != len(dataset.values):
+        return False
+    for unit, nanos in zip(zip(*dataset.unit_columns, strict=True), dataset.values, strict=True):
+        if cells.get(unit) != nanos_to_float(nanos):
+            return False
+    return True
+
+
+# ---------------------------------------------------------------------------------------
+# Import
+
+
+@dataclass
+class ImportReport:
+    """What `import` found, per thing the manifest declares."""
+
+    record: Record
+    matched: list[DatasetKey] = field(default_factory=list)
+    differs: list[DatasetKey] = field(default_factory=list)
+    absent: list[DatasetKey] = field(default_factory=list)
+    ambiguous: list[DatasetKey] = field(default_factory=list)
+    entities_matched: list[str] = field(default_factory=list)
+    entities_differ: list[str] = field(default_factory=list)
+    entities_unseen: list[str] = field(default_factory=list)
+    entities_assumed: list[str] = field(default_factory=list)
+    grants_verified: dict[str, int] = field(default_factory=dict)
+    grants_missing: dict[str, int] = field(default_factory=dict)
+    grants_assumed: dict[str, int] = field(default_factory=dict)
+
+
+def import_record(
+    backend: Backend,
+    record: Record,
+    desired: Desired,
+    setup: SetupConfig,
+    datasets: Iterable[Dataset],
+    *,
+    readers: Mapping[str, Backend] | None = None,
+) -> ImportReport:
+    """Record what the server already holds of the manifest: config that matches, and
+    datasets whose content matches (with their mdid); a dataset that differs is recorded
+    with the server's statistics and a digest that matches nothing, so the next plan
+    updates it. Nothing is written to the server."""
+    report = ImportReport(record)
+    _import_config(backend, desired, report)
+    grids = Grids(setup)
+    by_group: dict[tuple[str, str, int, int], Content] = {}
+    ranges = {}
+    for group, keys in groups(k for k in desired.datasets if k not in record.datasets).items():
+        query = grids.query(keys)
+        if query is not None:
+            ranges[group] = query
+    reader_sees: dict[tuple[str, tuple[str, str, int, int]], frozenset[int]] = {}
+    for dataset in datasets:
+        key = dataset.key
+        group = (key.category_id, key.indicator_id, key.srid, key.trid)
+        if group not in ranges:
+            continue  # recorded already, or no grid
+        if group not in by_group:
+            by_group[group] = backend.dataset_content(ranges[group])
+        cells = by_group[group].get(grids.date(key))
+        if cells is None:
+            report.absent.append(key)
+            continue
+        exact = QueryRange(*group, grids.date(key), 1)
+        mdids = backend.visible_mdids(exact)
+        if len(mdids) != 1:
+            report.ambiguous.append(key)
+            continue
+        mdid = next(iter(mdids))
+        summary = dataset.summary
+        if not content_matches(dataset, cells):
+            report.differs.append(key)
+            summary = _server_summary(summary, cells)
+        else:
+            report.matched.append(key)
+        scopes = set()
+        for scope in sorted(desired.scopes.get(key, frozenset())):
+            reader = (readers or {}).get(scope)
+            if reader is None:
+                report.grants_assumed[scope] = report.grants_assumed.get(scope, 0) + 1
+                scopes.add(scope)
+                continue
+            if (scope, group) not in reader_sees:
+                reader_sees[(scope, group)] = reader.visible_mdids(ranges[group])
+            if mdid in reader_sees[(scope, group)]:
+                report.grants_verified[scope] = report.grants_verified.get(scope, 0) + 1
+                scopes.add(scope)
+            else:
+                report.grants_missing[scope] = report.grants_missing.get(scope, 0) + 1
+        report.record = report.record.with_dataset(
+            RecordedDataset(summary, mdid, frozenset(scopes))
+        )
+    return report
+
+
+def _server_summary(
+    summary: DatasetSummary, cells: Mapping[tuple[str, ...], float]
+) -> DatasetSummary:
+    """What the server holds at a dataset's identity, as far as a summary can say: its
+    statistics, and a digest no manifest content has."""
+    nanos = [value_nanos(v) for v in cells.values()] or [0]
+    stats = DatasetStats(len(cells), sum(nanos), min(nanos), max(nanos))
+    return DatasetSummary(summary.key, summary.data_type, "(imported: differs)",
+                          "0:differs-on-server", stats, summary.source)  # fmt: skip
+
+
+def _import_config(backend: Backend, desired: Desired, report: ImportReport) -> None:
+    view = backend.read_setup()
+    listed = {
+        EntityKind.LANGUAGE: {str(e.get("lid")): e for e in view.languages},
+        EntityKind.DATA_PROVIDER: {str(e.get("dpid")): e for e in view.data_providers},
+    }
+    unseen = []
+    for entity in desired.entities:
+        if entity_ref(entity.kind, entity.id) in report.record.entities:
+            continue
+        name = f"{entity.kind.singular} {entity.label}"
+        if entity.kind in listed:
+            stored = listed[entity.kind].get(str(entity.id))
+        else:
+            try:
+                stored = backend.read_entity(entity.kind, entity.id)
+            except BackendError:
+                stored = None
+        if stored is None:
+            unseen.append(entity)
+            continue
+        if stored_matches(entity.body, stored):
+            report.entities_matched.append(name)
+            recorded = RecordedEntity.of(entity)
+        else:
+            report.entities_differ.append(name)
+            recorded = RecordedEntity(entity.kind, entity.id, entity.label, entity_digest(stored))
+        report.record = report.record.with_entity(recorded)
+    # The server shows a category, indicator or resolution only when one of its datasets
+    # is visible. When the languages and everything visible match, the config was posted
+    # whole (the notebook's way): the rest is taken as posted with it, and said so.
+    languages_match = all(
+        f"language {e.label}" in report.entities_matched
+        for e in desired.entities
+        if e.kind is EntityKind.LANGUAGE
+    )
+    if unseen and languages_match and report.entities_matched and not report.entities_differ:
+        for entity in unseen:
+            report.entities_assumed.append(f"{entity.kind.singular} {entity.label}")
+            report.record = report.record.with_entity(RecordedEntity.of(entity))
+    else:
+        report.entities_unseen += [f"{e.kind.singular} {e.label}" for e in unseen]
+
+
+__all__ = ["Grids", "ImportReport", "desired_state", "import_record", "refresh"]

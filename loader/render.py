@@ -1,0 +1,348 @@
+"""Plans and apply results -> text for terminals, Markdown for pull requests, versioned
+JSON for machines. Strings only: the CLI prints them.
+
+Every format is drawn from the plan's JSON form (`plan_data`), so that a saved plan
+(`show plan.json`) renders exactly as the plan did when it was made.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Mapping
+from itertools import groupby
+from typing import Any
+
+from loader.execute import ApplyResult, Status
+from loader.model import DatasetKey, DatasetStats, DatasetSummary, nanos_to_text
+from loader.planner import Change, Plan, Subject
+
+PLAN_FORMAT_VERSION = 1
+GITHUB_COMMENT_LIMIT = 65_536
+COLLAPSE_AFTER = 3  # more datasets than this of one indicator and action: one line
+
+# ---------------------------------------------------------------------------------------
+# The JSON form
+
+
+def _key_data(key: DatasetKey) -> dict[str, Any]:
+    return {"category_id": key.category_id, "indicator_id": key.indicator_id,
+            "srid": key.srid, "trid": key.trid, "dt": key.dt}  # fmt: skip
+
+
+def _stats_data(stats: DatasetStats) -> dict[str, Any]:
+    # Exact decimal text: sums of nanos exceed what a JSON number keeps exactly.
+    return {"count": stats.count, "sum": nanos_to_text(stats.sum),
+            "min": nanos_to_text(stats.min), "max": nanos_to_text(stats.max)}  # fmt: skip
+
+
+def _summary_data(summary: DatasetSummary) -> dict[str, Any]:
+    return {**_key_data(summary.key), "data_type": summary.data_type,
+            "revision": summary.revision, "digest": summary.digest, "source": summary.source,
+            "stats": _stats_data(summary.stats)}  # fmt: skip
+
+
+def _change_data(change: Change) -> dict[str, Any]:
+    data: dict[str, Any] = {
+        "action": change.action.word,
+        "symbol": change.action.value,
+        "subject": change.subject.value,
+        "what": change.describe(),
+        "reason": change.reason.value,
+        "detail": change.detail,
+        "destructive": change.destructive,
+        "role": change.role.value,
+    }
+    if change.subject is Subject.ENTITY:
+        assert change.entity_kind is not None
+        data["entity"] = {"kind": change.entity_kind.value, "id": change.entity_id,
+                          "label": change.label}  # fmt: skip
+    if change.key is not None:
+        data["key"] = _key_data(change.key)
+    if change.summary is not None:
+        data["dataset"] = _summary_data(change.summary)
+    if change.before is not None:
+        data["before"] = {**_summary_data(change.before), "mdid": change.mdid}
+    if change.scope is not None:
+        data["scope"] = change.scope
+    if change.mdid is not None:
+        data["mdid"] = change.mdid
+    return data
+
+
+def plan_data(plan: Plan) -> dict[str, Any]:
+    return {
+        "format_version": PLAN_FORMAT_VERSION,
+        "fingerprint": plan.fingerprint,
+        "manifest": plan.manifest,
+        "target": plan.target,
+        "target_url": plan.inputs.get("target_url", ""),
+        "refreshed": plan.refreshed,
+        "verify": bool(plan.inputs.get("verify", False)),
+        "only": list(plan.only),
+        "summary": {**plan.counts(), "destructive": len(plan.destructive)},
+        "unchanged": dict(plan.unchanged),
+        "roles": [role.value for role in plan.roles()],
+        "notes": list(plan.notes),
+        "changes": [_change_data(c) for c in plan.changes],
+    }
+
+
+def render_json(data: Mapping[str, Any]) -> str:
+    return json.dumps(data, indent=1, sort_keys=True) + "\n"
+
+
+# ---------------------------------------------------------------------------------------
+# Lines: what text and Markdown share
+
+
+def _plural(count: int, word: str, plural: str | None = None) -> str:
+    return f"{count:,} {word if count == 1 else plural or word + 's'}"
+
+
+def _identity(key: Mapping[str, Any]) -> str:
+    return f"{key['indicator_id']} srid={key['srid']} trid={key['trid']}"
+
+
+def _stats_line(before: Mapping[str, Any], after: Mapping[str, Any]) -> str:
+    parts = []
+    for name in ("count", "sum", "min", "max"):
+        old, new = before["stats"][name], after["stats"][name]
+        parts.append(f"{name} {old}" if old == new else f"{name} {old} -> {new}")
+    return ", ".join(parts)
+
+
+def _blocks(changes: list[Mapping[str, Any]]) -> list[list[Mapping[str, Any]]]:
+    """Dataset and grant changes per dataset identity, in plan order."""
+    blocks: list[list[Mapping[str, Any]]] = []
+    for _, run in groupby(changes, key=lambda c: json.dumps(c.get("key"), sort_keys=True)):
+        blocks.append(list(run))
+    return blocks
+
+
+def _block_kind(block: list[Mapping[str, Any]]) -> tuple[str, ...]:
+    head = block[0]
+    key = head["key"]
+    grants = tuple(sorted((c["symbol"], c["reason"]) for c in block if c["subject"] == "grant"))
+    shape = (head["subject"], head["symbol"], head["reason"])
+    return (_identity(key), *shape, *(f"{s}{r}" for s, r in set(grants)))
+
+
+def _lines(data: Mapping[str, Any]) -> list[tuple[str, str, list[str]]]:
+    """(symbol, text, detail lines) for every change, many datasets of one indicator with
+    the same action and reason folded into one line with their date range."""
+    changes = data["changes"]
+    config = [c for c in changes if c["subject"] in ("setup", "entity")]
+    rest = [c for c in changes if c["subject"] not in ("setup", "entity")]
+    lines: list[tuple[str, str, list[str]]] = []
+    for change in config:
+        if change["action"] != "delete":
+            lines.append(_single(change))
+    for _, run in groupby(_blocks(rest), key=_block_kind):
+        blocks = list(run)
+        if len(blocks) > COLLAPSE_AFTER:
+            lines.append(_collapsed(blocks))
+        else:
+            lines += [line for block in blocks for line in _block_lines(block)]
+    for change in config:
+        if change["action"] == "delete":
+            lines.append(_single(change))
+    return lines
+
+
+def _single(change: Mapping[str, Any]) -> tuple[str, str, list[str]]:
+    text = f"{change['what']}: {change['reason']}"
+    if change["detail"]:
+        text += f" ({change['detail']})"
+    if change["destructive"]:
+        text += " [destructive]"
+    return (change["symbol"], text, [])
+
+
+def _block_lines(block: list[Mapping[str, Any]]) -> list[tuple[str, str, list[str]]]:
+    head = block[0]
+    if head["subject"] == "grant":
+        return [_single(c) for c in block]
+    symbol, text, details = _single(head)
+    if "before" in head and "dataset" in head:
+        details.append(_stats_line(head["before"], head["dataset"]))
+    for grant in block[1:]:
+        details.append(f"{grant['symbol']} grant {grant['scope']} ({grant['reason']})")
+    return [(symbol, text, details)]
+
+
+def _collapsed(blocks: list[list[Mapping[str, Any]]]) -> tuple[str, str, list[str]]:
+    head = blocks[0][0]
+    dates = sorted(b[0]["key"]["dt"][:10] for b in blocks)
+    noun = "dataset" if head["subject"] == "dataset" else "grant"
+    heads = [b[0] for b in blocks]
+    text = (
+        f"{noun}s of {_identity(head['key'])}: {dates[0]}..{dates[-1]}, "
+        f"{_plural(len(blocks), noun)}: {head['reason']}"
+    )
+    if head["destructive"]:
+        text += " [destructive]"
+    details = []
+    if noun == "dataset":
+        values = sum(int(c.get("dataset", {}).get("stats", {}).get("count", 0)) for c in heads)
+        details.append(f"{_plural(values, 'value')}")
+        scopes: dict[tuple[str, str, str], int] = {}
+        for block in blocks:
+            for grant in block[1:]:
+                name = (grant["symbol"], grant["scope"], grant["reason"])
+                scopes[name] = scopes.get(name, 0) + 1
+        for (symbol, scope, reason), count in sorted(scopes.items()):
+            details.append(f"{symbol} grant {scope} x{count} ({reason})")
+    return (head["symbol"], text, details)
+
+
+def _summary_line(data: Mapping[str, Any]) -> str:
+    s = data["summary"]
+    counts = f"{s['create']} to create, {s['update']} to update, {s['delete']} to delete" + (
+        f", {s['replace']} to replace" if s["replace"] else ""
+    )
+    if s["destructive"]:
+        counts += f" ({s['destructive']} destructive)"
+    unchanged = data["unchanged"]
+    kept = (
+        f"unchanged: {_plural(unchanged.get('entity', 0), 'config entity', 'config entities')}, "
+        f"{_plural(unchanged.get('dataset', 0), 'dataset')}, "
+        f"{_plural(unchanged.get('grant', 0), 'grant')}"
+    )
+    return f"{counts}; {kept}"
+
+
+def _header(data: Mapping[str, Any]) -> str:
+    how = "refreshed against the server" if data["refreshed"] else "NOT refreshed (offline)"
+    only = f", only {' and '.join(data['only'])}" if data["only"] else ""
+    return f"Plan for {data['manifest']} on target {data['target']} ({how}{only})"
+
+
+# ---------------------------------------------------------------------------------------
+# Text and Markdown
+
+
+def render_text(data: Mapping[str, Any]) -> str:
+    out = [_header(data)]
+    lines = _lines(data)
+    if not lines:
+        out.append("No changes: the target matches the manifest.")
+    for symbol, text, details in lines:
+        out.append(f"  {symbol:<3} {text}")
+        out += [f"        {d}" for d in details]
+    for note in data["notes"]:
+        out.append(f"note: {note}")
+    out.append(f"Plan: {_summary_line(data)}")
+    if data["changes"]:
+        out.append(f"Roles needed: {', '.join(data['roles'])}")
+    return "\n".join(out) + "\n"
+
+
+def render_markdown(data: Mapping[str, Any], limit: int = GITHUB_COMMENT_LIMIT) -> str:
+    """A pull-request comment: summary table, details folded, within GitHub's limit."""
+    s = data["summary"]
+    head = [
+        f"### {_header(data)}",
+        "",
+        f"**{_summary_line(data)}**",
+        "",
+        "| action | count |",
+        "|---|---:|",
+        *(
+            f"| `{sym}` {word} | {s[word]} |"
+            for sym, word in (("+", "create"), ("~", "update"), ("-", "delete"), ("-/+", "replace"))
+        ),
+        f"| destructive | {s['destructive']} |",
+        "",
+    ]
+    head += [f"> **Note:** {note}" for note in data["notes"]]
+    if data["notes"]:
+        head.append("")
+    body = []
+    for symbol, text, details in _lines(data):
+        body.append(f"{symbol} {text}")
+        body += [f"    {d}" for d in details]
+    if not body:
+        return "\n".join([*head, "No changes: the target matches the manifest.", ""])
+    opening = [f"<details><summary>{_plural(len(body), 'line')} of changes</summary>", "",
+               "```diff"]  # fmt: skip
+    closing = ["```", "", "</details>", ""]
+    fixed = len("\n".join(head + opening + closing)) + 400  # room for the truncation note
+    kept: list[str] = []
+    size = fixed
+    for line in body:
+        size += len(line) + 1
+        if size > limit:
+            break
+        kept.append(line.replace("```", "'''"))
+    text = "\n".join([*head, *opening, *kept, *closing])
+    if len(kept) < len(body):
+        text += (
+            f"\n**Truncated:** {len(body) - len(kept):,} of {len(body):,} lines are not shown "
+            "(GitHub comments hold 65,536 characters); `flowkit-loader show plan.json` "
+            "prints them all.\n"
+        )
+    return text
+
+
+def render(data: Mapping[str, Any], fmt: str) -> str:
+    if fmt == "json":
+        return render_json(data)
+    if fmt == "markdown":
+        return render_markdown(data)
+    return render_text(data)
+
+
+# ---------------------------------------------------------------------------------------
+# Apply results
+
+
+def render_result(result: ApplyResult, verbose: bool = False) -> str:
+    counts = result.counts()
+    out = []
+    for outcome in result.outcomes:
+        if outcome.status is not Status.DONE or verbose:
+            why = f": {outcome.message}" if outcome.message else ""
+            out.append(f"  {outcome.status.value}: {outcome.change.describe()}{why}")
+    state = "interrupted" if result.interrupted else "complete" if result.ok else "incomplete"
+    out.append(
+        f"Apply {state}: {counts['done']} done, {counts['failed']} failed, "
+        f"{counts['skipped']} skipped"
+    )
+    return "\n".join(out) + "\n"
+
+
+def render_status(status: Any) -> str:
+    """`flowkit-loader status`: per indicator and resolution, dates, gaps and grants."""
+    how = "checked against the server" if status.refreshed else "from the state record only"
+    out = [f"Target {status.target} ({status.url}), state {status.state}, {how}"]
+    if status.pending:
+        out.append(f"  an interrupted apply left {_plural(status.pending, 'change')} in the "
+                   "journal: the next apply folds them in")  # fmt: skip
+    if not status.series:
+        out.append("  nothing loaded by flowkit-loader yet")
+    for s in status.series:
+        out.append(
+            f"  {s.indicator_id} srid={s.srid} trid={s.trid}: {s.dates[0]}..{s.dates[-1]}, "
+            f"{_plural(len(s.dates), 'dataset')}, {_plural(s.values, 'value')}"
+        )
+        if s.gaps:
+            shown = ", ".join(s.gaps[:10]) + (
+                f" and {len(s.gaps) - 10} more" if len(s.gaps) > 10 else ""
+            )
+            out.append(f"      gaps: {shown}")
+        grants = ", ".join(f"{scope} {n}" for scope, n in sorted(s.scopes.items()))
+        out.append(f"      grants: {grants or 'admin only'}")
+        if s.vanished:
+            out.append(f"      DRIFT: {_plural(s.vanished, 'dataset')} no longer on the server")
+    out.append(
+        f"  config: {_plural(status.entities, 'entity')} recorded".replace("entitys", "entities")
+    )
+    last = status.last_apply
+    if last is None:
+        out.append("  last apply: never")
+    else:
+        commit = f", commit {last.commit[:12]}" if last.commit else ""
+        out.append(f"  last apply: {last.when} by {last.who} ({last.outcome}{commit}, "
+                   f"loader {last.loader_version})")  # fmt: skip
+    out += [f"note: {note}" for note in status.notes]
+    return "\n".join(out) + "\n"

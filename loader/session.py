@@ -1,0 +1,499 @@
+"""One run of the loader against one target: the manifest and its data, the backend, the
+state record and its lock, put together for plan, apply, import and status.
+
+The Python API (`loader.plan`, `loader.apply`, ...) and the CLI both go through here.
+Nothing in this module prints: callers get values, or a LoaderError.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import json
+import os
+import subprocess
+from collections.abc import Callable, Iterable, Iterator, Mapping
+from dataclasses import dataclass, field, replace
+from datetime import datetime, timezone
+from importlib.metadata import PackageNotFoundError, version
+from pathlib import Path
+from typing import Any
+
+from loader.backends.factory import open_backend, open_readers
+from loader.data import read_datasets
+from loader.execute import DEFAULT_PARALLELISM, ApplyResult, Progress, apply_plan
+from loader.manifest import display_path
+from loader.model import (
+    Backend,
+    Dataset,
+    DatasetKey,
+    LoaderError,
+    Manifest,
+    ManifestError,
+    Role,
+    SetupConfig,
+    Target,
+)
+from loader.planner import Plan, Selector, make_plan
+from loader.record import (
+    Actual,
+    ApplyEntry,
+    Desired,
+    Observed,
+    Record,
+    entity_digest,
+    replay,
+)
+from loader.refresh import ImportReport, desired_state, import_record, refresh
+from loader.state import Document, Lock, StateStore
+from loader.validate import ValidationReport, validate
+
+SCOPES_OF = {Role.ADMIN: ["admin"], Role.UPDATER: ["write:data"], Role.READER: ["read:free_data"]}
+
+
+def loader_version() -> str:
+    try:
+        return version("flowkit-loader")
+    except PackageNotFoundError:
+        return "unknown"
+
+
+class PlanRefused(LoaderError):
+    """A saved plan that no longer describes the target, or a plan apply may not carry out."""
+
+
+@dataclass
+class Run:
+    """A manifest read for one target, its data summarised, and its state record."""
+
+    path: str
+    manifest: Manifest
+    target: Target
+    setup: SetupConfig
+    report: ValidationReport
+    store: StateStore
+    document: Document
+    record: Record  # the stored record with any leftover journal folded in
+    pending: list[dict[str, Any]] = field(default_factory=list)
+    environ: Mapping[str, str] = field(default_factory=lambda: dict(os.environ))
+
+    @property
+    def desired(self) -> Desired:
+        return desired_state(self.manifest, self.setup, self.report.summaries)
+
+    def datasets(self, keys: set[DatasetKey]) -> Iterator[Dataset]:
+        """The canonical datasets of `keys`, read only from the files that hold them."""
+        sources = {s.source for s in self.report.summaries if s.key in keys}
+        for spec in self.manifest.datasets:
+            for file in spec.files:
+                shown = display_path(file)
+                if spec.pattern not in sources and shown not in sources:
+                    continue
+                found, _ = read_datasets(spec, file, self.setup, shown)
+                yield from (d for d in found if d.key in keys)
+
+    def reread(self) -> None:
+        """The record again (after taking the lock, someone may have written it)."""
+        self.document, self.record, self.pending = read_record(self.store)
+
+
+def read_record(store: StateStore) -> tuple[Document, Record, list[dict[str, Any]]]:
+    document = store.read()
+    record = Record.from_content(document.content, store.location)
+    pending = store.pending(document)
+    return document, replay(record, pending, f"{store.location}.journal"), pending
+
+
+def open_run(
+    path: str | Path,
+    *,
+    target: str | None = None,
+    state: str | None = None,
+    environ: Mapping[str, str] | None = None,
+) -> Run:
+    env = dict(os.environ if environ is None else environ)
+    report = validate(path, target=target, environ=env)
+    if report.errors or report.manifest is None:
+        count = len(report.errors)
+        raise ManifestError(
+            f"{report.errors[0]}"
+            + (f" (and {count - 1} more problems)" if count > 1 else "")
+            + f"; `flowkit-loader validate {report.path}` lists them"
+        )
+    manifest = report.manifest
+    chosen = manifest.target(target)
+    store = StateStore(state or chosen.state)
+    document, record, pending = read_record(store)
+    if record.target_url not in (None, chosen.url):
+        raise LoaderError(
+            f"{store.location}: this state record belongs to {record.target_url}, not "
+            f"{chosen.url}; give each target its own state"
+        )
+    return Run(str(path), manifest, chosen, manifest.setup(chosen.name), report, store,
+               document, record, pending, env)  # fmt: skip
+
+
+# ---------------------------------------------------------------------------------------
+# Plan
+
+
+@dataclass
+class Connection:
+    """The target's backend, and one reader per scope that can check grants."""
+
+    backend: Backend
+    readers: dict[str, Backend]
+
+    def close(self) -> None:
+        for backend in (self.backend, *self.readers.values()):
+            close = getattr(backend, "close", None)
+            if close is not None:
+                close()
+
+
+def connect(run: Run, *, wait_ready: float = 0, parallelism: int = 8) -> Connection:
+    backend = open_backend(run.target, run.setup, environ=run.environ, parallelism=parallelism)
+    wait = getattr(backend, "wait_ready", None)
+    if wait is not None:
+        wait(wait_ready)
+    scopes = {s for d in run.record.datasets.values() for s in d.scopes}
+    scopes |= {s for v in run.desired.scopes.values() for s in v}
+    readers = open_readers(run.target, backend, scopes, environ=run.environ)
+    return Connection(backend, readers)
+
+
+def actual_state(run: Run, connection: Connection | None, *, verify: bool = False) -> Actual:
+    observed = Observed()
+    if connection is not None:
+        desired = run.desired
+        observed = refresh(
+            connection.backend, run.record, desired, run.setup, readers=connection.readers,
+            verify=run.datasets(set(desired.datasets)) if verify else None,
+        )  # fmt: skip
+    return Actual(run.record, run.document.lineage, run.document.serial, observed)
+
+
+def fingerprint(run: Run, actual: Actual, only: Iterable[str], verify: bool) -> str:
+    """A digest of every input of a plan: manifest, config, data, target, state record and
+    what the server showed. A saved plan applies only while it is unchanged."""
+    desired = run.desired
+    parts = {
+        "manifest": hashlib.sha256(Path(run.path).read_bytes()).hexdigest(),
+        "target": [run.target.name, run.target.url],
+        "config": sorted(
+            [e.kind.value, str(e.id), entity_digest(e.body)] for e in desired.entities
+        ),
+        "data": sorted([str(k), s.digest] for k, s in desired.datasets.items()),
+        "grants": sorted([str(k), sorted(v)] for k, v in desired.scopes.items()),
+        "state": [actual.lineage, actual.serial, len(run.pending)],
+        "server": actual.observed.view_digest,
+        "only": sorted(only),
+        "verify": verify,
+    }
+    text = json.dumps(parts, sort_keys=True, separators=(",", ":"))
+    return hashlib.sha256(text.encode()).hexdigest()
+
+
+def make_run_plan(
+    run: Run,
+    connection: Connection | None,
+    *,
+    only: Iterable[str] = (),
+    verify: bool = False,
+) -> Plan:
+    selectors = [Selector.parse(text) for text in only]
+    actual = actual_state(run, connection, verify=verify)
+    plan = make_plan(run.desired, actual, selectors)
+    return Plan(
+        plan.changes, plan.unchanged, plan.notes, plan.refreshed, plan.only,
+        fingerprint=fingerprint(run, actual, plan.only, verify),
+        target=run.target.name, manifest=display_path(run.path),
+        inputs={"target_url": run.target.url, "state": run.store.location,
+                "state_serial": actual.serial, "verify": verify,
+                "datasets": len(run.desired.datasets)},
+    )  # fmt: skip
+
+
+def plan(
+    manifest: str | Path,
+    *,
+    target: str | None = None,
+    offline: bool = False,
+    verify: bool = False,
+    only: Iterable[str] = (),
+    state: str | None = None,
+    wait_ready: float = 0,
+    environ: Mapping[str, str] | None = None,
+) -> Plan:
+    """What applying `manifest` would change on its target (nothing is written)."""
+    run = open_run(manifest, target=target, state=state, environ=environ)
+    if offline:
+        return make_run_plan(run, None, only=only)
+    connection = connect(run, wait_ready=wait_ready)
+    try:
+        return make_run_plan(run, connection, only=only, verify=verify)
+    finally:
+        connection.close()
+
+
+# ---------------------------------------------------------------------------------------
+# Apply
+
+
+@dataclass(frozen=True)
+class SavedPlan:
+    """What a plan file says about how it was made (enough to make it again)."""
+
+    fingerprint: str
+    manifest: str
+    target: str
+    target_url: str
+    only: tuple[str, ...]
+    refreshed: bool
+    verify: bool
+
+
+@dataclass
+class Applied:
+    plan: Plan
+    result: ApplyResult
+    record: Record
+
+
+def _git_commit(directory: Path) -> str | None:
+    with contextlib.suppress(OSError, subprocess.SubprocessError):
+        done = subprocess.run(
+            ["git", "rev-parse", "HEAD"], cwd=directory, capture_output=True, text=True,
+            timeout=10, check=False,
+        )  # fmt: skip
+        if done.returncode == 0:
+            return done.stdout.strip() or None
+    return None
+
+
+def _subjects(backend: Backend, roles: Iterable[Role]) -> str:
+    tokens = getattr(backend, "tokens", None)
+    if tokens is None:
+        principal = getattr(backend, "principal", None)
+        return str(getattr(principal, "subject", "local"))
+    found = []
+    for role in roles:
+        if role in tokens:
+            subject = tokens[role].current().subject
+            if subject not in found:
+                found.append(subject)
+    return ", ".join(found) or "unknown"
+
+
+def apply(
+    manifest: str | Path,
+    *,
+    target: str | None = None,
+    saved: SavedPlan | None = None,
+    only: Iterable[str] = (),
+    state: str | None = None,
+    allow_destroy: bool = False,
+    max_destroy: int | None = None,
+    confirm: Callable[[Plan], bool] | None = None,
+    parallelism: int = DEFAULT_PARALLELISM,
+    progress: Progress | None = None,
+    wait_ready: float = 0,
+    holder: str | None = None,
+    environ: Mapping[str, str] | None = None,
+) -> Applied:
+    """Plan `manifest` against its target and carry the plan out, holding the state lock;
+    with `saved`, only if that plan still describes the target exactly."""
+    if saved is not None:
+        if not saved.refreshed:
+            raise PlanRefused("the saved plan was made --offline: plan again with credentials")
+        target, only = saved.target, saved.only
+    run = open_run(manifest, target=target, state=state, environ=environ)
+    if saved is not None and saved.target_url != run.target.url:
+        raise PlanRefused(f"the saved plan was made for {saved.target_url}, not {run.target.url}")
+    connection = connect(run, wait_ready=wait_ready, parallelism=max(parallelism, 1) * 2)
+    lock: Lock | None = None
+    try:
+        lock = run.store.acquire(StateStore.holder(holder))
+        run.reread()
+        if run.pending:  # an interrupted apply's journal: fold it in before anything else
+            run.document = run.store.write(run.document, run.record.to_content())
+            run.store.journal().discard()
+            run.pending = []
+        the_plan = make_run_plan(run, connection, only=only,
+                                 verify=saved.verify if saved else False)  # fmt: skip
+        if saved is not None and the_plan.fingerprint != saved.fingerprint:
+            raise PlanRefused(
+                "the saved plan is stale: the manifest, its data, the state record or the "
+                "server changed since it was made; plan again"
+            )
+        _check_destroy(the_plan, allow_destroy, max_destroy)
+        if not the_plan.has_changes or (confirm is not None and not confirm(the_plan)):
+            return Applied(the_plan, ApplyResult(), run.record)
+        preflight = getattr(connection.backend, "preflight", None)
+        if preflight is not None:
+            preflight({role: SCOPES_OF[role] for role in the_plan.roles()})
+        return _execute(run, connection.backend, the_plan, parallelism, progress)
+    finally:
+        if lock is not None:
+            run.store.release(lock)
+        connection.close()
+
+
+def _check_destroy(the_plan: Plan, allow: bool, limit: int | None) -> None:
+    destructive = the_plan.destructive
+    if not destructive:
+        return
+    listed = "; ".join(f"{c.action.value} {c.describe()}" for c in destructive[:5])
+    more = f" and {len(destructive) - 5} more" if len(destructive) > 5 else ""
+    if not allow:
+        raise PlanRefused(
+            f"the plan destroys {len(destructive)} thing(s) ({listed}{more}); "
+            "apply again with --allow-destroy to proceed"
+        )
+    if limit is not None and len(destructive) > limit:
+        raise PlanRefused(
+            f"the plan destroys {len(destructive)} thing(s), more than --max-destroy {limit} "
+            f"({listed}{more})"
+        )
+
+
+def _execute(
+    run: Run, backend: Backend, the_plan: Plan, parallelism: int, progress: Progress | None
+) -> Applied:
+    journal = run.store.journal()
+    journal.start(run.document)
+    entries: list[Mapping[str, Any]] = []
+
+    def record_change(entry: Mapping[str, Any]) -> None:
+        journal.append(entry)
+        entries.append(entry)
+
+    result = apply_plan(the_plan, backend, record_change, run.datasets, run.setup.entities,
+                        parallelism=parallelism, progress=progress)  # fmt: skip
+    record = replay(run.record, list(entries), run.store.location)
+    outcome = "interrupted" if result.interrupted else "complete" if result.ok else "partial"
+    entry = ApplyEntry(
+        when=datetime.now(timezone.utc).isoformat(timespec="seconds"),
+        who=_subjects(backend, the_plan.roles()),
+        commit=_git_commit(Path(run.path).absolute().parent),
+        loader_version=loader_version(),
+        plan_fingerprint=the_plan.fingerprint,
+        outcome=outcome,
+        counts=result.counts(),
+    )
+    record = replace(record, history=(*record.history, entry), target_url=run.target.url)
+    run.document = run.store.write(run.document, record.to_content())
+    journal.discard()
+    return Applied(the_plan, result, record)
+
+
+# ---------------------------------------------------------------------------------------
+# Import and status
+
+
+def import_state(
+    manifest: str | Path,
+    *,
+    target: str | None = None,
+    state: str | None = None,
+    wait_ready: float = 0,
+    holder: str | None = None,
+    environ: Mapping[str, str] | None = None,
+) -> ImportReport:
+    """Take over what the server holds of the manifest (see refresh.import_record)."""
+    run = open_run(manifest, target=target, state=state, environ=environ)
+    connection = connect(run, wait_ready=wait_ready)
+    lock = None
+    try:
+        lock = run.store.acquire(StateStore.holder(holder))
+        run.reread()
+        desired = run.desired
+        report = import_record(
+            connection.backend, run.record, desired, run.setup,
+            run.datasets({k for k in desired.datasets if k not in run.record.datasets}),
+            readers=connection.readers,
+        )  # fmt: skip
+        report.record = replace(report.record, target_url=run.target.url)
+        run.store.write(run.document, report.record.to_content())
+        run.store.journal().discard()
+        return report
+    finally:
+        if lock is not None:
+            run.store.release(lock)
+        connection.close()
+
+
+@dataclass
+class SeriesStatus:
+    """One indicator at one resolution: what is loaded."""
+
+    indicator_id: str
+    srid: int
+    trid: int
+    dates: list[str]  # in the resolution's format, loaded
+    gaps: list[str]  # steps between the first and last date with nothing loaded
+    values: int
+    scopes: dict[str, int]  # datasets granted per scope
+    vanished: int  # recorded datasets the server no longer shows
+
+
+@dataclass
+class Status:
+    target: str
+    url: str
+    state: str
+    series: list[SeriesStatus]
+    entities: int
+    last_apply: ApplyEntry | None
+    refreshed: bool
+    pending: int  # journal entries of an interrupted apply
+    notes: tuple[str, ...] = ()
+
+
+def status(
+    manifest: str | Path,
+    *,
+    target: str | None = None,
+    state: str | None = None,
+    offline: bool = False,
+    wait_ready: float = 0,
+    environ: Mapping[str, str] | None = None,
+) -> Status:
+    """What the target holds as the record knows it, checked against the server's mdids."""
+    from loader.record import groups
+    from loader.refresh import Grids
+    from loader.timegrid import from_backend_dt
+
+    run = open_run(manifest, target=target, state=state, environ=environ)
+    connection = None if offline else connect(run, wait_ready=wait_ready)
+    try:
+        actual = actual_state(run, connection)
+    finally:
+        if connection is not None:
+            connection.close()
+    grids = Grids(run.setup)
+    series = []
+    for (_, indicator, srid, trid), keys in groups(run.record.datasets).items():
+        grid = grids.by_trid.get(trid)
+        moments = [from_backend_dt(k.dt) for k in keys]
+        shown = [grid.format(m) if grid else str(m) for m in moments]
+        gaps: list[str] = []
+        if grid is not None:
+            have = set(moments)
+            steps = grid.steps_between(moments[0], moments[-1])
+            gaps = [grid.format(m) for i in range(steps + 1)
+                    if (m := grid.add(moments[0], i)) not in have]  # fmt: skip
+        scopes: dict[str, int] = {}
+        for key in keys:
+            for scope in run.record.datasets[key].scopes:
+                scopes[scope] = scopes.get(scope, 0) + 1
+        series.append(SeriesStatus(
+            indicator, srid, trid, shown, gaps,
+            sum(run.record.datasets[k].summary.stats.count for k in keys), scopes,
+            sum(1 for k in keys if k in actual.observed.vanished),
+        ))  # fmt: skip
+    return Status(
+        run.target.name, run.target.url, run.store.location, series, len(run.record.entities),
+        run.record.history[-1] if run.record.history else None, actual.observed.refreshed,
+        len(run.pending), actual.observed.notes,
+    )  # fmt: skip

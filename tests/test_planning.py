@@ -1,0 +1,301 @@
+"""plan, show, apply, status and import through the CLI, on the embedded local backend:
+the example manifest end to end, one changed value, removed files and rules, saved plans
+and their refusals, the JSON schema, Markdown limits."""
+
+from __future__ import annotations
+
+import json
+import shutil
+from pathlib import Path
+
+import jsonschema
+import pytest
+from click.testing import CliRunner
+
+from loader.cli import cli
+from loader.render import plan_data, render_markdown
+from loader.validate import schema_text
+from tests.conftest import ROOT
+from tests.helpers import write_manifest
+
+PLAN_SCHEMA = json.loads(schema_text("plan.schema.json"))
+
+
+def run(*args: str, env: dict[str, str] | None = None) -> tuple[int, str]:
+    result = CliRunner().invoke(cli, list(args), env=env)
+    assert result.exception is None or isinstance(result.exception, SystemExit), result.output
+    return result.exit_code, result.output
+
+
+@pytest.fixture
+def example(tmp_path: Path) -> Path:
+    """A private copy of the example manifest and its data, its database beside it."""
+    shutil.copytree(ROOT / "manifests", tmp_path / "manifests",
+                    ignore=shutil.ignore_patterns(".flowkit"))  # fmt: skip
+    return tmp_path / "manifests" / "example.yaml"
+
+
+def env_for(manifest: Path) -> dict[str, str]:
+    return {"FLOWKIT_EXAMPLE_DB": str(manifest.parent / "example.db")}
+
+
+def plan_json(manifest: Path, *extra: str) -> dict[str, object]:
+    code, output = run("plan", str(manifest), "--format", "json", *extra, env=env_for(manifest))
+    assert code in (0, 2), output
+    data: dict[str, object] = json.loads(output)
+    jsonschema.validate(data, PLAN_SCHEMA)
+    return data
+
+
+def test_the_example_against_an_empty_backend_is_all_creates(example: Path) -> None:
+    data = plan_json(example)
+    summary = data["summary"]
+    assert summary == {"create": 96, "update": 0, "delete": 0, "replace": 0, "destructive": 0}
+    changes = data["changes"]
+    assert isinstance(changes, list)
+    assert {c["action"] for c in changes} == {"create"}
+    assert changes[0]["subject"] == "setup"
+    assert sum(c["subject"] == "dataset" for c in changes) == 46
+    assert data["roles"] == ["admin", "updater", "reader"]
+    assert data["refreshed"] is True
+
+
+def test_apply_then_plan_shows_nothing_and_the_exit_codes_say_so(example: Path) -> None:
+    env = env_for(example)
+    code, output = run("plan", str(example), "--detailed-exitcode", env=env)
+    assert code == 2 and "Plan: 96 to create, 0 to update, 0 to delete" in output
+    code, output = run("apply", str(example), "--yes", env=env)
+    assert code == 0, output
+    assert output.endswith("Apply complete: 96 done, 0 failed, 0 skipped\n")
+    code, output = run("plan", str(example), "--detailed-exitcode", env=env)
+    assert code == 0, output
+    assert "No changes: the target matches the manifest." in output
+    assert "unchanged: 14 config entities, 46 datasets, 49 grants" in output
+    code, output = run("apply", str(example), "--yes", env=env)
+    assert (code, output) == (0, "No changes: the target matches the manifest.\n")
+
+
+def test_one_changed_value_is_one_update_with_its_regrants(example: Path) -> None:
+    env = env_for(example)
+    assert run("apply", str(example), "--yes", env=env)[0] == 0
+    csv = example.parent / "example" / "data" / "residents_district_monthly.csv"
+    lines = csv.read_text().splitlines(keepends=True)
+    header = lines[0].split(",")
+    row = lines[1].split(",")
+    column = header.index("residents")
+    row[column] = str(int(float(row[column])) + 1)
+    lines[1] = ",".join(row)
+    csv.write_text("".join(lines))
+    data = plan_json(example)
+    changes = data["changes"]
+    assert isinstance(changes, list)
+    assert [(c["symbol"], c["subject"], c["reason"]) for c in changes] == [
+        ("~", "dataset", "content changed"),
+        ("+", "grant", "re-grant after update"),
+        ("+", "grant", "re-grant after update"),
+    ]
+    assert changes[0]["dataset"]["indicator_id"] == "residents.residents"
+    before, after = changes[0]["before"]["stats"], changes[0]["dataset"]["stats"]
+    assert before["count"] == after["count"]
+    assert int(after["sum"]) == int(before["sum"]) + 1
+    assert {c["scope"] for c in changes[1:]} <= {"read:free_data", "read:premium_data"}
+    code, output = run("apply", str(example), "--yes", env=env)
+    assert code == 0 and f"Apply complete: {len(changes)} done" in output
+    assert run("plan", str(example), "--detailed-exitcode", env=env)[0] == 0
+
+
+def test_a_removed_file_needs_allow_destroy(example: Path) -> None:
+    env = env_for(example)
+    assert run("apply", str(example), "--yes", env=env)[0] == 0
+    text = example.read_text()
+    start = text.index("  - file: example/data/movements_district_daily.csv")
+    end = text.index("access:")
+    example.write_text(text[:start] + text[end:])
+    code, output = run("plan", str(example), env=env)
+    assert (
+        "  -   datasets of movements.travellers srid=2 trid=4: 2021-03-01..2021-03-14, 14 "
+        "datasets: removed from the manifest [destructive]\n" in output
+    )
+    code, output = run("apply", str(example), "--yes", env=env)
+    assert code == 1
+    assert output.splitlines()[-1].startswith("error: the plan destroys 28 thing(s) (- dataset ")
+    assert output.splitlines()[-1].endswith("apply again with --allow-destroy to proceed")
+    code, output = run("apply", str(example), "--yes", "--allow-destroy", "--max-destroy", "10",
+                       env=env)  # fmt: skip
+    assert code == 1 and "more than --max-destroy 10" in output
+    code, output = run("apply", str(example), "--yes", "--allow-destroy", env=env)
+    assert code == 0 and "Apply complete: 28 done" in output
+    assert run("plan", str(example), "--detailed-exitcode", env=env)[0] == 0
+
+
+def test_a_narrowed_access_rule_revokes_grants(example: Path) -> None:
+    env = env_for(example)
+    assert run("apply", str(example), "--yes", env=env)[0] == 0
+    example.write_text(example.read_text().replace("duration: 3", "duration: 1"))
+    data = plan_json(example)
+    assert [(c["symbol"], c["subject"], c["scope"], c["key"]["dt"]) for c in data["changes"]] == [
+        ("-", "grant", "read:free_data", "2021-02-01 00:00:00"),
+        ("-", "grant", "read:free_data", "2021-03-01 00:00:00"),
+    ]
+    assert run("apply", str(example), "--yes", "--allow-destroy", env=env)[0] == 0
+    assert run("plan", str(example), "--detailed-exitcode", env=env)[0] == 0
+
+
+def test_a_changed_label_is_one_entity_update(example: Path) -> None:
+    env = env_for(example)
+    assert run("apply", str(example), "--yes", env=env)[0] == 0
+    config = example.parent / "example" / "config.json"
+    body = json.loads(config.read_text())
+    body["indicators"][0]["label"] = "Something else"
+    config.write_text(json.dumps(body))
+    data = plan_json(example)
+    assert [(c["symbol"], c["subject"], c["reason"]) for c in data["changes"]] == [
+        ("~", "entity", "content changed")
+    ]
+    assert run("apply", str(example), "--yes", env=env)[0] == 0
+    assert run("plan", str(example), "--detailed-exitcode", env=env)[0] == 0
+
+
+def test_a_saved_plan_applies_exactly_or_is_refused_when_stale(
+    example: Path, tmp_path: Path
+) -> None:
+    env = env_for(example)
+    saved = tmp_path / "plan.json"
+    code, output = run("plan", str(example), "--out", str(saved), env=env)
+    assert code == 0 and f"Saved to {saved}" in output
+    jsonschema.validate(json.loads(saved.read_text()), PLAN_SCHEMA)
+    code, shown = run("show", str(saved), env=env)
+    assert code == 0 and shown == output.rsplit("Saved to", 1)[0]
+    # Anything it was based on changes: refused.
+    csv = example.parent / "example" / "data" / "residents_district_monthly.csv"
+    original = csv.read_text()
+    csv.write_text(original.replace(",1", ",2", 1))
+    code, output = run("apply", str(saved), env=env)
+    assert code == 1 and "the saved plan is stale" in output
+    csv.write_text(original)
+    code, output = run("apply", str(saved), "-q", env=env)
+    assert code == 0 and output == "Apply complete: 96 done, 0 failed, 0 skipped\n"
+    # Applied: the record moved on, so the same plan is now stale.
+    code, output = run("apply", str(saved), env=env)
+    assert code == 1 and "stale" in output
+
+
+def test_an_offline_plan_cannot_be_applied(example: Path, tmp_path: Path) -> None:
+    env = env_for(example)
+    saved = tmp_path / "offline.json"
+    code, output = run("plan", str(example), "--offline", "--out", str(saved), env=env)
+    assert code == 0 and "NOT refreshed (offline)" in output
+    assert "note: not refreshed: planned against the state record alone" in output
+    code, output = run("apply", str(saved), env=env)
+    assert (code, output.strip()) == (
+        1,
+        "error: the saved plan was made --offline: plan again with credentials",
+    )
+
+
+def test_a_plan_made_for_another_target_is_refused(example: Path, tmp_path: Path) -> None:
+    saved = tmp_path / "plan.json"
+    assert run("plan", str(example), "--out", str(saved), env=env_for(example))[0] == 0
+    other = env_for(example) | {"FLOWKIT_EXAMPLE_DB": str(tmp_path / "elsewhere.db")}
+    code, output = run("apply", str(saved), env=other)
+    assert code == 1 and "the saved plan was made for local:" in output
+
+
+def test_a_broken_plan_file_is_one_line(tmp_path: Path) -> None:
+    bad = tmp_path / "plan.json"
+    bad.write_text('{"format_version": 1, "changes": 3}')
+    code, output = run("show", str(bad))
+    assert code == 1 and output.count("\n") == 1
+    assert output.startswith(f"error: {bad}: not a valid plan (")
+    bad.write_text("{")
+    assert run("show", str(bad))[1].startswith(f"error: {bad}: not a plan file:")
+
+
+def test_only_narrows_the_plan_and_the_apply(example: Path) -> None:
+    env = env_for(example)
+    data = plan_json(example, "--only", "indicator=residents.residents", "--only",
+                     "dates=2021-02..2021-03")  # fmt: skip
+    datasets = [c["key"]["dt"] for c in data["changes"] if c["subject"] == "dataset"]
+    assert datasets == ["2021-02-01 00:00:00", "2021-03-01 00:00:00"]
+    assert data["only"] == ["indicator=residents.residents", "dates=2021-02..2021-03"]
+    code, output = run("apply", str(example), "--yes", "--only", "category=movements", env=env)
+    assert code == 0, output
+    data = plan_json(example)
+    assert not any(c["key"]["category_id"] == "movements" for c in data["changes"] if "key" in c)
+
+
+def test_status_shows_ranges_gaps_grants_and_the_last_apply(example: Path) -> None:
+    env = env_for(example)
+    code, output = run("status", str(example), "--offline", env=env)
+    assert code == 0 and "nothing loaded by flowkit-loader yet" in output
+    assert run("apply", str(example), "--yes", "--only", "dates=2021-01..2021-02", "--only",
+               "category=residents", env=env)[0] == 0  # fmt: skip
+    assert run("apply", str(example), "--yes", "--only", "dates=2021-04", "--only",
+               "category=residents", env=env)[0] == 0  # fmt: skip
+    code, output = run("status", str(example), env=env)
+    assert code == 0, output
+    assert "  residents.residents srid=2 trid=2: 2021-01..2021-04, 3 datasets, " in output
+    assert "      gaps: 2021-03\n" in output
+    assert "      grants: read:free_data 2, read:premium_data 3\n" in output
+    assert "(complete, " in output and "last apply: 20" in output
+
+
+def test_markdown_stays_under_githubs_limit_with_a_truncation_note(example: Path) -> None:
+    code, output = run("plan", str(example), "--format", "markdown", env=env_for(example))
+    assert code == 0 and "<details><summary>" in output and "Truncated" not in output
+    data = plan_json(example)
+    big = dict(data)
+    many = []
+    for i in range(3000):  # one line each: different reasons never fold together
+        change = dict(data["changes"][1])
+        change["reason"] = ["new", "drifted"][i % 2]
+        change["key"] = {**change["key"], "dt": f"{2000 + i // 365}-01-01 00:00:00",
+                         "indicator_id": f"x{i}"}  # fmt: skip
+        many.append(change)
+    big["changes"] = many
+    text = render_markdown(big)
+    assert len(text) <= 65_536
+    assert "**Truncated:**" in text and "`flowkit-loader show plan.json` prints them all" in text
+    assert text.count("```") == 2  # the code block is closed
+
+
+def test_plan_data_of_the_python_api_matches_the_cli(example: Path) -> None:
+    import loader
+
+    made = loader.plan(example, environ=env_for(example))
+    assert plan_data(made)["summary"] == plan_json(example)["summary"]
+
+
+def test_apply_without_yes_off_a_terminal_refuses(example: Path) -> None:
+    code, output = run("apply", str(example), env=env_for(example))
+    assert code == 1
+    assert output.splitlines()[-1] == (
+        "error: not on a terminal: apply needs --yes (or a saved plan)"
+    )
+
+
+def test_import_takes_over_a_deployment_and_then_plans_nothing(
+    example: Path, tmp_path: Path
+) -> None:
+    env = env_for(example)
+    assert run("apply", str(example), "--yes", env=env)[0] == 0
+    state = example.parent / ".flowkit" / "example.local.state.json"
+    state.unlink()  # as if another tool had filled the database
+    code, output = run("plan", str(example), env=env)
+    assert "46 datasets" not in output and "on the server are not in the state record" in output
+    code, output = run("import", str(example), env=env)
+    assert code == 0, output
+    assert output.splitlines()[0] == (
+        "datasets: 46 match and are recorded, 0 differ (recorded; the next apply updates "
+        "them), 0 absent, 0 ambiguous"
+    )
+    assert "grants read:free_data: 3 verified, 0 missing, 0 assumed" in output
+    assert run("plan", str(example), "--detailed-exitcode", env=env)[0] == 0
+
+
+def test_write_manifest_helper_plans(tmp_path: Path) -> None:
+    manifest = write_manifest(
+        tmp_path, {"residents.csv": "month,pcod,residents\n2021-01-01,EX01-01,5\n"}
+    )
+    code, output = run("plan", str(manifest), "--detailed-exitcode")
+    assert code == 2 and "+   setup" in output
