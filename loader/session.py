@@ -154,7 +154,7 @@ class Connection:
 def connect(run: Run, *, wait_ready: float = 0, parallelism: int = 8) -> Connection:
     backend = open_backend(run.target, run.setup, environ=run.environ, parallelism=parallelism)
     wait = getattr(backend, "wait_ready", None)
-    if wait is not None:
+    if wait is not None and wait_ready > 0:  # otherwise the first real request tells
         wait(wait_ready)
     scopes = {s for d in run.record.datasets.values() for s in d.scopes}
     scopes |= {s for v in run.desired.scopes.values() for s in v}

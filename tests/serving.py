@@ -73,3 +73,50 @@ def remote(base: str, clients: dict[Role, str], **options: object) -> RemoteBack
         for role, client in clients.items()
     }
     return RemoteBackend(f"{base}/v1", tokens, **options)  # type: ignore[arg-type]
+
+
+@contextmanager
+def counting_proxy(upstream: str) -> Iterator[tuple[str, list[tuple[str, str]]]]:
+    """A loopback HTTP proxy in front of `upstream` that notes each request's method and
+    path: how tests count what a command sent (tokens included, under /oauth)."""
+    import http.server
+    import threading
+
+    import httpx
+
+    seen: list[tuple[str, str]] = []
+    client = httpx.Client(base_url=upstream, timeout=120)
+
+    class Forward(http.server.BaseHTTPRequestHandler):
+        protocol_version = "HTTP/1.1"
+
+        def forward(self) -> None:
+            length = int(self.headers.get("Content-Length") or 0)
+            body = self.rfile.read(length) if length else b""
+            seen.append((self.command, self.path))
+            headers = {k: v for k, v in self.headers.items()
+                       if k.lower() not in ("host", "content-length", "connection")}  # fmt: skip
+            answer = client.request(self.command, self.path, content=body, headers=headers)
+            self.send_response(answer.status_code)
+            for name, value in answer.headers.items():
+                if name.lower() not in ("content-length", "transfer-encoding", "connection",
+                                        "content-encoding"):  # fmt: skip
+                    self.send_header(name, value)
+            self.send_header("Content-Length", str(len(answer.content)))
+            self.end_headers()
+            self.wfile.write(answer.content)
+
+        do_GET = do_POST = do_PATCH = do_DELETE = forward
+
+        def log_message(self, *args: object) -> None:
+            pass
+
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Forward)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    try:
+        yield f"http://127.0.0.1:{server.server_address[1]}", seen
+    finally:
+        server.shutdown()
+        server.server_close()
+        client.close()
