@@ -4,12 +4,21 @@ canonical datasets outside any timing."""
 from __future__ import annotations
 
 import os
+import re
+import subprocess
 import sys
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
 UPSTREAM_DATA = ROOT.parent / "shared" / "reference" / "upstream-data"
 UPSTREAM_MANIFEST = ROOT / "tests" / "data" / "upstream" / "manifest.yaml"
+SERVE_SECRET_ENV = "FLOWKIT_SERVE_SECRET"
+SERVE_AUDIENCE = "https://flowkit-ui-backend.local"
+SERVER_START_TIMEOUT = 60.0
+SERVING = re.compile(r"serving .* on (http://127\.0\.0\.1:\d+/v1)")
 
 os.environ["FLOWKIT_LOADER_NO_CACHE"] = "1"  # before importing loader: never use a cache
 sys.path.insert(0, str(ROOT))
@@ -44,3 +53,62 @@ def prepare(manifest: Manifest) -> list[Dataset]:
             if file_report.has_errors:
                 fail(f"{path}: {file_report.problems[0]}")
     return datasets
+
+
+@contextmanager
+def serving(db_path: Path, secret: str, *extra: str) -> Iterator[str]:
+    """`python -m loader serve` on a free loopback port; yields its base URL (…/v1) and
+    always stops it (its own process, by pid)."""
+    log_path = db_path.with_suffix(".log")
+    env = {**os.environ, SERVE_SECRET_ENV: secret}
+    command = [sys.executable, "-m", "loader", "serve", "--db", str(db_path), "--port", "0"]
+    with open(log_path, "wb") as log_file:
+        process = subprocess.Popen(
+            [*command, "--host", "127.0.0.1", *extra],
+            cwd=ROOT,
+            env=env,
+            stdin=subprocess.DEVNULL,
+            stdout=subprocess.DEVNULL,
+            stderr=log_file,
+        )
+    try:
+        deadline = time.monotonic() + SERVER_START_TIMEOUT
+        while True:
+            found = SERVING.search(log_path.read_text(errors="replace"))
+            if found:
+                break
+            if process.poll() is not None:
+                raise RuntimeError(f"serve exited ({process.returncode}):\n{log_path.read_text()}")
+            if time.monotonic() > deadline:
+                raise RuntimeError(f"serve did not start within {SERVER_START_TIMEOUT:.0f}s")
+            time.sleep(0.05)
+        yield found.group(1)
+    finally:
+        if process.poll() is None:
+            process.terminate()
+            try:
+                process.wait(timeout=15)
+            except subprocess.TimeoutExpired:
+                process.kill()
+                process.wait(timeout=15)
+
+
+def served_manifest(directory: Path, base_url: str) -> Path:
+    """The upstream manifest aimed at a `serve` at `base_url` (…/v1), its data read in
+    place and its state record in `directory`."""
+    text = UPSTREAM_MANIFEST.read_text().replace(
+        "../../../../shared/reference/upstream-data", str(UPSTREAM_DATA)
+    )
+    root = base_url.removesuffix("/v1")
+    secret = f"client_secret: '${{{SERVE_SECRET_ENV}}}'"
+    target = (
+        "targets:\n"
+        "  served:\n"
+        f"    url: {base_url}\n"
+        f"    state: {directory / 'served.state.json'}\n"
+        f"    auth: {{token_url: '{root}/oauth/token', audience: '{SERVE_AUDIENCE}'}}\n"
+        f"    credentials:\n      all: {{client_id: dev-admin, {secret}}}\n"
+    )
+    manifest = directory / "upstream.yaml"
+    manifest.write_text(text[: text.index("targets:")] + target + text[text.index("setup:") :])
+    return manifest

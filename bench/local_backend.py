@@ -30,12 +30,9 @@ from __future__ import annotations
 import asyncio
 import gzip
 import json
-import os
-import re
 import secrets
 import sqlite3
 import statistics
-import subprocess
 import sys
 import tempfile
 import time
@@ -55,12 +52,17 @@ MIN_HTTP = 0.25
 EXPECTED_DATASETS = 149
 EXPECTED_VALUES = 283_530
 AUDIENCE = "https://flowkit-ui-backend.local"
-SERVER_START_TIMEOUT = 60.0
 REQUEST_TIMEOUT = 120.0
-SERVING = re.compile(r"serving .* on (http://127\.0\.0\.1:\d+/v1)")
 
 
-from common import ROOT, UPSTREAM_DATA, UPSTREAM_MANIFEST, fail, load_manifest, prepare  # noqa: E402
+from common import (  # noqa: E402
+    UPSTREAM_DATA,
+    UPSTREAM_MANIFEST,
+    fail,
+    load_manifest,
+    prepare,
+    serving,
+)
 
 from loader.backends.local import LocalBackend  # noqa: E402
 from loader.backends.remote import dataset_body as remote_body  # noqa: E402
@@ -166,45 +168,6 @@ def dataset_body(dataset: Dataset) -> bytes:
     return gzip.compress(remote_body(dataset), compresslevel=GZIP_LEVEL)
 
 
-@contextmanager
-def server(db_path: Path, secret: str) -> Iterator[str]:
-    """`python -m loader serve` on a free loopback port; yields its base URL (…/v1) and
-    always stops it."""
-    log_path = db_path.with_suffix(".log")
-    env = {**os.environ, "FLOWKIT_SERVE_SECRET": secret}
-    with open(log_path, "wb") as log:
-        process = subprocess.Popen(
-            [sys.executable, "-m", "loader", "serve", "--db", str(db_path), "--port", "0"],
-            cwd=ROOT,
-            env=env,
-            stdin=subprocess.DEVNULL,
-            stdout=subprocess.DEVNULL,
-            stderr=log,
-        )
-    try:
-        deadline = time.monotonic() + SERVER_START_TIMEOUT
-        base = None
-        while base is None:
-            found = SERVING.search(log_path.read_text(errors="replace"))
-            if found:
-                base = found.group(1)
-            elif process.poll() is not None:
-                fail(f"the server exited ({process.returncode}):\n{log_path.read_text()}")
-            elif time.monotonic() > deadline:
-                fail(f"the server did not start within {SERVER_START_TIMEOUT:.0f}s")
-            else:
-                time.sleep(0.05)
-        yield base
-    finally:
-        if process.poll() is None:
-            process.terminate()
-            try:
-                process.wait(timeout=15)
-            except subprocess.TimeoutExpired:
-                process.kill()
-                process.wait(timeout=15)
-
-
 async def post_all(base: str, secret: str, datasets: list[Dataset], config: Any) -> float:
     """Token and setup (untimed), then every dataset (timed, bodies built in the loop)."""
     root = base.removesuffix("/v1")
@@ -255,7 +218,7 @@ def run_http(datasets: list[Dataset], config: dict[str, list[dict[str, Any]]]) -
     """Seconds to POST every dataset to a fresh server; values in its store afterwards."""
     secret = secrets.token_urlsafe(24)
     with fresh_db("serve") as path:
-        with server(path, secret) as base:
+        with serving(path, secret) as base:
             seconds = asyncio.run(post_all(base, secret, datasets, config))
         return seconds, stored_values(path)
 

@@ -60,9 +60,7 @@ import io
 import itertools
 import json
 import os
-import re
 import secrets
-import subprocess
 import sys
 import tempfile
 import time
@@ -73,7 +71,12 @@ from pathlib import Path
 from typing import Any
 
 import httpx
-from common import ROOT, UPSTREAM_DATA, UPSTREAM_MANIFEST
+from common import (
+    SERVE_AUDIENCE,
+    UPSTREAM_DATA,
+    UPSTREAM_MANIFEST,
+    serving,
+)
 from prepare import SYNTHETIC_FILES, notebook_cleaning, notebook_ingest_data
 
 from loader.backends.store import Principal, Store
@@ -82,10 +85,6 @@ from loader.validate import load_manifest
 
 CHUNK_SIZE = 50  # cell 8
 EXPECTED_DATASETS = 149
-SERVE_AUDIENCE = "https://flowkit-ui-backend.local"  # `serve`'s default --audience
-SERVE_SECRET_ENV = "FLOWKIT_SERVE_SECRET"
-SERVER_START_TIMEOUT = 60.0
-SERVING = re.compile(r"serving .* on (http://127\.0\.0\.1:\d+/v1)")
 
 Datasets = dict[str, dict[str, dict[str, Any]]]  # indicator_id -> date_string -> body
 
@@ -468,44 +467,6 @@ def run_notebook_flow(
 
 # ---------------------------------------------------------------------------------------
 # Command line: against a fresh `serve`, with checks of its store
-
-
-@contextlib.contextmanager
-def serving(db_path: Path, secret: str, *extra: str) -> Iterator[str]:
-    """`python -m loader serve` on a free loopback port; yields its base URL (…/v1) and
-    always stops it (its own process, by pid)."""
-    log_path = db_path.with_suffix(".log")
-    env = {**os.environ, SERVE_SECRET_ENV: secret}
-    command = [sys.executable, "-m", "loader", "serve", "--db", str(db_path), "--port", "0"]
-    with open(log_path, "wb") as log_file:
-        process = subprocess.Popen(
-            [*command, "--host", "127.0.0.1", *extra],
-            cwd=ROOT,
-            env=env,
-            stdin=subprocess.DEVNULL,
-            stdout=subprocess.DEVNULL,
-            stderr=log_file,
-        )
-    try:
-        deadline = time.monotonic() + SERVER_START_TIMEOUT
-        while True:
-            found = SERVING.search(log_path.read_text(errors="replace"))
-            if found:
-                break
-            if process.poll() is not None:
-                raise RuntimeError(f"serve exited ({process.returncode}):\n{log_path.read_text()}")
-            if time.monotonic() > deadline:
-                raise RuntimeError(f"serve did not start within {SERVER_START_TIMEOUT:.0f}s")
-            time.sleep(0.05)
-        yield found.group(1)
-    finally:
-        if process.poll() is None:
-            process.terminate()
-            try:
-                process.wait(timeout=15)
-            except subprocess.TimeoutExpired:
-                process.kill()
-                process.wait(timeout=15)
 
 
 def month_range(start: str, duration: int) -> tuple[str, str]:
