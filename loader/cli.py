@@ -195,7 +195,7 @@ _ONLY = click.option(
     "(repeatable; all must hold).",
 )
 _FORMAT = click.option(
-    "--format", "fmt", type=click.Choice(["text", "markdown", "json"]), default="text",
+    "--format", "-f", "fmt", type=click.Choice(["text", "markdown", "json"]), default="text",
     show_default=True, help="Output format.",
 )  # fmt: skip
 
@@ -253,6 +253,11 @@ def show_command(plan_file: str, fmt: str) -> None:
 @click.argument("source", metavar="MANIFEST|PLAN", type=click.Path(dir_okay=False))
 @_target_options
 @_ONLY
+@click.option(
+    "--verify",
+    is_flag=True,
+    help="Plan with every dataset's content read back (see plan --verify).",
+)
 @click.option("--yes", "-y", is_flag=True, help="Do not ask for confirmation.")
 @click.option(
     "--allow-destroy", is_flag=True, help="Allow deletes and a setup replace (refused otherwise)."
@@ -274,7 +279,8 @@ def show_command(plan_file: str, fmt: str) -> None:
 @click.option("--verbose", "-v", is_flag=True, help="Every change as it completes.")  # fmt: skip
 def apply_command(
     source: str, target: str | None, state: str | None, wait_ready: float,
-    only: tuple[str, ...], yes: bool, allow_destroy: bool, max_destroy: int | None,
+    only: tuple[str, ...], verify: bool, yes: bool, allow_destroy: bool,
+    max_destroy: int | None,
     parallelism: int, quiet: bool, verbose: bool,
 ) -> None:  # fmt: skip
     """Make the target match MANIFEST (plan, confirm, apply), or carry out a saved PLAN
@@ -289,8 +295,10 @@ def apply_command(
         from loader.validate import read_plan_file
 
         data = read_plan_file(source)
-        if only:
-            raise LoaderError("--only comes from the saved plan; it cannot be changed")
+        if only or verify:
+            raise LoaderError(
+                "--only and --verify come from the saved plan; they cannot be changed"
+            )
         saved = session.SavedPlan(data["fingerprint"], data["manifest"], data["target"],
                                   data["target_url"], tuple(data["only"]), data["refreshed"],
                                   data["verify"])  # fmt: skip
@@ -307,7 +315,7 @@ def apply_command(
         return click.confirm("Apply these changes?", default=False)
 
     applied = session.apply(
-        manifest, target=target, saved=saved, only=only, state=state,
+        manifest, target=target, saved=saved, only=only, verify=verify, state=state,
         allow_destroy=allow_destroy, max_destroy=max_destroy, confirm=confirm,
         parallelism=parallelism, wait_ready=wait_ready,
     )  # fmt: skip

@@ -291,6 +291,7 @@ def apply(
     target: str | None = None,
     saved: SavedPlan | None = None,
     only: Iterable[str] = (),
+    verify: bool = False,
     state: str | None = None,
     allow_destroy: bool = False,
     max_destroy: int | None = None,
@@ -306,7 +307,7 @@ def apply(
     if saved is not None:
         if not saved.refreshed:
             raise PlanRefused("the saved plan was made --offline: plan again with credentials")
-        target, only = saved.target, saved.only
+        target, only, verify = saved.target, saved.only, saved.verify
     run = open_run(manifest, target=target, state=state, environ=environ)
     if saved is not None and saved.target_url != run.target.url:
         raise PlanRefused(f"the saved plan was made for {saved.target_url}, not {run.target.url}")
@@ -319,8 +320,7 @@ def apply(
             run.document = run.store.write(run.document, run.record.to_content())
             run.store.journal().discard()
             run.pending = []
-        the_plan = make_run_plan(run, connection, only=only,
-                                 verify=saved.verify if saved else False)  # fmt: skip
+        the_plan = make_run_plan(run, connection, only=only, verify=verify)
         if saved is not None and the_plan.fingerprint != saved.fingerprint:
             raise PlanRefused(
                 "the saved plan is stale: the manifest, its data, the state record or the "

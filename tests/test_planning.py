@@ -299,3 +299,38 @@ def test_write_manifest_helper_plans(tmp_path: Path) -> None:
     )
     code, output = run("plan", str(manifest), "--detailed-exitcode")
     assert code == 2 and "+   setup" in output
+
+
+def test_verify_reads_content_back_and_finds_what_digests_cannot(example: Path) -> None:
+    """The record trusts digests; a value changed in the server's database under the same
+    mdid shows only when the content is read back."""
+    import sqlite3
+    from array import array
+
+    env = env_for(example)
+    assert run("apply", str(example), "--yes", env=env)[0] == 0
+    state = json.loads((example.parent / ".flowkit" / "example.local.state.json").read_text())
+    target = next(d for d in state["datasets"] if d["indicator_id"] == "residents.arrived")
+    with sqlite3.connect(example.parent / "example.db") as db:
+        row_id, blob = db.execute(
+            "SELECT data.row_id, data.nanos FROM data JOIN metadata ON metadata.id = "
+            "data.row_id WHERE metadata.mdid = ?", (target["mdid"],)
+        ).fetchone()  # fmt: skip
+        values = array("q")
+        values.frombytes(blob)
+        values[0] += 10**9
+        db.execute("UPDATE data SET nanos = ? WHERE row_id = ?", (values.tobytes(), row_id))
+    assert run("plan", str(example), "--detailed-exitcode", env=env)[0] == 0
+    data = plan_json(example, "--verify")
+    assert [(c["subject"], c["reason"], c["detail"], c["key"]["dt"]) for c in data["changes"]
+            if c["subject"] == "dataset"] == [
+        ("dataset", "drifted", "content on the server differs from the manifest's", target["dt"])
+    ]  # fmt: skip
+    assert data["verify"] is True
+    assert run("apply", str(example), "--yes", env=env)[0] == 0  # a plain apply trusts digests
+    assert len(plan_json(example, "--verify")["changes"]) > 0
+    code, output = run("apply", str(example), "--yes", "--verify", env=env)
+    assert code == 0 and "Apply complete: 2 done" in output  # the rewrite and its grant
+    assert plan_json(example, "--verify")["changes"] == []
+    code, output = run("plan", str(example), "--verify", "--offline", env=env)
+    assert (code, output.strip()) == (1, "error: --verify reads the server: it cannot be --offline")

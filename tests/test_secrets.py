@@ -53,3 +53,46 @@ def test_secrets_and_tokens_never_leak(
     for secret in (SECRET, *tokens):
         assert secret not in everything
     assert "eyJ" not in everything  # no JWT at all
+
+
+def test_plans_state_records_journals_and_locks_hold_no_secret(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """Everything plan and apply write to disk or print, read back and searched."""
+    from click.testing import CliRunner
+
+    from loader import session
+    from loader.cli import cli
+    from tests.test_check import remote_manifest
+
+    caplog.set_level(logging.DEBUG)
+    files: dict[str, str] = {}
+    with serving(tmp_path / "serve.db", "--upstream-quirks") as base:
+        manifest = remote_manifest(tmp_path, base, "dev-admin")
+        runner = CliRunner()
+        arguments = ["plan", str(manifest), "--out", str(tmp_path / "p.json"), "-f", "markdown"]
+        planned = runner.invoke(cli, arguments, env={SECRET_ENV: SECRET})
+        assert planned.exit_code == 0, planned.output
+        state = Path(manifest.parent / "manifest.remote.state.json")
+
+        def snapshot(_: object) -> None:  # mid-apply: the journal and the lock exist
+            for path in (Path(f"{state}.journal"), Path(f"{state}.lock")):
+                if path.exists():
+                    files[path.name] = path.read_text()
+
+        applied = session.apply(manifest, environ={SECRET_ENV: SECRET}, progress=snapshot)
+        assert applied.result.ok
+        shown = runner.invoke(cli, ["status", str(manifest)], env={SECRET_ENV: SECRET})
+        tokens = {
+            TokenProvider(credential(base, "dev-admin"), environ={SECRET_ENV: SECRET})
+            .current()
+            .value
+        }
+    files["plan"] = (tmp_path / "p.json").read_text()
+    files["state"] = state.read_text()
+    assert {f"{state.name}.journal", f"{state.name}.lock"} <= set(files)
+    assert '"who": "dev-admin@clients"' in files["state"]  # the subject, not the token
+    everything = "\n".join([*files.values(), planned.output, shown.output, caplog.text])
+    for secret in (SECRET, *tokens):
+        assert secret not in everything
+    assert "eyJ" not in everything
