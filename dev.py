@@ -44,7 +44,13 @@ def ensure_venv() -> None:
 
 
 def demo() -> None:
-    run(BIN / "flowkit-loader", "validate", "manifests/example.yaml", "--verbose")
+    """Validate, plan and apply the example manifest against the embedded local backend,
+    then show what is loaded (a second run finds nothing to change)."""
+    tool = BIN / "flowkit-loader"
+    run(tool, "validate", "manifests/example.yaml", "--verbose")
+    run(tool, "plan", "manifests/example.yaml")
+    run(tool, "apply", "manifests/example.yaml", "--yes", "--quiet")
+    run(tool, "status", "manifests/example.yaml")
 
 
 def test(pytest_args: list[str]) -> None:

@@ -15,6 +15,7 @@ import subprocess
 from collections.abc import Callable, Iterable, Iterator, Mapping
 from dataclasses import dataclass, field, replace
 from datetime import datetime, timezone
+from functools import cached_property
 from importlib.metadata import PackageNotFoundError, version
 from pathlib import Path
 from typing import Any
@@ -77,7 +78,7 @@ class Run:
     pending: list[dict[str, Any]] = field(default_factory=list)
     environ: Mapping[str, str] = field(default_factory=lambda: dict(os.environ))
 
-    @property
+    @cached_property
     def desired(self) -> Desired:
         return desired_state(self.manifest, self.setup, self.report.summaries)
 

@@ -334,3 +334,41 @@ def test_verify_reads_content_back_and_finds_what_digests_cannot(example: Path) 
     assert plan_json(example, "--verify")["changes"] == []
     code, output = run("plan", str(example), "--verify", "--offline", env=env)
     assert (code, output.strip()) == (1, "error: --verify reads the server: it cannot be --offline")
+
+
+def test_a_state_record_in_a_remote_store(example: Path) -> None:
+    """State kept where throwaway CI runners share it: here fsspec's in-memory store."""
+    import uuid
+
+    import fsspec
+
+    env = env_for(example)
+    location = f"memory://flowkit-tests/{uuid.uuid4().hex}/example.state.json"
+    code, output = run("apply", str(example), "--yes", "--state", location, env=env)
+    assert code == 0, output
+    fs = fsspec.filesystem("memory")
+    stored = json.loads(fs.cat_file(location.removeprefix("memory://")))
+    assert stored["serial"] == 1 and len(stored["datasets"]) == 46
+    assert not fs.exists(location.removeprefix("memory://") + ".lock")
+    assert not fs.exists(location.removeprefix("memory://") + ".journal")
+    code, output = run("plan", str(example), "--state", location, "--detailed-exitcode", env=env)
+    assert code == 0, output
+
+
+def test_a_held_lock_stops_apply_and_unlock_breaks_it(example: Path) -> None:
+    from loader.state import StateStore
+
+    env = env_for(example)
+    location = str(example.parent / ".flowkit" / "example.local.state.json")
+    StateStore(location, clock=lambda: 0.0).acquire("alice@ci-runner:42", ttl=60)
+    code, output = run("apply", str(example), "--yes", env=env)
+    assert code == 1
+    assert output.strip() == (
+        f"error: {location}: state is locked, held by alice@ci-runner:42 (expired "
+        + output.split("(expired ")[1].split(")")[0]
+        + "); `flowkit-loader unlock` breaks it if that run is gone"
+    )
+    code, output = run("unlock", str(example), env=env)
+    assert (code, output) == (0, f"{location}: lock of alice@ci-runner:42 broken\n")
+    assert run("apply", str(example), "--yes", env=env)[0] == 0
+    assert run("unlock", str(example), env=env)[1] == f"{location}: no lock\n"
