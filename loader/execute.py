@@ -41,6 +41,7 @@ from loader.record import (
     entity_ref,
     grant_entry,
     setup_entry,
+    used_ids,
 )
 
 DEFAULT_PARALLELISM = 4
@@ -181,7 +182,7 @@ class Executor:
     def _entity_delete(self, change: Change) -> None:
         assert change.entity_kind is not None and change.entity_id is not None
         kind, entity_id = change.entity_kind, change.entity_id
-        users = [k for k in self.failed_keys if str(entity_id) in _uses(k, kind)]
+        users = [k for k in self.failed_keys if used_ids(k).get(kind) == str(entity_id)]
         if users:
             self._report(change, Status.SKIPPED, f"still used by {users[0]} (its delete failed)")
             return
@@ -239,11 +240,9 @@ class Executor:
     def _blocked(self, block: list[Change]) -> str:
         key = block[0].key
         assert key is not None
-        for kind in (EntityKind.CATEGORY, EntityKind.INDICATOR,
-                     EntityKind.SPATIAL_RESOLUTION, EntityKind.TEMPORAL_RESOLUTION):  # fmt: skip
-            for entity_id in _uses(key, kind):
-                if (kind, entity_id) in self.failed_refs:
-                    return f"its {kind.singular} {entity_id} failed"
+        for kind, entity_id in used_ids(key).items():
+            if (kind, entity_id) in self.failed_refs:
+                return f"its {kind.singular} {entity_id} failed"
         return ""
 
     def _block(self, block: list[Change], dataset: Dataset | None) -> None:
@@ -304,27 +303,3 @@ def _blocks(changes: Iterable[Change]) -> dict[DatasetKey, list[Change]]:
     for block in blocks.values():
         block.sort(key=lambda c: c.subject is not Subject.DATASET)
     return blocks
-
-
-def _uses(key: DatasetKey, kind: EntityKind) -> set[str]:
-    return {
-        EntityKind.CATEGORY: {key.category_id},
-        EntityKind.INDICATOR: {key.indicator_id},
-        EntityKind.SPATIAL_RESOLUTION: {str(key.srid)},
-        EntityKind.TEMPORAL_RESOLUTION: {str(key.trid)},
-    }.get(kind, set())
-
-
-def apply_plan(
-    plan: Plan,
-    backend: Backend,
-    journal: Journal,
-    datasets: DatasetSource,
-    entities: Iterable[ConfigEntity],
-    *,
-    parallelism: int = DEFAULT_PARALLELISM,
-    progress: Progress | None = None,
-) -> ApplyResult:
-    executor = Executor(backend, journal, datasets, entities, parallelism=parallelism,
-                        progress=progress)  # fmt: skip
-    return executor.run(plan)

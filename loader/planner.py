@@ -36,6 +36,7 @@ from loader.record import (
     entity_digest,
     entity_ref,
     group_of,
+    used_ids,
 )
 
 
@@ -372,16 +373,11 @@ class _PlanBuilder:
         going = {c.key for c in dataset_deletes}
         remaining = [k for k in self.record.datasets if k not in going]
         remaining += list(self.desired.datasets)
-        used: dict[EntityKind, set[str]] = {
-            EntityKind.CATEGORY: {k.category_id for k in remaining},
-            EntityKind.INDICATOR: {k.indicator_id for k in remaining},
-            EntityKind.SPATIAL_RESOLUTION: {str(k.srid) for k in remaining},
-            EntityKind.TEMPORAL_RESOLUTION: {str(k.trid) for k in remaining},
-        }
+        used = {(kind, entity_id) for key in remaining for kind, entity_id in used_ids(key).items()}
         kept = []
         for change in deletes:
             assert change.entity_kind is not None
-            if str(change.entity_id) in used.get(change.entity_kind, set()):
+            if (change.entity_kind, str(change.entity_id)) in used:
                 self.notes.append(
                     f"{change.describe()} is removed from the manifest but kept: "
                     "datasets still use it"

@@ -254,6 +254,16 @@ class Actual:
     observed: Observed = Observed()
 
 
+def used_ids(key: DatasetKey) -> dict[EntityKind, str]:
+    """The config entities a dataset points at, as ids in text."""
+    return {
+        EntityKind.CATEGORY: key.category_id,
+        EntityKind.INDICATOR: key.indicator_id,
+        EntityKind.SPATIAL_RESOLUTION: str(key.srid),
+        EntityKind.TEMPORAL_RESOLUTION: str(key.trid),
+    }
+
+
 def group_of(key: DatasetKey) -> tuple[str, str, int, int]:
     """The /query unit: one indicator at one resolution (all its dates)."""
     return (key.category_id, key.indicator_id, key.srid, key.trid)

@@ -22,7 +22,7 @@ from typing import Any
 
 from loader.backends.factory import open_backend, open_readers
 from loader.data import read_datasets
-from loader.execute import DEFAULT_PARALLELISM, ApplyResult, Progress, apply_plan
+from loader.execute import DEFAULT_PARALLELISM, ApplyResult, Executor, Progress
 from loader.manifest import display_path
 from loader.model import (
     Backend,
@@ -30,7 +30,6 @@ from loader.model import (
     DatasetKey,
     LoaderError,
     Manifest,
-    ManifestError,
     Role,
     SetupConfig,
     Target,
@@ -114,14 +113,7 @@ def open_run(
 ) -> Run:
     env = dict(os.environ if environ is None else environ)
     report = validate(path, target=target, environ=env)
-    if report.errors or report.manifest is None:
-        count = len(report.errors)
-        raise ManifestError(
-            f"{report.errors[0]}"
-            + (f" (and {count - 1} more problems)" if count > 1 else "")
-            + f"; `flowkit-loader validate {report.path}` lists them"
-        )
-    manifest = report.manifest
+    manifest = report.manifest_or_raise()
     chosen = manifest.target(target)
     store = StateStore(state or chosen.state)
     document, record, pending = read_record(store)
@@ -369,8 +361,9 @@ def _execute(
         journal.append(entry)
         entries.append(entry)
 
-    result = apply_plan(the_plan, backend, record_change, run.datasets, run.setup.entities,
+    executor = Executor(backend, record_change, run.datasets, run.setup.entities,
                         parallelism=parallelism, progress=progress)  # fmt: skip
+    result = executor.run(the_plan)
     record = replay(run.record, list(entries), run.store.location)
     outcome = "interrupted" if result.interrupted else "complete" if result.ok else "partial"
     entry = ApplyEntry(

@@ -185,6 +185,17 @@ class ValidationReport:
     def summaries(self) -> list[DatasetSummary]:
         return [s for f in self.files for s in f.summaries]
 
+    def manifest_or_raise(self) -> Manifest:
+        """The manifest, or one ManifestError line: the first error and how many more."""
+        if self.errors or self.manifest is None:
+            count = len(self.errors)
+            raise ManifestError(
+                f"{self.errors[0]}"
+                + (f" (and {count - 1} more problems)" if count > 1 else "")
+                + f"; `flowkit-loader validate {self.path}` lists them"
+            )
+        return self.manifest
+
 
 def validate(
     path: str | Path,
@@ -307,15 +318,7 @@ def load_manifest(
     path: str | Path, *, target: str | None = None, environ: Mapping[str, str] | None = None
 ) -> Manifest:
     """The manifest model, or ManifestError listing its errors (data files not read)."""
-    report = validate(path, target=target, data=False, environ=environ)
-    if report.errors or report.manifest is None:
-        count = len(report.errors)
-        raise ManifestError(
-            f"{report.errors[0]}"
-            + (f" (and {count - 1} more problems)" if count > 1 else "")
-            + f"; `flowkit-loader validate {report.path}` lists them"
-        )
-    return report.manifest
+    return validate(path, target=target, data=False, environ=environ).manifest_or_raise()
 
 
 def read_plan_file(path: str | Path) -> dict[str, Any]:
