@@ -154,6 +154,21 @@ def refresh(
     )
 
 
+def adopt_languages(record: Record, desired: Desired, observed: Observed) -> Record:
+    """Record the languages the server already holds as the manifest wants them (a
+    setup posted by a run that died before journaling it): only a setup post writes
+    languages, so a plan never lists them for creation once they are there."""
+    for entity in desired.entities:
+        if entity.kind is not EntityKind.LANGUAGE:
+            continue
+        stored = (observed.languages or {}).get(str(entity.id))
+        ref = entity_ref(entity.kind, entity.id)
+        fits = stored is not None and stored_matches(entity.body, stored)
+        if fits and ref not in record.entities:
+            record = record.with_entity(RecordedEntity.of(entity))
+    return record
+
+
 def _differing(
     backend: Backend,
     datasets: Iterable[Dataset],

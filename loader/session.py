@@ -44,7 +44,13 @@ from loader.record import (
     entity_digest,
     replay,
 )
-from loader.refresh import ImportReport, desired_state, import_record, refresh
+from loader.refresh import (
+    ImportReport,
+    adopt_languages,
+    desired_state,
+    import_record,
+    refresh,
+)
 from loader.state import Document, Lock, StateStore
 from loader.validate import ValidationReport, validate
 
@@ -76,6 +82,7 @@ class Run:
     record: Record  # the stored record with any leftover journal folded in
     pending: list[dict[str, Any]] = field(default_factory=list)
     environ: Mapping[str, str] = field(default_factory=lambda: dict(os.environ))
+    observed: Observed = field(default_factory=Observed)  # by the last refresh
 
     @cached_property
     def desired(self) -> Desired:
@@ -196,6 +203,7 @@ def make_run_plan(
 ) -> Plan:
     selectors = [Selector.parse(text) for text in only]
     actual = actual_state(run, connection, verify=verify)
+    run.observed = actual.observed
     plan = make_plan(run.desired, actual, selectors)
     return Plan(
         plan.changes, plan.unchanged, plan.notes, plan.refreshed, plan.only,
@@ -364,7 +372,8 @@ def _execute(
     executor = Executor(backend, record_change, run.datasets, run.setup.entities,
                         parallelism=parallelism, progress=progress)  # fmt: skip
     result = executor.run(the_plan)
-    record = replay(run.record, list(entries), run.store.location)
+    record = adopt_languages(replay(run.record, list(entries), run.store.location),
+                             run.desired, run.observed)  # fmt: skip
     outcome = "interrupted" if result.interrupted else "complete" if result.ok else "partial"
     entry = ApplyEntry(
         when=datetime.now(timezone.utc).isoformat(timespec="seconds"),

@@ -258,14 +258,17 @@ class StateStore:
 
     def acquire(self, holder: str, ttl: float = LOCK_TTL) -> Lock:
         """Take the lock, or fail naming who holds it (an expired lock included: it is
-        broken only on purpose, with `break_lock`)."""
+        broken only on purpose, with `break_lock`, unless its holder was a process of
+        this machine that is gone)."""
         lock = Lock(holder, self.clock() + ttl)
         payload = json.dumps({"holder": lock.holder, "expires": lock.expires}).encode()
         if self.lock_storage.create(payload):
             return lock
         existing = self.current_lock()
-        if existing is not None and existing.holder == holder:
-            self.lock_storage.replace(payload)  # ours: renewed
+        if existing is not None and (existing.holder == holder or _dead_here(existing.holder)):
+            # Ours (renewed), or left by a process of this machine that no longer runs (a
+            # kill -9): nobody else can be using it.
+            self.lock_storage.replace(payload)
             return lock
         described = existing.describe(self.clock) if existing else "held"
         stale = existing is not None and existing.expires < self.clock()
@@ -282,6 +285,20 @@ class StateStore:
         existing = self.current_lock()
         self.lock_storage.delete()
         return existing
+
+
+def _dead_here(holder: str) -> bool:
+    """Whether a lock holder (`who@host:pid`) is a process of this host that is gone."""
+    where, _, pid = holder.rpartition(":")
+    if where.rpartition("@")[2] != socket.gethostname() or not pid.isdigit():
+        return False
+    try:
+        os.kill(int(pid), 0)
+    except ProcessLookupError:
+        return True
+    except OSError:  # exists, but not ours to signal
+        return False
+    return False
 
 
 class Journal:

@@ -4,6 +4,7 @@
 from __future__ import annotations
 
 import json
+import os
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
@@ -75,3 +76,24 @@ def test_the_lock_names_its_holder_expires_and_breaks_only_on_purpose(location: 
     assert store.current_lock() == taken
     store.release(taken)
     assert store.current_lock() is None
+
+
+def test_a_lock_left_by_a_dead_process_of_this_machine_is_taken_over(tmp_path: Path) -> None:
+    import socket
+    import subprocess
+    import sys
+
+    gone = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"],
+                          capture_output=True, text=True, check=True)  # fmt: skip
+    store = StateStore(str(tmp_path / "s.json"))
+    store.acquire(f"ci@{socket.gethostname()}:{gone.stdout.strip()}")
+    assert store.acquire("me@here:1").holder == "me@here:1"
+    # A live process of this machine, or any process of another one, still holds it.
+    store.break_lock()
+    store.acquire(f"ci@{socket.gethostname()}:{os.getpid()}")
+    with pytest.raises(StateError, match="state is locked"):
+        store.acquire("me@here:1")
+    store.break_lock()
+    store.acquire(f"ci@another-host:{gone.stdout.strip()}")
+    with pytest.raises(StateError, match="state is locked"):
+        store.acquire("me@here:1")

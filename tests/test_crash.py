@@ -1,0 +1,184 @@
+"""Crash tests: an apply killed (SIGKILL) at seeded points — right after a server success
+and before its journal line, between a PATCH and its re-grant, during a fresh
+deployment's setup, halfway through a journal line — then run again. Afterwards the
+backend holds exactly the desired state: each dataset once with the manifest's values,
+each scope granted exactly its datasets, and a plan finds nothing to do."""
+
+from __future__ import annotations
+
+import os
+import random
+import shutil
+import sqlite3
+import subprocess
+import sys
+from collections import Counter
+from pathlib import Path
+
+import pytest
+from click.testing import CliRunner
+
+from loader.backends.local import LocalBackend
+from loader.cli import cli
+from loader.record import groups
+from loader.refresh import Grids, content_matches
+from loader.session import open_run
+from tests.conftest import ROOT
+from tests.serving import SECRET, SECRET_ENV, serving
+
+SCENARIOS = ("fresh", "update", "remove")
+# How many calls of each kind each scenario makes (the example manifest): a kill point
+# beyond them would never fire.
+CALLS = {
+    "fresh": {"replace_setup": 1, "create_dataset": 46, "grant": 49, "journal": 96},
+    "update": {"update_dataset": 6, "grant": 6, "journal": 12},
+    "remove": {"delete_dataset": 28, "journal": 28},
+}
+
+
+def cli_run(*args: str, env: dict[str, str]) -> tuple[int, str]:
+    result = CliRunner().invoke(cli, list(args), env=env)
+    assert result.exception is None or isinstance(result.exception, SystemExit), result.output
+    return result.exit_code, result.output
+
+
+def prepared(directory: Path, scenario: str) -> tuple[Path, dict[str, str]]:
+    """The example manifest in `directory`, brought to the point where the scenario's
+    apply starts: nothing yet (fresh), applied then one column changed (update: six
+    PATCHes, each with its re-grant), applied then a file removed (remove: 28 deletes)."""
+    shutil.copytree(ROOT / "manifests", directory / "manifests",
+                    ignore=shutil.ignore_patterns(".flowkit"))  # fmt: skip
+    manifest = directory / "manifests" / "example.yaml"
+    env = {"FLOWKIT_EXAMPLE_DB": str(directory / "example.db")}
+    if scenario == "fresh":
+        return manifest, env
+    assert cli_run("apply", str(manifest), "--yes", env=env)[0] == 0
+    if scenario == "update":
+        csv = manifest.parent / "example" / "data" / "residents_district_monthly.csv"
+        lines = csv.read_text().splitlines(keepends=True)
+        column = lines[0].strip().split(",").index("arrived")
+        for index in range(1, len(lines)):
+            cells = lines[index].rstrip("\n").split(",")
+            if cells[column]:
+                cells[column] = repr(float(cells[column]) + 1)
+            lines[index] = ",".join(cells) + "\n"
+        csv.write_text("".join(lines))
+    else:
+        text = manifest.read_text()
+        start = text.index("  - file: example/data/movements_district_daily.csv")
+        manifest.write_text(text[:start] + text[text.index("access:") :])
+    return manifest, env
+
+
+def crash(manifest: Path, env: dict[str, str], point: str) -> None:
+    done = subprocess.run(
+        [sys.executable, "-m", "tests.crashing", point, "apply", str(manifest), "--yes",
+         "--allow-destroy", "-q"],
+        cwd=ROOT, env={**os.environ, **env}, capture_output=True, text=True, timeout=300,
+        check=False,
+    )  # fmt: skip
+    assert done.returncode == -9, f"{point} never fired: {done.stdout}{done.stderr}"
+
+
+def assert_exactly_desired(manifest: Path, env: dict[str, str], db: Path) -> None:
+    run = open_run(manifest, environ={**os.environ, **env})
+    desired = run.desired
+    with sqlite3.connect(db) as connection:
+        rows = connection.execute(
+            "SELECT category_id, indicator_id, srid, trid, dt, mdid FROM metadata"
+        ).fetchall()
+        mappings = connection.execute("SELECT scope, mdid FROM scope_mapping").fetchall()
+    identities = Counter(tuple(row[:5]) for row in rows)
+    assert [i for i, n in identities.items() if n > 1] == []  # no duplicate dataset
+    wanted = {(k.category_id, k.indicator_id, k.srid, k.trid, k.dt) for k in desired.datasets}
+    assert set(identities) == wanted
+    mdid_of = {tuple(row[:5]): row[5] for row in rows}
+    scopes_of: dict[int, set[str]] = {}
+    for scope, mdid in mappings:
+        scopes_of.setdefault(mdid, set()).add(scope)
+    for key in desired.datasets:
+        mdid = mdid_of[(key.category_id, key.indicator_id, key.srid, key.trid, key.dt)]
+        granted = scopes_of.get(mdid, set())
+        assert "admin" in granted, key
+        assert granted - {"admin"} == set(desired.scopes.get(key, ())), key
+    # Every value is the manifest's.
+    backend = LocalBackend(db)
+    grids = Grids(run.setup)
+    contents = {}
+    for group, keys in groups(desired.datasets).items():
+        query = grids.query(keys)
+        assert query is not None
+        contents[group] = backend.dataset_content(query)
+    for dataset in run.datasets(set(desired.datasets)):
+        group = (dataset.key.category_id, dataset.key.indicator_id, dataset.key.srid,
+                 dataset.key.trid)  # fmt: skip
+        cells = contents[group].get(grids.date(dataset.key))
+        assert cells is not None and content_matches(dataset, cells), dataset.key
+    # The record agrees, and the plan finds nothing to do.
+    assert {d.mdid for d in run.record.datasets.values()} == set(mdid_of.values())
+    code, output = cli_run("plan", str(manifest), "--detailed-exitcode", env=env)
+    assert code == 0, output
+
+
+def crash_and_resume(directory: Path, scenario: str, point: str) -> None:
+    manifest, env = prepared(directory, scenario)
+    crash(manifest, env, point)
+    code, output = cli_run("apply", str(manifest), "--yes", "--allow-destroy", env=env)
+    assert code == 0, f"{point}: {output}"
+    assert_exactly_desired(manifest, env, directory / "example.db")
+
+
+@pytest.mark.parametrize(
+    ("scenario", "point"),
+    [
+        ("fresh", "after:replace_setup:1"),  # the setup posted, never journaled
+        ("fresh", "after:create_dataset:10"),  # a success the journal never heard of
+        ("update", "after:update_dataset:3"),  # between a PATCH and its re-grant
+        ("fresh", "journal:40"),  # a torn journal line
+    ],
+)
+def test_a_killed_apply_resumes_to_exactly_the_desired_state(
+    tmp_path: Path, scenario: str, point: str
+) -> None:
+    crash_and_resume(tmp_path, scenario, point)
+
+
+def seeded_points(seed: int, count: int) -> list[tuple[str, str]]:
+    chooser = random.Random(seed)
+    points = []
+    for _ in range(count):
+        scenario = chooser.choice(SCENARIOS)
+        call, most = chooser.choice(sorted(CALLS[scenario].items()))
+        n = chooser.randint(1, most)
+        if call == "journal":
+            points.append((scenario, f"journal:{n}"))
+        else:
+            points.append((scenario, f"{chooser.choice(('before', 'during', 'after'))}:{call}:{n}"))
+    return points
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize(("scenario", "point"), seeded_points(seed=20261128, count=24))
+def test_seeded_kill_points(tmp_path: Path, scenario: str, point: str) -> None:
+    crash_and_resume(tmp_path, scenario, point)
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("point", ["during:create_dataset:2", "after:create_dataset:3",
+                                   "during:replace_setup:1"])  # fmt: skip
+def test_kills_against_serve_with_upstream_quirks(tmp_path: Path, point: str) -> None:
+    """The client dies while the server goes on (a request in flight completes)."""
+    from tests.test_check import remote_manifest
+
+    with serving(tmp_path / "serve.db", "--upstream-quirks") as base:
+        manifest = remote_manifest(tmp_path, base, "dev-admin")
+        env = {SECRET_ENV: SECRET}
+        crash(manifest, env, point)
+        assert cli_run("apply", str(manifest), "--yes", env=env)[0] == 0
+        code, output = cli_run("plan", str(manifest), "--detailed-exitcode", env=env)
+        assert code == 0, output
+    with sqlite3.connect(tmp_path / "serve.db") as connection:
+        rows = connection.execute(
+            "SELECT category_id, indicator_id, srid, trid, dt FROM metadata"
+        ).fetchall()
+    assert len(rows) == len(set(rows)) == 3  # the manifest's three datasets, once each
