@@ -249,6 +249,48 @@ def show_command(plan_file: str, fmt: str) -> None:
     click.echo(render(read_plan_file(plan_file), fmt), nl=False)
 
 
+class ApplyProgress:
+    """What apply shows while it works: a bar with rate and ETA on a terminal, a log
+    line every few seconds otherwise, every change with -v, nothing with -q."""
+
+    LOG_EVERY = 10.0  # seconds between log lines off a terminal
+
+    def __init__(self, quiet: bool, verbose: bool) -> None:
+        import threading
+        import time
+
+        self.quiet, self.verbose = quiet, verbose
+        self.terminal = sys.stderr.isatty()
+        self.clock = time.monotonic
+        self.lock = threading.Lock()
+        self.total = self.done = self.failed = 0
+        self.start = self.last = 0.0
+
+    def begin(self, total: int) -> None:
+        self.total, self.start = total, self.clock()
+        self.last = self.start
+
+    def __call__(self, outcome: Any) -> None:
+        from loader.execute import Status
+        from loader.render import progress_line
+
+        with self.lock:
+            self.done += 1
+            self.failed += outcome.status is Status.FAILED
+            now = self.clock()
+            if self.verbose:
+                click.echo(f"  {outcome.status.value}: {outcome.change.describe()}", err=True)
+            if self.quiet:
+                return
+            if self.terminal:
+                line = progress_line(self.done, self.total, self.failed, now - self.start, 30)
+                click.echo(f"\r{line}", nl=self.done == self.total, err=True)
+            elif now - self.last >= self.LOG_EVERY or self.done == self.total:
+                self.last = now
+                line = progress_line(self.done, self.total, self.failed, now - self.start)
+                click.echo(f"apply: {line}", err=True)
+
+
 @cli.command(name="apply")
 @click.argument("source", metavar="MANIFEST|PLAN", type=click.Path(dir_okay=False))
 @_target_options
@@ -304,7 +346,10 @@ def apply_command(
                                   data["verify"])  # fmt: skip
         manifest = data["manifest"]
 
+    progress = ApplyProgress(quiet, verbose)
+
     def confirm(made: Plan) -> bool:
+        progress.begin(len(made.changes))
         if saved is not None or yes:
             if not quiet:
                 click.echo(render_text(plan_data(made)), nl=False)
@@ -317,7 +362,7 @@ def apply_command(
     applied = session.apply(
         manifest, target=target, saved=saved, only=only, verify=verify, state=state,
         allow_destroy=allow_destroy, max_destroy=max_destroy, confirm=confirm,
-        parallelism=parallelism, wait_ready=wait_ready,
+        parallelism=parallelism, wait_ready=wait_ready, progress=progress,
     )  # fmt: skip
     if not applied.plan.has_changes:
         click.echo("No changes: the target matches the manifest.")
@@ -325,7 +370,7 @@ def apply_command(
     if not applied.result.outcomes:
         click.echo("Nothing applied.")
         sys.exit(1)
-    click.echo(render_result(applied.result, verbose=verbose), nl=False)
+    click.echo(render_result(applied.result), nl=False)
     if applied.result.interrupted:
         sys.exit(130)
     sys.exit(0 if applied.result.ok else 1)

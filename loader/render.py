@@ -296,11 +296,12 @@ def render(data: Mapping[str, Any], fmt: str) -> str:
 # Apply results
 
 
-def render_result(result: ApplyResult, verbose: bool = False) -> str:
+def render_result(result: ApplyResult) -> str:
+    """What failed and what was skipped (and why), then the counts."""
     counts = result.counts()
     out = []
     for outcome in result.outcomes:
-        if outcome.status is not Status.DONE or verbose:
+        if outcome.status is not Status.DONE:
             why = f": {outcome.message}" if outcome.message else ""
             out.append(f"  {outcome.status.value}: {outcome.change.describe()}{why}")
     state = "interrupted" if result.interrupted else "complete" if result.ok else "incomplete"
@@ -346,3 +347,17 @@ def render_status(status: Any) -> str:
                    f"loader {last.loader_version})")  # fmt: skip
     out += [f"note: {note}" for note in status.notes]
     return "\n".join(out) + "\n"
+
+
+def progress_line(done: int, total: int, failed: int, seconds: float, width: int = 0) -> str:
+    """`[#####.....] 45/165 27% 12.3/s ETA 0:09` with a bar of `width` (0: no bar)."""
+    rate = done / seconds if seconds > 0 else 0.0
+    left = (total - done) / rate if rate > 0 else None
+    eta = "--:--" if left is None else f"{int(left) // 60}:{int(left) % 60:02d}"
+    share = done / total if total else 1.0
+    bar = ""
+    if width:
+        filled = int(width * share)
+        bar = f"[{'#' * filled}{'.' * (width - filled)}] "
+    failures = f", {failed} failed" if failed else ""
+    return f"{bar}{done}/{total} {share:.0%} {rate:.1f}/s ETA {eta}{failures}"

@@ -372,3 +372,115 @@ def test_a_held_lock_stops_apply_and_unlock_breaks_it(example: Path) -> None:
     assert (code, output) == (0, f"{location}: lock of alice@ci-runner:42 broken\n")
     assert run("apply", str(example), "--yes", env=env)[0] == 0
     assert run("unlock", str(example), env=env)[1] == f"{location}: no lock\n"
+
+
+def test_progress_is_a_bar_on_a_terminal_and_log_lines_off_it(example: Path) -> None:
+    import os
+    import subprocess
+    import sys
+    import threading
+
+    env = {**os.environ, **env_for(example)}
+    command = [sys.executable, "-m", "loader", "apply", str(example), "--yes"]
+    leader, follower = os.openpty()
+    chunks: list[bytes] = []
+
+    def drain() -> None:
+        while True:
+            try:
+                chunk = os.read(leader, 4096)
+            except OSError:  # the terminal closed
+                return
+            if not chunk:
+                return
+            chunks.append(chunk)
+
+    reader = threading.Thread(target=drain)
+    reader.start()
+    done = subprocess.run(command, env=env, stdout=subprocess.PIPE, stderr=follower,
+                          timeout=120, check=False)  # fmt: skip
+    os.close(follower)
+    reader.join(timeout=10)
+    os.close(leader)
+    assert done.returncode == 0
+    bar = b"".join(chunks).decode()
+    assert "\r[" in bar and "] 96/96 100% " in bar and "/s ETA 0:00" in bar
+    # Off a terminal: log lines (the last at the end), and -q says only the summary.
+    (example.parent / "example.db").unlink()
+    shutil.rmtree(example.parent / ".flowkit")
+    done = subprocess.run(command, env=env, capture_output=True, text=True, timeout=120,
+                          check=False)  # fmt: skip
+    assert done.stderr.splitlines()[-1].startswith("apply: 96/96 100% ")
+    assert "\r" not in done.stderr
+    (example.parent / "example.db").unlink()
+    shutil.rmtree(example.parent / ".flowkit")
+    done = subprocess.run([*command, "-q"], env=env, capture_output=True, text=True,
+                          timeout=120, check=False)  # fmt: skip
+    assert (done.stdout, done.stderr) == ("Apply complete: 96 done, 0 failed, 0 skipped\n", "")
+
+
+def test_a_partial_failure_goes_on_skips_dependants_and_reports(
+    example: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """One dataset the server refuses: its grants are skipped, everything else is done,
+    the summary says so, the exit is 1, and the next apply finishes the job."""
+    from loader import session
+    from loader.model import BackendError
+
+    connect = session.connect
+    refused = "2021-02-01 00:00:00"
+
+    class Refusing:
+        def __init__(self, inner: object) -> None:
+            self.inner = inner
+
+        def __getattr__(self, name: str) -> object:
+            return getattr(self.inner, name)
+
+        def create_dataset(self, dataset: object) -> object:
+            key = dataset.key  # type: ignore[attr-defined]
+            if key.indicator_id == "residents.residents" and key.dt == refused:
+                raise BackendError("POST /data", 500, "Internal Server Error")
+            return self.inner.create_dataset(dataset)  # type: ignore[attr-defined]
+
+    def refusing_connect(*args: object, **kwargs: object) -> object:
+        connection = connect(*args, **kwargs)  # type: ignore[arg-type]
+        connection.backend = Refusing(connection.backend)  # type: ignore[assignment]
+        return connection
+
+    monkeypatch.setattr(session, "connect", refusing_connect)
+    env = env_for(example)
+    code, output = run("apply", str(example), "--yes", "-q", env=env)
+    assert code == 1
+    lines = output.splitlines()
+    assert lines[0] == (
+        f"  failed: dataset residents.residents srid=2 trid=2 {refused}: POST /data: 500 "
+        "Internal Server Error"
+    )
+    assert lines[1:3] == [
+        f"  skipped: grant read:free_data -> residents.residents srid=2 trid=2 {refused}: "
+        "its dataset write failed",
+        f"  skipped: grant read:premium_data -> residents.residents srid=2 trid=2 {refused}: "
+        "its dataset write failed",
+    ]
+    assert lines[-1] == "Apply incomplete: 93 done, 1 failed, 2 skipped"
+    monkeypatch.setattr(session, "connect", connect)
+    data = plan_json(example)
+    assert data["summary"]["create"] == 3  # what did not happen, and nothing else
+    code, output = run("apply", str(example), "--yes", "-q", env=env)
+    assert (code, output) == (0, "Apply complete: 3 done, 0 failed, 0 skipped\n")
+
+
+def test_the_python_api_works_inside_a_running_event_loop(example: Path) -> None:
+    """As in a Jupyter cell: the loop is running while the API is called."""
+    import asyncio
+
+    import loader
+
+    async def cell() -> tuple[int, bool, int]:
+        made = loader.plan(example, environ=env_for(example))
+        applied = loader.apply(example, environ=env_for(example))
+        again = loader.plan(example, environ=env_for(example))
+        return len(made.changes), applied.result.ok, len(again.changes)
+
+    assert asyncio.run(cell()) == (96, True, 0)
