@@ -23,6 +23,7 @@ from typing import Any
 
 from loader.model import (
     Backend,
+    BackendError,
     ConfigEntity,
     Dataset,
     DatasetKey,
@@ -188,10 +189,13 @@ class Executor:
             return
         try:
             self.backend.delete_entity(kind, entity_id)
-        except LoaderError as error:
-            if "404" not in str(error):  # indicators answer 404 when already gone
+        except BackendError as error:
+            if error.status != 404:  # indicators answer 404 when already gone
                 self._report(change, Status.FAILED, str(error))
                 return
+        except LoaderError as error:
+            self._report(change, Status.FAILED, str(error))
+            return
         self.journal(drop_entity_entry(kind, entity_id))
         self._report(change, Status.DONE)
 
@@ -232,13 +236,15 @@ class Executor:
                     future.cancel()
                 raise
             finally:
-                wait(running)
-        for future in running:
-            if not future.cancelled() and future.exception() is not None:
-                raise future.exception()  # type: ignore[misc]  # a bug, not a backend error
+                _drain(running)
 
     def _blocked(self, block: list[Change]) -> str:
-        key = block[0].key
+        """Why a dataset write cannot go (a config entity it points at failed), or ''.
+        Deletes, grants and revokes depend on no config."""
+        head = block[0]
+        if head.subject is not Subject.DATASET or head.action is Action.DELETE:
+            return ""
+        key = head.key
         assert key is not None
         for kind, entity_id in used_ids(key).items():
             if (kind, entity_id) in self.failed_refs:
@@ -253,10 +259,10 @@ class Executor:
             grants = block[1:]
             try:
                 mdid = self._dataset_change(first, dataset)
-            except LoaderError as error:
+            except Exception as error:  # a worker's failure must reach the summary
                 if first.key is not None:
                     self.failed_keys.add(first.key)
-                self._report(first, Status.FAILED, str(error))
+                self._report(first, Status.FAILED, _failure(error))
                 self._skip_all(grants, "its dataset write failed")
                 return
             self._report(first, Status.DONE)
@@ -267,8 +273,8 @@ class Executor:
                     self.backend.revoke(change.scope, mdid)
                 else:
                     self.backend.grant(change.scope, mdid)
-            except LoaderError as error:
-                self._report(change, Status.FAILED, str(error))
+            except Exception as error:
+                self._report(change, Status.FAILED, _failure(error))
                 continue
             self.journal(
                 grant_entry(change.key, change.scope, mdid, change.action is not Action.DELETE)
@@ -292,6 +298,24 @@ class Executor:
             mdid = self.backend.update_dataset(dataset)
         self.journal(dataset_entry(RecordedDataset(dataset.summary, mdid)))
         return mdid
+
+
+def _failure(error: Exception) -> str:
+    """A failure as the summary shows it; anything but a LoaderError is a bug, said so."""
+    if isinstance(error, LoaderError):
+        return str(error)
+    return f"unexpected {type(error).__name__}: {error} (a bug: please report it)"
+
+
+def _drain(running: set[Future[None]]) -> None:
+    """Wait for the writes in flight to finish, whatever else happens: a second Ctrl-C
+    must not leave a worker writing after the record is saved."""
+    while True:
+        try:
+            wait(running)
+            return
+        except KeyboardInterrupt:
+            continue
 
 
 def _blocks(changes: Iterable[Change]) -> dict[DatasetKey, list[Change]]:

@@ -294,7 +294,10 @@ class _PlanBuilder:
         ]
         if not reasons:
             return None
-        fresh = self.record.empty and not (server or self.observed.data_providers)
+        # Fresh: nothing recorded and nothing on the server (no config, no dataset).
+        fresh = self.record.empty and not (
+            server or self.observed.data_providers or self.observed.unrecorded
+        )
         counts = _entity_counts(self.desired.entities)
         if fresh:
             return Change(Action.CREATE, Subject.SETUP, Reason.NEW, f"fresh deployment: {counts}")

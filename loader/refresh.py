@@ -138,7 +138,9 @@ def refresh(
     if verify is not None:
         differs = _differing(backend, verify, ranges, grids)
     view_digest = hashlib.sha256(
-        json.dumps([languages, providers, seen], sort_keys=True, default=str).encode()
+        json.dumps(
+            [languages, providers, seen, sorted(map(str, differs))], sort_keys=True, default=str
+        ).encode()
     ).hexdigest()
     return Observed(
         refreshed=True,

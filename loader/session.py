@@ -51,7 +51,8 @@ from loader.refresh import (
     import_record,
     refresh,
 )
-from loader.state import Document, Lock, StateStore
+from loader.render import plan_data
+from loader.state import Document, Lock, Pending, StateStore
 from loader.validate import ValidationReport, validate
 
 SCOPES_OF = {Role.ADMIN: ["admin"], Role.UPDATER: ["write:data"], Role.READER: ["read:free_data"]}
@@ -80,7 +81,7 @@ class Run:
     store: StateStore
     document: Document
     record: Record  # the stored record with any leftover journal folded in
-    pending: list[dict[str, Any]] = field(default_factory=list)
+    pending: Pending = field(default_factory=lambda: Pending(None, []))
     environ: Mapping[str, str] = field(default_factory=lambda: dict(os.environ))
     observed: Observed = field(default_factory=Observed)  # by the last refresh
 
@@ -104,11 +105,11 @@ class Run:
         self.document, self.record, self.pending = read_record(self.store)
 
 
-def read_record(store: StateStore) -> tuple[Document, Record, list[dict[str, Any]]]:
+def read_record(store: StateStore) -> tuple[Document, Record, Pending]:
     document = store.read()
     record = Record.from_content(document.content, store.location)
     pending = store.pending(document)
-    return document, replay(record, pending, f"{store.location}.journal"), pending
+    return document, replay(record, pending.entries, f"{store.location}.journal"), pending
 
 
 def open_run(
@@ -173,7 +174,12 @@ def actual_state(run: Run, connection: Connection | None, *, verify: bool = Fals
     return Actual(run.record, run.document.lineage, run.document.serial, observed)
 
 
-def fingerprint(run: Run, actual: Actual, only: Iterable[str], verify: bool) -> str:
+def record_digest(record: Record) -> str:
+    content = {k: v for k, v in record.to_content().items() if k != "history"}
+    return hashlib.sha256(json.dumps(content, sort_keys=True).encode()).hexdigest()
+
+
+def fingerprint(run: Run, actual: Actual, only: Iterable[str], verify: bool, made: Plan) -> str:
     """A digest of every input of a plan: manifest, config, data, target, state record and
     what the server showed. A saved plan applies only while it is unchanged."""
     desired = run.desired
@@ -185,10 +191,16 @@ def fingerprint(run: Run, actual: Actual, only: Iterable[str], verify: bool) -> 
         ),
         "data": sorted([str(k), s.digest] for k, s in desired.datasets.items()),
         "grants": sorted([str(k), sorted(v)] for k, v in desired.scopes.items()),
-        "state": [actual.lineage, actual.serial, len(run.pending)],
+        # What the record says, not its serial: folding a journal left behind changes the
+        # serial, not the content.
+        "state": record_digest(actual.record),
         "server": actual.observed.view_digest,
         "only": sorted(only),
         "verify": verify,
+        # The plan itself, and the code that made it: the same inputs planned by another
+        # loader version may not give the same changes.
+        "loader": loader_version(),
+        "changes": plan_data(made)["changes"],
     }
     text = json.dumps(parts, sort_keys=True, separators=(",", ":"))
     return hashlib.sha256(text.encode()).hexdigest()
@@ -207,7 +219,7 @@ def make_run_plan(
     plan = make_plan(run.desired, actual, selectors)
     return Plan(
         plan.changes, plan.unchanged, plan.notes, plan.refreshed, plan.only,
-        fingerprint=fingerprint(run, actual, plan.only, verify),
+        fingerprint=fingerprint(run, actual, plan.only, verify, plan),
         target=run.target.name, manifest=display_path(run.path),
         inputs={"target_url": run.target.url, "state": run.store.location,
                 "state_serial": actual.serial, "verify": verify,
@@ -317,10 +329,11 @@ def apply(
     try:
         lock = run.store.acquire(StateStore.holder(holder))
         run.reread()
-        if run.pending:  # an interrupted apply's journal: fold it in before anything else
-            run.document = run.store.write(run.document, run.record.to_content())
+        if run.pending.id:  # an interrupted apply's journal: fold it in before anything else
+            run.document = run.store.write(run.document, run.record.to_content(),
+                                           folded=run.pending.id)  # fmt: skip
             run.store.journal().discard()
-            run.pending = []
+            run.pending = Pending(None, [])
         the_plan = make_run_plan(run, connection, only=only, verify=verify)
         if saved is not None and the_plan.fingerprint != saved.fingerprint:
             raise PlanRefused(
@@ -385,7 +398,7 @@ def _execute(
         counts=result.counts(),
     )
     record = replace(record, history=(*record.history, entry), target_url=run.target.url)
-    run.document = run.store.write(run.document, record.to_content())
+    run.document = run.store.write(run.document, record.to_content(), folded=journal.id)
     journal.discard()
     return Applied(the_plan, result, record)
 
@@ -417,7 +430,7 @@ def import_state(
             readers=connection.readers,
         )  # fmt: skip
         report.record = replace(report.record, target_url=run.target.url)
-        run.store.write(run.document, report.record.to_content())
+        run.store.write(run.document, report.record.to_content(), folded=run.pending.id)
         run.store.journal().discard()
         return report
     finally:
@@ -498,5 +511,5 @@ def status(
     return Status(
         run.target.name, run.target.url, run.store.location, series, len(run.record.entities),
         run.record.history[-1] if run.record.history else None, actual.observed.refreshed,
-        len(run.pending), actual.observed.notes,
+        len(run.pending.entries), actual.observed.notes,
     )  # fmt: skip

@@ -219,13 +219,16 @@ class StateStore:
     def journal(self) -> Journal:
         return Journal(self.journal_storage)
 
-    def pending(self, base: Document) -> list[dict[str, Any]]:
+    def pending(self, base: Document) -> Pending:
         """What an interrupted apply journaled over `base` and never folded in."""
         return journal_entries(self.journal_storage.read(), base, f"{self.location}.journal")
 
-    def write(self, previous: Document, content: Mapping[str, Any]) -> Document:
-        """Store `content` as the successor of `previous`; refused when the stored record
-        is no longer `previous` (someone else wrote since it was read)."""
+    def write(
+        self, previous: Document, content: Mapping[str, Any], folded: str | None = None
+    ) -> Document:
+        """Store `content` as the successor of `previous`, noting the journal folded into
+        it; refused when the stored record is no longer `previous` (someone else wrote
+        since it was read)."""
         data = self.record.read()
         current = None if data is None else Document.from_json(data.decode(), self.location)
         if current is not None and (
@@ -236,7 +239,8 @@ class StateStore:
                 f"{previous.serial} -> {current.serial}); plan again"
             )
         lineage = previous.lineage or str(uuid.uuid4())
-        successor = Document(lineage, previous.serial + 1, dict(content))
+        noted = {**content, FOLDED: folded} if folded else dict(content)
+        successor = Document(lineage, previous.serial + 1, noted)
         self.record.replace(successor.to_json().encode())
         return successor
 
@@ -301,53 +305,81 @@ def _dead_here(holder: str) -> bool:
     return False
 
 
+FOLDED = "folded_journal"  # the record's note of the last journal folded into it
+REMOTE_FLUSH_SECONDS = 2.0
+
+
 class Journal:
     """The changes of a running apply, one JSON line each, appended as each completes, so
-    that an apply killed at any point loses at most what was in flight. The record and
-    its journal are folded together by the next run (`StateStore.read_with_journal`)."""
+    that an apply killed at any point loses at most what was in flight. The next run
+    folds a journal left behind into the record (`StateStore.pending`).
 
-    def __init__(self, storage: Storage) -> None:
+    A local file gets each line appended and synced at once. A remote store has no
+    append: the whole journal is rewritten at most every two seconds, so a kill loses
+    up to that much, which the next run sends again (every change is safe to resend).
+    """
+
+    def __init__(self, storage: Storage, clock: Callable[[], float] = time.monotonic) -> None:
         self.storage = storage
+        self.clock = clock
+        self.id = uuid.uuid4().hex
         self.lines: list[bytes] = []
+        self.flushed = 0.0
+        self.closed = False
         self._lock = threading.Lock()
 
     def start(self, base: Document) -> None:
         """Begin a journal over `base` (the record it amends)."""
-        header = {"lineage": base.lineage, "serial": base.serial}
+        header = {"id": self.id, "lineage": base.lineage, "serial": base.serial}
         self.lines = [json.dumps(header).encode() + b"\n"]
         self.storage.replace(b"".join(self.lines))
+        self.flushed = self.clock()
 
     def append(self, entry: Mapping[str, Any]) -> None:
         line = json.dumps(entry, sort_keys=True).encode() + b"\n"
         with self._lock:
+            if self.closed:
+                raise StateError("the journal was already folded into the record")
             self.lines.append(line)
             appended = getattr(self.storage, "append", None)
             if appended is not None:
                 appended(line)
-            else:  # a store without appends: the whole journal, replaced
+            elif self.clock() - self.flushed >= REMOTE_FLUSH_SECONDS:
                 self.storage.replace(b"".join(self.lines))
+                self.flushed = self.clock()
 
     def discard(self) -> None:
-        self.storage.delete()
+        with self._lock:
+            self.closed = True
+            self.storage.delete()
 
 
-def journal_entries(data: bytes | None, base: Document, where: str) -> list[dict[str, Any]]:
+@dataclass(frozen=True)
+class Pending:
+    """A journal left by an interrupted apply, not yet folded into the record."""
+
+    id: str | None
+    entries: list[dict[str, Any]]
+
+
+def journal_entries(data: bytes | None, base: Document, where: str) -> Pending:
     """The entries of a journal left over `base`; a torn last line (a kill mid-write) is
-    dropped, and a journal over another record is refused."""
-    if not data:
-        return []
-    lines = data.split(b"\n")
+    dropped; a journal already folded into `base` (a kill between writing the record
+    and removing the journal) is empty; a journal over another record is refused."""
+    lines = (data or b"").split(b"\n")
     complete = lines[:-1]  # whatever follows the last newline was never finished
     if not complete:
-        return []
+        return Pending(None, [])
     try:
         header = json.loads(complete[0])
         entries = [json.loads(line) for line in complete[1:] if line.strip()]
     except ValueError as error:
         raise StateError(f"{where}: unreadable journal: {error}") from None
+    if header.get("id") is not None and header.get("id") == base.content.get(FOLDED):
+        return Pending(header["id"], [])
     if header.get("lineage") != base.lineage or header.get("serial") != base.serial:
         raise StateError(
             f"{where}: a journal of another state record (lineage {header.get('lineage')}, "
             f"serial {header.get('serial')}); remove it if that record is gone"
         )
-    return entries
+    return Pending(header.get("id"), entries)

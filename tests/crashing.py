@@ -7,7 +7,8 @@ KILL_POINT is `WHEN:CALL:N`: `after` the N-th call of the Backend method CALL re
 (the server did the work; the journal has not heard of it), `before` it is sent, or
 `during` it (a timer fires while it is in flight, or
 before its result is used when the call is quicker); or `journal:N`, halfway through writing
-the N-th journal line. The backend is wrapped, not replaced: every call reaches the real
+the N-th journal line; or `fold`, after the record is written and before its journal is
+removed. The backend is wrapped, not replaced: every call reaches the real
 backend (the embedded one or `serve` over HTTP).
 """
 
@@ -89,6 +90,9 @@ def arm(point: str) -> None:
     parts = point.split(":")
     if parts[0] == "journal":
         kill_journal_at(int(parts[1]))
+        return
+    if parts[0] == "fold":  # the record written, its journal not yet removed
+        loader.state.Journal.discard = lambda self: die()  # type: ignore[method-assign]
         return
     when, call, n = parts[0], parts[1], int(parts[2])
     assert when in ("before", "during", "after") and call in WRITES, point

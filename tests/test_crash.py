@@ -71,6 +71,7 @@ def prepared(directory: Path, scenario: str) -> tuple[Path, dict[str, str]]:
 
 
 def crash(manifest: Path, env: dict[str, str], point: str) -> None:
+    """Apply, killed at `point` (which must be reached)."""
     done = subprocess.run(
         [sys.executable, "-m", "tests.crashing", point, "apply", str(manifest), "--yes",
          "--allow-destroy", "-q"],
@@ -135,6 +136,7 @@ def crash_and_resume(directory: Path, scenario: str, point: str) -> None:
         ("fresh", "after:create_dataset:10"),  # a success the journal never heard of
         ("update", "after:update_dataset:3"),  # between a PATCH and its re-grant
         ("fresh", "journal:40"),  # a torn journal line
+        ("update", "fold"),  # the record written, its journal left behind
     ],
 )
 def test_a_killed_apply_resumes_to_exactly_the_desired_state(
@@ -182,3 +184,16 @@ def test_kills_against_serve_with_upstream_quirks(tmp_path: Path, point: str) ->
             "SELECT category_id, indicator_id, srid, trid, dt FROM metadata"
         ).fetchall()
     assert len(rows) == len(set(rows)) == 3  # the manifest's three datasets, once each
+
+
+def test_a_plan_saved_over_a_journal_left_behind_still_applies(tmp_path: Path) -> None:
+    """Folding the journal changes the record's serial, not what it says: the reviewed
+    plan is not stale for that."""
+    manifest, env = prepared(tmp_path, "fresh")
+    crash(manifest, env, "after:create_dataset:20")
+    saved = tmp_path / "plan.json"
+    code, output = cli_run("plan", str(manifest), "--out", str(saved), env=env)
+    assert code == 0, output
+    code, output = cli_run("apply", str(saved), "-q", env=env)
+    assert code == 0, output
+    assert_exactly_desired(manifest, env, tmp_path / "example.db")

@@ -309,6 +309,8 @@ def test_verify_reads_content_back_and_finds_what_digests_cannot(example: Path) 
 
     env = env_for(example)
     assert run("apply", str(example), "--yes", env=env)[0] == 0
+    verified = example.parent / "verified.json"
+    assert run("plan", str(example), "--verify", "--out", str(verified), env=env)[0] == 0
     state = json.loads((example.parent / ".flowkit" / "example.local.state.json").read_text())
     target = next(d for d in state["datasets"] if d["indicator_id"] == "residents.arrived")
     with sqlite3.connect(example.parent / "example.db") as db:
@@ -327,6 +329,9 @@ def test_verify_reads_content_back_and_finds_what_digests_cannot(example: Path) 
         ("dataset", "drifted", "content on the server differs from the manifest's", target["dt"])
     ]  # fmt: skip
     assert data["verify"] is True
+    # A --verify plan saved before the change no longer describes the server.
+    code, output = run("apply", str(verified), env=env)
+    assert code == 1 and "the saved plan is stale" in output
     assert run("apply", str(example), "--yes", env=env)[0] == 0  # a plain apply trusts digests
     assert len(plan_json(example, "--verify")["changes"]) > 0
     code, output = run("apply", str(example), "--yes", "--verify", env=env)
