@@ -256,8 +256,11 @@ class _PlanBuilder:
         else:
             head, tail = self.entity_changes()
         datasets, deletes = self.dataset_changes()
+        used = self.used_after(deletes)
         if setup is None:
-            tail = self.keep_used(tail, deletes)
+            tail = self.keep_used(tail, used)
+        else:
+            head = [self.checked_setup(setup, used)]
         self.add_notes()
         return Plan(
             changes=tuple(head + datasets + deletes + tail),
@@ -371,12 +374,40 @@ class _PlanBuilder:
             deletes = []
         return writes, deletes
 
-    def keep_used(self, deletes: list[Change], dataset_deletes: list[Change]) -> list[Change]:
-        """No config entity is deleted while a remaining dataset uses it."""
+    def used_after(self, dataset_deletes: list[Change]) -> set[tuple[EntityKind, str]]:
+        """The config entities datasets still use once this plan is applied: recorded
+        ones it does not delete, desired ones, and those on the server it does not know."""
         going = {c.key for c in dataset_deletes}
         remaining = [k for k in self.record.datasets if k not in going]
         remaining += list(self.desired.datasets)
         used = {(kind, entity_id) for key in remaining for kind, entity_id in used_ids(key).items()}
+        for indicator, srid, trid in self.observed.unrecorded:
+            used |= {(EntityKind.INDICATOR, indicator), (EntityKind.SPATIAL_RESOLUTION, str(srid)),
+                     (EntityKind.TEMPORAL_RESOLUTION, str(trid))}  # fmt: skip
+        return used
+
+    def checked_setup(self, setup: Change, used: set[tuple[EntityKind, str]]) -> Change:
+        """A whole-config post also removes every entity the manifest dropped: say which,
+        and refuse while a remaining dataset uses one (it would vanish from the UI)."""
+        wanted = {entity_ref(e.kind, e.id) for e in self.desired.entities}
+        recorded = sorted(self.record.entities.values(), key=_dependency_order)
+        dropped = [e for e in recorded if e.ref not in wanted]
+        if not dropped:
+            return setup
+        still = [e for e in dropped if (e.kind, str(e.id)) in used]
+        if still:
+            names = ", ".join(f"{e.kind.singular} {e.label}" for e in still)
+            raise LoaderError(
+                f"the setup must be posted whole ({setup.detail.split(';')[0]}), which would "
+                f"remove {names}, still used by datasets: delete those datasets in the same "
+                "plan (no --only), or keep them in the config"
+            )
+        names = ", ".join(f"{e.kind.singular} {e.label}" for e in dropped)
+        return Change(setup.action, setup.subject, setup.reason,
+                      f"{setup.detail}; removes {names}")  # fmt: skip
+
+    def keep_used(self, deletes: list[Change], used: set[tuple[EntityKind, str]]) -> list[Change]:
+        """No config entity is deleted while a remaining dataset uses it."""
         kept = []
         for change in deletes:
             assert change.entity_kind is not None

@@ -157,10 +157,27 @@ def connect(run: Run, *, wait_ready: float = 0, parallelism: int = 8) -> Connect
     wait = getattr(backend, "wait_ready", None)
     if wait is not None and wait_ready > 0:  # otherwise the first real request tells
         wait(wait_ready)
+    _check_reader_sees_everything(backend)
     scopes = {s for d in run.record.datasets.values() for s in d.scopes}
     scopes |= {s for v in run.desired.scopes.values() for s in v}
     readers = open_readers(run.target, backend, scopes, environ=run.environ)
     return Connection(backend, readers)
+
+
+def _check_reader_sees_everything(backend: Backend) -> None:
+    """A refresh reads with the reader role: a token that cannot see every dataset (the
+    automatic `admin` mapping) would make the loader take what it cannot see for gone."""
+    tokens = getattr(backend, "tokens", None)
+    if not tokens or Role.READER not in tokens:
+        return
+    token = tokens[Role.READER].current()
+    if "admin" not in token.permissions:
+        seen = ", ".join(sorted(token.permissions)) or "none"
+        raise LoaderError(
+            f"the reader credential's token cannot see every dataset (its permissions: "
+            f"{seen}; refresh needs the admin permission): give the reader role a token "
+            "with it, or leave credentials.reader out to read with the admin's"
+        )
 
 
 def actual_state(run: Run, connection: Connection | None, *, verify: bool = False) -> Actual:

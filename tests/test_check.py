@@ -94,3 +94,23 @@ def test_the_real_command_exits_1_with_one_line_on_stderr(tmp_path: Path) -> Non
     assert done.returncode == 1
     assert done.stdout == ""
     assert len(done.stderr.splitlines()) == 1 and "Traceback" not in done.stderr
+
+
+def test_a_reader_that_cannot_see_every_dataset_is_refused(tmp_path: Path) -> None:
+    """Refresh must see every dataset: a free-data reader would make premium ones look
+    deleted, and every apply would rewrite them."""
+    with serving(tmp_path / "serve.db") as base:
+        manifest = remote_manifest(tmp_path, base, "dev-admin")
+        text = manifest.read_text().replace(
+            "      all: {client_id: dev-admin,",
+            f"      reader: {{client_id: dev-reader, client_secret: '${{{SECRET_ENV}}}'}}\n"
+            "      all: {client_id: dev-admin,",
+        )
+        manifest.write_text(text)
+        code, output = run("plan", str(manifest))
+    assert code == 1
+    assert output.strip() == (
+        "error: the reader credential's token cannot see every dataset (its permissions: "
+        "read:free_data; refresh needs the admin permission): give the reader role a token "
+        "with it, or leave credentials.reader out to read with the admin's"
+    )

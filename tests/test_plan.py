@@ -372,3 +372,19 @@ def test_every_action_has_a_symbol_and_deletes_and_replaces_are_destructive() ->
     plan = plan_of(gone, applied(want))
     assert all(c.destructive for c in plan.changes)
     assert plan.counts() == {"create": 0, "update": 0, "delete": 1, "replace": 0}
+
+
+def test_a_setup_replace_says_what_it_removes_and_refuses_to_orphan_datasets() -> None:
+    french = ConfigEntity(EntityKind.LANGUAGE, 1, "en", {"lid": 1, "code": "en", "name": "Anglais"})
+    before = desired(months=(1,))
+    other = ConfigEntity(EntityKind.CATEGORY, "presence", "presence", {"category_id": "presence"})
+    record = applied(replace(before, entities=(*CONFIG, other)))
+    after = replace(before, entities=(french, *CONFIG[1:]))
+    plan = plan_of(after, record)
+    assert shape(plan) == [("-/+", "setup", "setup", "content changed")]
+    assert plan.changes[0].detail.endswith("; removes category presence")
+    # The indicator leaves the config while its dataset stays (kept out by --only): refused.
+    without_indicator = replace(desired(months=()), entities=(french, *CONFIG[1:3], *CONFIG[4:]))
+    with pytest.raises(LoaderError, match=r"which would remove indicator residents.residents, "
+                       r"still used by datasets"):  # fmt: skip
+        plan_of(without_indicator, applied(before), only=[Selector.parse("dates=2030")])
