@@ -33,7 +33,8 @@ class FaultyTransport(httpx.BaseTransport):
     """Forwards to the real server, injecting what `fault` says for each request:
     None (pass), 'refuse' (connection error before sending), 'reset' (sent, then the
     connection drops), 'timeout' (sent, answer too late), or an HTTP status to answer
-    instead ('429', '503', '500-after' = forward then answer 500)."""
+    instead ('429', '503', '500-after' = forward then answer 500, '504-after' the same
+    with a gateway's 504)."""
 
     fault: Fault
     inner: httpx.HTTPTransport = field(default_factory=httpx.HTTPTransport)
@@ -75,6 +76,8 @@ class FaultyTransport(httpx.BaseTransport):
             raise httpx.ReadTimeout("injected: read timeout", request=request)
         if action == "500-after":
             return httpx.Response(500, text="Internal Server Error", request=request)
+        if action == "504-after":  # a gateway gave up while the service wrote
+            return httpx.Response(504, text="Gateway Timeout", request=request)
         return response
 
     @staticmethod
@@ -271,3 +274,21 @@ def test_an_identity_with_several_mdids_stops_with_a_message_for_an_operator(
     with pytest.raises(BackendError) as stopped:
         plain.create_dataset(dataset)
     assert AMBIGUOUS in str(stopped.value)
+
+
+def test_a_gateway_timeout_on_a_dataset_write_is_an_unknown_outcome(server: str) -> None:
+    """A 504 on a write says the gateway stopped waiting, not that the service did: a
+    create is resolved by reading (never sent twice), a PATCH is sent again only once the
+    identity's mdids stopped changing; never two writes of one identity at once."""
+    plain, datasets = setup(server)
+    faulty = FaultyTransport(only("POST /v1/data", "504-after", times=3))
+    load(client(server, faulty), datasets)
+    assert_exactly_once(plain, datasets)
+    assert len(faulty.writes) == len(datasets)
+    patching = FaultyTransport(only("PATCH /v1/data", "504-after", times=2))
+    backend = client(server, patching)
+    with ThreadPoolExecutor(4) as pool:
+        list(pool.map(backend.update_dataset, datasets[:4]))
+    assert_exactly_once(plain, datasets)
+    assert max(patching.max_in_flight.values()) == 1
+    assert len(patching.writes) == 4 + 2  # the two 504s sent again, after settling

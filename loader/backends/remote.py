@@ -49,6 +49,7 @@ from loader.model import (
 
 KNOWN_API_VERSIONS = ("1.2", "1.3")
 RETRY_STATUSES = {429, 502, 503, 504}
+GATEWAY_TIMEOUTS = {502, 504}  # on a write: an unknown outcome, not a refusal
 SETTLE_ROUNDS = 10  # reads of a dataset's existence before giving up on it settling
 GZIP_ABOVE = 1024  # bytes of JSON body
 READ, WRITE, ADMIN = "read:free_data", "write:data", "admin"
@@ -205,6 +206,9 @@ class RemoteBackend:
                 self.pause(attempt)
                 continue
             status = response.status_code
+            if status in GATEWAY_TIMEOUTS and write:
+                # A gateway gave up waiting; the service behind it may still be writing.
+                raise UnknownOutcome(call, status, _text(response))
             if status in RETRY_STATUSES and attempt < self.retries:
                 self.pause(attempt, response.headers.get("retry-after"))
                 continue
@@ -335,8 +339,11 @@ class RemoteBackend:
         body: Any,
         *statuses: int,
         raw: bytes | None = None,
+        settle: DatasetKey | None = None,
     ) -> httpx.Response:
-        """A write that is safe to send again: after an unknown outcome, wait and resend."""
+        """A write that is safe to send again: after an unknown outcome, wait and resend;
+        for a dataset (`settle`), only once its mdids stopped changing, so that the first
+        write cannot still be running when the second arrives (Hazard 5)."""
         for attempt in range(3):
             try:
                 response = self.request(method, path, role, scope, body, raw=raw, write=True)
@@ -346,7 +353,10 @@ class RemoteBackend:
                     raise BackendError(unknown.call, 500, AMBIGUOUS) from None
                 if attempt == 2:
                     raise
-                self.sleep(self.existence_delay)
+                if settle is not None:
+                    self._settled_mdids(settle)
+                else:
+                    self.sleep(self.existence_delay)
         raise AssertionError("unreachable")
 
     # -- datasets ---------------------------------------------------------------------------
@@ -373,7 +383,8 @@ class RemoteBackend:
                 if found:
                     if len(found) > 1:
                         raise _ambiguous(dataset.key) from None
-                    return DatasetWrite(True, next(iter(found)))
+                    # Ours, or a 303 whose answer was lost: its content is not known.
+                    return DatasetWrite(False, next(iter(found)))
                 continue  # absent twice, some seconds apart: send it again
             self.expect(response, 201, 303)
             return DatasetWrite(response.status_code == 201, int(response.json()))
@@ -384,14 +395,15 @@ class RemoteBackend:
         # stores the same content (under yet another mdid), once the first one settled.
         with self.identity_lock(dataset.key):
             response = self._idempotent("PATCH", "/data", Role.UPDATER, WRITE, None, 201,
-                                        raw=dataset_body(dataset))  # fmt: skip
+                                        raw=dataset_body(dataset), settle=dataset.key)  # fmt: skip
         return int(response.json())
 
     def delete_dataset(self, summary: DatasetSummary) -> None:
         body: dict[str, Any] = {"metadata": metadata_of(summary.key, summary.revision),
                 "data_type": summary.data_type, "data_input": []}  # fmt: skip
         with self.identity_lock(summary.key):
-            self._idempotent("DELETE", "/data", Role.UPDATER, WRITE, body, 204)
+            self._idempotent("DELETE", "/data", Role.UPDATER, WRITE, body, 204,
+                             settle=summary.key)  # fmt: skip
 
     def _settled_mdids(self, key: DatasetKey) -> frozenset[int]:
         """The identity's mdids once two reads some seconds apart agree (a write in flight
