@@ -337,9 +337,9 @@ def apply_command(
         from loader.validate import read_plan_file
 
         data = read_plan_file(source)
-        if only or verify:
+        if only or verify or target:
             raise LoaderError(
-                "--only and --verify come from the saved plan; they cannot be changed"
+                "--target, --only and --verify come from the saved plan; they cannot be changed"
             )
         saved = session.SavedPlan(data["fingerprint"], data["manifest"], data["target"],
                                   data["target_url"], tuple(data["only"]), data["refreshed"],
@@ -402,11 +402,12 @@ def import_command(manifest: str, target: str | None, state: str | None, wait_re
     )
     for name in report.entities_unseen[:20]:
         click.echo(f"  not found: {name} (the next apply creates it)")
-    for scope in sorted({*report.grants_verified, *report.grants_missing, *report.grants_assumed}):
+    unverified = report.grants_unverified
+    for scope in sorted({*report.grants_verified, *report.grants_missing, *unverified}):
         click.echo(
             f"grants {scope}: {report.grants_verified.get(scope, 0)} verified, "
-            f"{report.grants_missing.get(scope, 0)} missing, "
-            f"{report.grants_assumed.get(scope, 0)} assumed (no reader credential to check)"
+            f"{report.grants_missing.get(scope, 0)} missing, {unverified.get(scope, 0)} not "
+            "checked (no reader credential); the next apply grants those missing or unchecked"
         )
 
 
@@ -431,14 +432,16 @@ def status_command(
 @click.argument("manifest", type=click.Path(dir_okay=False))
 @click.option("--target", "-t", help="The target (default: the manifest's default).")
 @click.option("--state", help="Where the state record is (default: the target's).")
-def unlock_command(manifest: str, target: str | None, state: str | None) -> None:
-    """Break the state lock of a run that is gone (killed, or its machine lost)."""
+@click.option("--force", is_flag=True, help="Break a lock that has not expired yet.")
+def unlock_command(manifest: str, target: str | None, state: str | None, force: bool) -> None:
+    """Break the state lock of a run that is gone (killed, or its machine lost). A lock
+    that has not expired needs --force: be sure its run is really gone."""
     from loader.state import StateStore
     from loader.validate import load_manifest
 
     loaded = load_manifest(manifest, target=target)
     store = StateStore(state or loaded.target(target).state)
-    broken = store.break_lock()
+    broken = store.break_lock(force=force)
     click.echo(f"{store.location}: " + (f"lock of {broken.holder} broken" if broken else "no lock"))
 
 

@@ -45,6 +45,7 @@ from loader.record import (
     RecordedEntity,
     entity_digest,
     entity_ref,
+    group_of,
     groups,
 )
 from loader.timegrid import Grid, from_backend_dt
@@ -136,7 +137,7 @@ def refresh(
             )
     differs: set[DatasetKey] = set()
     if verify is not None:
-        differs = _differing(backend, verify, ranges, grids)
+        differs = _differing(backend, verify, ranges, grids, desired.datasets)
     view_digest = hashlib.sha256(
         json.dumps(
             [languages, providers, seen, sorted(map(str, differs))], sort_keys=True, default=str
@@ -176,19 +177,44 @@ def _differing(
     datasets: Iterable[Dataset],
     ranges: Mapping[tuple[str, str, int, int], QueryRange],
     grids: Grids,
+    expected: Iterable[DatasetKey],
 ) -> set[DatasetKey]:
     """The datasets whose content on the server is not theirs (read group by group)."""
-    contents: dict[tuple[str, str, int, int], Content] = {}
+    contents = GroupContents(backend, ranges, expected)
     differs = set()
     for dataset in datasets:
-        key = dataset.key
-        group = (key.category_id, key.indicator_id, key.srid, key.trid)
-        if group not in contents:
-            contents[group] = backend.dataset_content(ranges[group])
-        cells = contents[group].get(grids.date(key))
+        cells = contents.take(dataset.key, grids.date(dataset.key))
         if cells is not None and not content_matches(dataset, cells):
-            differs.add(key)
+            differs.add(dataset.key)
     return differs
+
+
+class GroupContents:
+    """The server's content per indicator and resolution, read once with one /query and
+    dropped once every dataset expected of it has been compared."""
+
+    def __init__(
+        self,
+        backend: Backend,
+        ranges: Mapping[tuple[str, str, int, int], QueryRange],
+        expected: Iterable[DatasetKey],
+    ) -> None:
+        self.backend = backend
+        self.ranges = ranges
+        self.left: dict[tuple[str, str, int, int], int] = {}
+        for key in expected:
+            self.left[group_of(key)] = self.left.get(group_of(key), 0) + 1
+        self.contents: dict[tuple[str, str, int, int], Content] = {}
+
+    def take(self, key: DatasetKey, date: str) -> Mapping[tuple[str, ...], float] | None:
+        group = group_of(key)
+        if group not in self.contents:
+            self.contents[group] = self.backend.dataset_content(self.ranges[group])
+        cells = self.contents[group].get(date)
+        self.left[group] = self.left.get(group, 1) - 1
+        if self.left[group] <= 0:
+            del self.contents[group]
+        return cells
 
 
 def content_matches(dataset: Dataset, cells: Mapping[tuple[str, ...], float]) -> bool:
@@ -221,7 +247,7 @@ class ImportReport:
     entities_assumed: list[str] = field(default_factory=list)
     grants_verified: dict[str, int] = field(default_factory=dict)
     grants_missing: dict[str, int] = field(default_factory=dict)
-    grants_assumed: dict[str, int] = field(default_factory=dict)
+    grants_unverified: dict[str, int] = field(default_factory=dict)
 
 
 def import_record(
@@ -240,21 +266,20 @@ def import_record(
     report = ImportReport(record)
     _import_config(backend, desired, report)
     grids = Grids(setup)
-    by_group: dict[tuple[str, str, int, int], Content] = {}
     ranges = {}
-    for group, keys in groups(k for k in desired.datasets if k not in record.datasets).items():
+    unrecorded = [k for k in desired.datasets if k not in record.datasets]
+    for group, keys in groups(unrecorded).items():
         query = grids.query(keys)
         if query is not None:
             ranges[group] = query
+    contents = GroupContents(backend, ranges, (k for k in unrecorded if group_of(k) in ranges))
     reader_sees: dict[tuple[str, tuple[str, str, int, int]], frozenset[int]] = {}
     for dataset in datasets:
         key = dataset.key
-        group = (key.category_id, key.indicator_id, key.srid, key.trid)
-        if group not in ranges:
+        group = group_of(key)
+        if group not in ranges or key in record.datasets:
             continue  # recorded already, or no grid
-        if group not in by_group:
-            by_group[group] = backend.dataset_content(ranges[group])
-        cells = by_group[group].get(grids.date(key))
+        cells = contents.take(key, grids.date(key))
         if cells is None:
             report.absent.append(key)
             continue
@@ -273,9 +298,8 @@ def import_record(
         scopes = set()
         for scope in sorted(desired.scopes.get(key, frozenset())):
             reader = (readers or {}).get(scope)
-            if reader is None:
-                report.grants_assumed[scope] = report.grants_assumed.get(scope, 0) + 1
-                scopes.add(scope)
+            if reader is None:  # left out: the next apply grants it (303 if it exists)
+                report.grants_unverified[scope] = report.grants_unverified.get(scope, 0) + 1
                 continue
             if (scope, group) not in reader_sees:
                 reader_sees[(scope, group)] = reader.visible_mdids(ranges[group])

@@ -248,7 +248,10 @@ class StateStore:
 
     @staticmethod
     def holder(who: str | None = None) -> str:
-        return f"{who or os.environ.get('USER', 'someone')}@{socket.gethostname()}:{os.getpid()}"
+        """`who@host:pid#run`: unique per acquisition, so that two runs in one process
+        never take each other's lock for their own."""
+        name = who or os.environ.get("USER", "someone")
+        return f"{name}@{socket.gethostname()}:{os.getpid()}#{uuid.uuid4().hex[:8]}"
 
     def current_lock(self) -> Lock | None:
         data = self.lock_storage.read()
@@ -271,9 +274,12 @@ class StateStore:
         existing = self.current_lock()
         if existing is not None and (existing.holder == holder or _dead_here(existing.holder)):
             # Ours (renewed), or left by a process of this machine that no longer runs (a
-            # kill -9): nobody else can be using it.
+            # kill -9): nobody else can be using it. Read back: another run may have
+            # taken it over at the same moment.
             self.lock_storage.replace(payload)
-            return lock
+            if self.current_lock() == lock:
+                return lock
+            existing = self.current_lock()
         described = existing.describe(self.clock) if existing else "held"
         stale = existing is not None and existing.expires < self.clock()
         hint = "; `flowkit-loader unlock` breaks it if that run is gone" if stale else ""
@@ -284,16 +290,22 @@ class StateStore:
         if existing is not None and existing.holder == lock.holder:
             self.lock_storage.delete()
 
-    def break_lock(self) -> Lock | None:
-        """Remove whatever lock there is; returns it (to say whose it was)."""
+    def break_lock(self, force: bool = False) -> Lock | None:
+        """Remove the lock and return it (to say whose it was). A lock that has not
+        expired is removed only with `force`: its run may still be going."""
         existing = self.current_lock()
+        if existing is not None and existing.expires >= self.clock() and not force:
+            raise StateError(
+                f"{self.location}: the lock is {existing.describe(self.clock)}; break it "
+                "only if that run is gone (--force)"
+            )
         self.lock_storage.delete()
         return existing
 
 
 def _dead_here(holder: str) -> bool:
     """Whether a lock holder (`who@host:pid`) is a process of this host that is gone."""
-    where, _, pid = holder.rpartition(":")
+    where, _, pid = holder.partition("#")[0].rpartition(":")
     if where.rpartition("@")[2] != socket.gethostname() or not pid.isdigit():
         return False
     try:

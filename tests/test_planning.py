@@ -289,7 +289,7 @@ def test_import_takes_over_a_deployment_and_then_plans_nothing(
         "datasets: 46 match and are recorded, 0 differ (recorded; the next apply updates "
         "them), 0 absent, 0 ambiguous"
     )
-    assert "grants read:free_data: 3 verified, 0 missing, 0 assumed" in output
+    assert "grants read:free_data: 3 verified, 0 missing, 0 not checked" in output
     assert run("plan", str(example), "--detailed-exitcode", env=env)[0] == 0
 
 
@@ -377,6 +377,10 @@ def test_a_held_lock_stops_apply_and_unlock_breaks_it(example: Path) -> None:
     assert (code, output) == (0, f"{location}: lock of alice@ci-runner:42 broken\n")
     assert run("apply", str(example), "--yes", env=env)[0] == 0
     assert run("unlock", str(example), env=env)[1] == f"{location}: no lock\n"
+    StateStore(location).acquire("bob@ci-runner:7", ttl=600)  # not expired: maybe running
+    code, output = run("unlock", str(example), env=env)
+    assert code == 1 and "break it only if that run is gone (--force)" in output
+    assert run("unlock", str(example), "--force", env=env)[0] == 0
 
 
 def test_progress_is_a_bar_on_a_terminal_and_log_lines_off_it(example: Path) -> None:

@@ -4,7 +4,6 @@
 from __future__ import annotations
 
 import json
-import os
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
@@ -64,6 +63,8 @@ def test_the_lock_names_its_holder_expires_and_breaks_only_on_purpose(location: 
     assert store.acquire("ci@runner-1:42", ttl=60).holder == lock.holder  # renewed
     with pytest.raises(StateError, match=r"locked, held by ci@runner-1:42 \(expires in 60 s\)$"):
         store.acquire("alice@laptop:7")
+    with pytest.raises(StateError, match=r"expires in 60 s\); break it only if that run is gone"):
+        store.break_lock()  # its run may still be going
     now[0] += 120
     with pytest.raises(
         StateError,
@@ -86,14 +87,19 @@ def test_a_lock_left_by_a_dead_process_of_this_machine_is_taken_over(tmp_path: P
     gone = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"],
                           capture_output=True, text=True, check=True)  # fmt: skip
     store = StateStore(str(tmp_path / "s.json"))
-    store.acquire(f"ci@{socket.gethostname()}:{gone.stdout.strip()}")
+    store.acquire(f"ci@{socket.gethostname()}:{gone.stdout.strip()}#0a1b2c3d")
     assert store.acquire("me@here:1").holder == "me@here:1"
     # A live process of this machine, or any process of another one, still holds it.
-    store.break_lock()
-    store.acquire(f"ci@{socket.gethostname()}:{os.getpid()}")
+    store.break_lock(force=True)
+    store.acquire(StateStore.holder("ci"))
     with pytest.raises(StateError, match="state is locked"):
         store.acquire("me@here:1")
-    store.break_lock()
+    store.break_lock(force=True)
     store.acquire(f"ci@another-host:{gone.stdout.strip()}")
     with pytest.raises(StateError, match="state is locked"):
         store.acquire("me@here:1")
+
+
+def test_holders_are_unique_per_run() -> None:
+    first, second = StateStore.holder("ci"), StateStore.holder("ci")
+    assert first != second and first.rsplit("#", 1)[0] == second.rsplit("#", 1)[0]
