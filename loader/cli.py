@@ -233,8 +233,9 @@ def plan_command(
 
         Path(out).write_text(render_json(data), encoding="utf-8")
     click.echo(render(data, fmt), nl=False)
-    if out and fmt != "json":
-        click.echo(f"Saved to {out}: `flowkit-loader apply {out}` carries out exactly this plan.")
+    if out:  # on stderr: stdout is the plan alone (a PR comment, a JSON document)
+        click.echo(f"Saved to {out}: `flowkit-loader apply {out}` carries out exactly this plan.",
+                   err=True)  # fmt: skip
     sys.exit(2 if detailed_exitcode and made.has_changes else 0)
 
 

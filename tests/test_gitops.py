@@ -1,0 +1,196 @@
+"""docs/gitops.md: its GitHub Actions workflow passes actionlint, and its jobs' commands,
+replayed step by step the way a runner would (bash -eo pipefail, the job's environment,
+GITHUB_OUTPUT), take a manifest over pull requests and merges against `serve`.
+
+Steps that `uses:` an action (checkout, setup-python, artifacts, the PR comment) are
+done by the test itself; `Install` steps are skipped (the loader is installed here)."""
+
+from __future__ import annotations
+
+import os
+import re
+import shutil
+import subprocess
+import sys
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from tests.conftest import ROOT
+from tests.serving import AUDIENCE, SECRET, serving
+
+DOC = ROOT / "docs" / "gitops.md"
+BIN = Path(sys.executable).parent
+
+
+def blocks(language: str) -> list[str]:
+    return re.findall(rf"```{language}\n(.*?)```", DOC.read_text(), re.S)
+
+
+def workflow_text() -> str:
+    return next(b for b in blocks("yaml") if b.startswith("name:"))
+
+
+def test_the_workflow_passes_actionlint(tmp_path: Path) -> None:
+    workflows = tmp_path / ".github" / "workflows"
+    workflows.mkdir(parents=True)
+    (workflows / "flowkit.yml").write_text(workflow_text())
+    actionlint = shutil.which("actionlint", path=str(BIN)) or shutil.which("actionlint")
+    assert actionlint, "actionlint is a dev dependency (pip install -e '.[dev]')"
+    done = subprocess.run([actionlint, "-no-color", ".github/workflows/flowkit.yml"],
+                          cwd=tmp_path, capture_output=True, text=True, check=False)  # fmt: skip
+    assert done.returncode == 0, done.stdout + done.stderr
+
+
+# ---------------------------------------------------------------------------------------
+# Replay
+
+
+class Runner:
+    """Runs one job of the workflow in a fresh checkout, as GitHub would."""
+
+    def __init__(self, workflow: Mapping[str, Any], expressions: Mapping[str, str]) -> None:
+        self.workflow = workflow
+        self.expressions = expressions
+
+    def value(self, text: Any) -> str:
+        """A workflow value with its ${{ ... }} expressions put in."""
+
+        def put(match: re.Match[str]) -> str:
+            expression = match.group(1).strip()
+            assert expression in self.expressions, f"no value for ${{{{ {expression} }}}}"
+            return self.expressions[expression]
+
+        return re.sub(r"\$\{\{(.*?)\}\}", put, str(text))
+
+    def job(self, name: str, checkout: Path, fake_bin: Path) -> list[str]:
+        job = self.workflow["jobs"][name]
+        env = {**os.environ, "PATH": f"{fake_bin}{os.pathsep}{BIN}{os.pathsep}{os.environ['PATH']}",
+               "GITHUB_REPOSITORY": "flowminder/examplia-deployment"}  # fmt: skip
+        for key, value in {**self.workflow.get("env", {}), **job.get("env", {})}.items():
+            env[key] = self.value(value)
+        outputs = checkout / "github_output"
+        ran = []
+        for step in job["steps"]:
+            condition = step.get("if")
+            if condition is not None and not self.holds(condition, env):
+                continue
+            if "uses" in step or step.get("name", "").startswith("Install"):
+                continue
+            step_env = {**env, **{k: self.value(v) for k, v in step.get("env", {}).items()}}
+            outputs.write_text("")
+            step_env["GITHUB_OUTPUT"] = str(outputs)
+            done = subprocess.run(
+                ["bash", "--noprofile", "--norc", "-eo", "pipefail", "-c", step["run"]],
+                cwd=checkout, env=step_env, capture_output=True, text=True, timeout=300,
+                check=False,
+            )  # fmt: skip
+            assert done.returncode == 0, f"{name}/{step.get('name')}: {done.stdout}{done.stderr}"
+            ran.append(step.get("name", step["run"][:20]))
+        return ran
+
+    @staticmethod
+    def holds(condition: str, env: Mapping[str, str]) -> bool:
+        if condition == "always()":
+            return True
+        match = re.fullmatch(r"env\.(\w+) == '(.*)'", condition)
+        assert match, f"the replay does not know the condition {condition!r}"
+        return env.get(match.group(1)) == match.group(2)
+
+
+def deployment(repository: Path) -> Path:
+    """A deployment repository: the example's config and data under deploy/, with the
+    target the guide shows."""
+    deploy = repository / "deploy"
+    shutil.copytree(ROOT / "manifests" / "example", deploy / "example")
+    example = (ROOT / "manifests" / "example.yaml").read_text()
+    target = next(b for b in blocks("yaml") if b.startswith("targets:"))
+    body = example[example.index("# The backend's own config format") :]
+    (deploy / "examplia.yaml").write_text("version: 1\n" + target + body)
+    return deploy / "examplia.yaml"
+
+
+def checkout(repository: Path, where: Path) -> Path:
+    if where.exists():
+        shutil.rmtree(where)
+    shutil.copytree(repository, where)
+    return where
+
+
+def test_the_workflow_replayed_against_serve(tmp_path: Path) -> None:
+    workflow = yaml.safe_load(workflow_text())
+    repository = tmp_path / "repository"
+    manifest = deployment(repository)
+    store = tmp_path / "store" / "examplia.production.state.json"
+    fake_bin = tmp_path / "fake-bin"
+    fake_bin.mkdir()
+    (fake_bin / "gh").write_text("#!/bin/sh\necho 4242\n")  # `gh run list`: a run id
+    (fake_bin / "gh").chmod(0o755)
+    with serving(tmp_path / "serve.db", "--upstream-quirks") as base:
+        expressions = {
+            "vars.FLOWKIT_URL": f"{base}/v1",
+            "vars.FLOWKIT_STATE": str(store),
+            "vars.AUTH0_TOKEN_URL": f"{base}/oauth/token",
+            "vars.AUTH0_AUDIENCE": AUDIENCE,
+            "vars.ADMIN_CLIENT_ID": "dev-admin",
+            "vars.UPDATER_CLIENT_ID": "dev-updater",
+            "secrets.ADMIN_CLIENT_SECRET": SECRET,
+            "secrets.UPDATER_CLIENT_SECRET": SECRET,
+            "secrets.STATE_AWS_ACCESS_KEY_ID": "",
+            "secrets.STATE_AWS_SECRET_ACCESS_KEY": "",
+            "github.token": "",
+            "github.event.pull_request.head.repo.full_name != github.repository": "false",
+        }
+        fork = {
+            **expressions,
+            "secrets.ADMIN_CLIENT_SECRET": "",
+            "secrets.UPDATER_CLIENT_SECRET": "",
+            "github.event.pull_request.head.repo.full_name != github.repository": "true",
+        }
+        runner = Runner(workflow, expressions)
+
+        # 1. A pull request adds the deployment: validated, planned, everything to create.
+        pr = checkout(repository, tmp_path / "pr")
+        assert runner.job("plan", pr, fake_bin) == ["Validate", "Plan"]
+        comment = (pr / "plan.md").read_text()
+        assert "**96 to create, 0 to update, 0 to delete" in comment
+        assert "refreshed against the server" in comment and (pr / "plan.json").exists()
+
+        # 2. Merged: planned again and applied; the snapshot for forks is published.
+        main = checkout(repository, tmp_path / "main")
+        ran = runner.job("apply", main, fake_bin)
+        assert ran == ["Plan", "Apply the saved plan", "Status",
+                       "Publish a state snapshot for offline plans"]  # fmt: skip
+        assert store.exists() and (main / "snapshot" / "state.json").read_bytes() == (
+            store.read_bytes()
+        )
+
+        # 3. A pull request from a fork changes one value: no secrets, so an offline plan
+        # against the published snapshot (what download-artifact would fetch).
+        forked = checkout(repository, tmp_path / "fork")
+        csv = forked / "deploy" / "example" / "data" / "residents_district_monthly.csv"
+        row = "2021-01-01,EX01-01,"
+        csv.write_text(csv.read_text().replace(f"{row}35659,", f"{row}35660,"))
+        (forked / "snapshot").mkdir()
+        shutil.copy(main / "snapshot" / "state.json", forked / "snapshot" / "state.json")
+        ran = Runner(workflow, fork).job("plan", forked, fake_bin)
+        assert ran == ["Validate", "Find the last published state snapshot", "Plan"]
+        comment = (forked / "plan.md").read_text()
+        assert "NOT refreshed (offline)" in comment
+        assert "**2 to create, 1 to update, 0 to delete" in comment  # the update's re-grants
+        assert "Saved to" not in comment
+
+        # 4. The same change from the repository itself, merged: one dataset rewritten.
+        shutil.copy(csv, repository / "deploy" / "example" / "data" / csv.name)
+        main = checkout(repository, tmp_path / "main")
+        runner.job("apply", main, fake_bin)
+        done = subprocess.run(
+            [str(BIN / "flowkit-loader"), "plan", str(manifest), "--detailed-exitcode"],
+            env={**os.environ, **{k.split(".", 1)[1]: v for k, v in expressions.items()
+                                  if k.startswith(("vars.", "secrets."))}},
+            capture_output=True, text=True, check=False,
+        )  # fmt: skip
+        assert done.returncode == 0, done.stdout + done.stderr
+    assert SECRET not in comment
