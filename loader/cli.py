@@ -369,7 +369,7 @@ def apply_command(
         click.echo("No changes: the target matches the manifest.")
         return
     if not applied.result.outcomes:
-        click.echo("Nothing applied.")
+        click.echo("Apply cancelled: nothing was written.")
         sys.exit(1)
     click.echo(render_result(applied.result), nl=False)
     if applied.result.interrupted:

@@ -1,0 +1,176 @@
+"""End to end, on the embedded backend and on `serve --upstream-quirks` over HTTP: the
+example manifest and upstream's synthetic data with the notebook's access rules are
+applied; every dataset read back is the canonical one; each scope's reader sees exactly
+the datasets its rules give; then nothing is left to plan, a second apply writes nothing,
+and one changed value is one dataset write plus its re-grants (writes counted)."""
+
+from __future__ import annotations
+
+import os
+import shutil
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+
+import pytest
+from click.testing import CliRunner
+
+from loader.backends.local import LocalBackend
+from loader.backends.store import Principal
+from loader.cli import cli
+from loader.model import Backend, Role
+from loader.record import groups
+from loader.refresh import Grids, content_matches
+from loader.session import open_run
+from tests.conftest import ROOT, need_reference
+from tests.serving import SECRET, SECRET_ENV, counting_proxy, remote, serving
+from tests.test_drift import upstream_manifest
+
+READS = {"/v1/query", "/v1/csv"}  # POSTs that write nothing
+
+
+def run(*args: str, env: dict[str, str]) -> tuple[int, str]:
+    result = CliRunner().invoke(cli, list(args), env=env)
+    assert result.exception is None or isinstance(result.exception, SystemExit), result.output
+    return result.exit_code, result.output
+
+
+def writes(seen: list[tuple[str, str]]) -> list[tuple[str, str]]:
+    return [(m, p) for m, p in seen
+            if p.startswith("/v1/") and m != "GET" and p not in READS]  # fmt: skip
+
+
+def example_manifest(directory: Path, base: str) -> Path:
+    """The example manifest with a target aimed at `base` (its data copied beside it)."""
+    shutil.copytree(ROOT / "manifests" / "example", directory / "example")
+    text = (ROOT / "manifests" / "example.yaml").read_text()
+    secret = f"client_secret: '${{{SECRET_ENV}}}'"
+    target = (
+        "targets:\n  served:\n"
+        f"    url: {base}/v1\n"
+        f"    auth: {{token_url: '{base}/oauth/token', audience: "
+        "'https://flowkit-ui-backend.local'}\n"
+        f"    credentials:\n      all: {{client_id: dev-admin, {secret}}}\n"
+        "default_target: served\n"
+    )
+    body = text[text.index("# The backend's own config format") :]
+    manifest = directory / "example.yaml"
+    manifest.write_text("version: 1\n" + target + body)
+    return manifest
+
+
+@contextmanager
+def deployment(kind: str, which: str, directory: Path) -> Iterator[tuple[Path, dict[str, str],
+                                                                         str | None]]:  # fmt: skip
+    """(manifest, environment, server URL or None for the embedded backend)."""
+    if which == "upstream":
+        need_reference()
+    if kind == "local":
+        env = {"FLOWKIT_EXAMPLE_DB": str(directory / "local.db"),
+               "FLOWKIT_UPSTREAM_DB": str(directory / "local.db")}  # fmt: skip
+        if which == "example":
+            shutil.copytree(ROOT / "manifests", directory / "manifests",
+                            ignore=shutil.ignore_patterns(".flowkit"))  # fmt: skip
+            yield directory / "manifests" / "example.yaml", env, None
+        else:
+            manifest = directory / "upstream.yaml"
+            text = (ROOT / "tests" / "data" / "upstream" / "manifest.yaml").read_text()
+            shared = str(ROOT.parent / "shared" / "reference" / "upstream-data")
+            text = text.replace("../../../../shared/reference/upstream-data", shared)
+            manifest.write_text(text)
+            yield manifest, env, None
+        return
+    with serving(directory / "serve.db", "--upstream-quirks") as base:
+        env = {SECRET_ENV: SECRET}
+        if which == "example":
+            yield example_manifest(directory, base), env, base
+        else:
+            yield upstream_manifest(directory, base), env, base
+
+
+def readers(base: str | None, directory: Path, scopes: set[str]) -> dict[str, Backend]:
+    """A backend per scope as a token holding only that scope's permission sees it."""
+    if base is None:
+        store = LocalBackend(directory / "local.db")
+        return {s: store.as_principal(Principal(frozenset({"read:free_data"}), frozenset({s})))
+                for s in scopes}  # fmt: skip
+    clients = {"read:free_data": "dev-reader", "read:premium_data": "dev-premium"}
+    return {s: remote(base, {Role.READER: clients[s]}) for s in scopes}
+
+
+@pytest.mark.parametrize("kind", ["local", "serve"])
+@pytest.mark.parametrize("which", ["example", "upstream"])
+def test_apply_reads_back_exactly_and_then_writes_nothing(
+    tmp_path: Path, kind: str, which: str
+) -> None:
+    with deployment(kind, which, tmp_path) as (manifest, env, base):
+        code, output = run("apply", str(manifest), "--yes", "-q", env=env)
+        assert code == 0, output
+        loaded = open_run(manifest, environ={**os.environ, **env})
+        desired, grids = loaded.desired, Grids(loaded.setup)
+        admin = (LocalBackend(tmp_path / "local.db") if base is None
+                 else remote(base, {Role.READER: "dev-admin"}))  # fmt: skip
+        by_group = groups(desired.datasets)
+        queries = {group: grids.query(keys) for group, keys in by_group.items()}
+        contents = {group: admin.dataset_content(q) for group, q in queries.items() if q}
+        checked = 0
+        for dataset in loaded.datasets(set(desired.datasets)):
+            key = dataset.key
+            group = (key.category_id, key.indicator_id, key.srid, key.trid)
+            cells = contents[group].get(grids.date(key))
+            assert cells is not None and content_matches(dataset, cells), key
+            checked += 1
+        assert checked == len(desired.datasets)
+        # Each scope's reader sees exactly the datasets its rules give it.
+        scopes = {s for found in desired.scopes.values() for s in found}
+        mdid = {k: d.mdid for k, d in loaded.record.datasets.items()}
+        for scope, reader in readers(base, tmp_path, scopes).items():
+            seen = set().union(*(reader.visible_mdids(q) for q in queries.values() if q))
+            wanted = {mdid[k] for k, found in desired.scopes.items() if scope in found}
+            assert seen == wanted, scope
+        assert run("plan", str(manifest), "--detailed-exitcode", env=env)[0] == 0
+        if base is None:
+            return
+        # Over HTTP, through a counting proxy: a second apply writes nothing ...
+        with counting_proxy(base) as (proxy, seen):
+            state = Path(loaded.store.location)
+            state.write_text(state.read_text().replace(base, proxy))
+            manifest.write_text(manifest.read_text().replace(base, proxy))
+            code, output = run("apply", str(manifest), "--yes", env=env)
+            assert (code, output) == (0, "No changes: the target matches the manifest.\n")
+            assert writes(seen) == []
+            if which != "example":
+                return
+            # ... and one changed value is one dataset write plus that dataset's re-grants.
+            csv = manifest.parent / "example" / "data" / "residents_district_monthly.csv"
+            csv.write_text(
+                csv.read_text().replace("2021-02-01,EX01-01,", "2021-02-01,EX01-01,1", 1)
+            )
+            seen.clear()
+            code, output = run("apply", str(manifest), "--yes", "-q", env=env)
+            assert code == 0, output
+            assert writes(seen) == [("PATCH", "/v1/data"), ("POST", "/v1/scope_mapping"),
+                                    ("POST", "/v1/scope_mapping")]  # fmt: skip
+
+
+def test_declining_the_confirmation_writes_nothing(tmp_path: Path) -> None:
+    """On a terminal, apply shows the plan and asks; 'n' leaves the target untouched."""
+    import subprocess
+    import sys
+
+    with deployment("local", "example", tmp_path) as (manifest, env, _):
+        leader, follower = os.openpty()
+        process = subprocess.Popen(
+            [sys.executable, "-m", "loader", "apply", str(manifest)],
+            stdin=follower, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+            env={**os.environ, **env},
+        )  # fmt: skip
+        os.write(leader, b"n\n")
+        out, err = process.communicate(timeout=120)
+        os.close(follower)
+        os.close(leader)
+        assert process.returncode == 1, err
+        text = out.decode()
+        assert "Plan: 96 to create" in text and "Apply these changes? [y/N]" in text
+        assert text.rstrip().endswith("Apply cancelled: nothing was written.")
+        assert run("plan", str(manifest), "--detailed-exitcode", env=env)[0] == 2
