@@ -349,20 +349,23 @@ def apply_command(
 
     progress = ApplyProgress(quiet, verbose)
 
+    asks = saved is None and not yes
+
+    def show(made: Plan) -> None:
+        if asks or not quiet:
+            click.echo(render_text(plan_data(made)), nl=False)
+
     def confirm(made: Plan) -> bool:
         progress.begin(len(made.changes))
-        if saved is not None or yes:
-            if not quiet:
-                click.echo(render_text(plan_data(made)), nl=False)
+        if not asks:
             return True
-        click.echo(render_text(plan_data(made)), nl=False)
         if not sys.stdin.isatty():
             raise LoaderError("not on a terminal: apply needs --yes (or a saved plan)")
         return click.confirm("Apply these changes?", default=False)
 
     applied = session.apply(
         manifest, target=target, saved=saved, only=only, verify=verify, state=state,
-        allow_destroy=allow_destroy, max_destroy=max_destroy, confirm=confirm,
+        allow_destroy=allow_destroy, max_destroy=max_destroy, show=show, confirm=confirm,
         parallelism=parallelism, wait_ready=wait_ready, progress=progress,
     )  # fmt: skip
     if not applied.plan.has_changes:

@@ -325,6 +325,7 @@ def apply(
     state: str | None = None,
     allow_destroy: bool = False,
     max_destroy: int | None = None,
+    show: Callable[[Plan], None] | None = None,
     confirm: Callable[[Plan], bool] | None = None,
     parallelism: int = DEFAULT_PARALLELISM,
     progress: Progress | None = None,
@@ -333,7 +334,8 @@ def apply(
     environ: Mapping[str, str] | None = None,
 ) -> Applied:
     """Plan `manifest` against its target and carry the plan out, holding the state lock;
-    with `saved`, only if that plan still describes the target exactly."""
+    with `saved`, only if that plan still describes the target exactly. `show` sees the
+    plan first (before any refusal), `confirm` may then decline it."""
     if saved is not None:
         if not saved.refreshed:
             raise PlanRefused("the saved plan was made --offline: plan again with credentials")
@@ -357,6 +359,8 @@ def apply(
                 "the saved plan is stale: the manifest, its data, the state record or the "
                 "server changed since it was made; plan again"
             )
+        if show is not None and the_plan.has_changes:
+            show(the_plan)
         _check_destroy(the_plan, allow_destroy, max_destroy)
         if not the_plan.has_changes or (confirm is not None and not confirm(the_plan)):
             return Applied(the_plan, ApplyResult(), run.record)

@@ -118,6 +118,7 @@ def test_a_removed_file_needs_allow_destroy(example: Path) -> None:
     )
     code, output = run("apply", str(example), "--yes", env=env)
     assert code == 1
+    assert "Plan: 0 to create, 0 to update, 28 to delete (28 destructive)" in output  # shown
     assert output.splitlines()[-1].startswith("error: the plan destroys 28 thing(s) (- dataset ")
     assert output.splitlines()[-1].endswith("apply again with --allow-destroy to proceed")
     code, output = run("apply", str(example), "--yes", "--allow-destroy", "--max-destroy", "10",
