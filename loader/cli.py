@@ -8,20 +8,12 @@ from __future__ import annotations
 import contextlib
 import sys
 from collections import defaultdict
-from importlib.metadata import PackageNotFoundError, version
 from typing import Any
 
 import click
 
-from loader.model import LoaderError, nanos_to_text
+from loader.model import LoaderError, loader_version, nanos_to_text
 from loader.validate import SCHEMA_NAMES, ValidationReport, schema_text, validate
-
-
-def _version() -> str:
-    try:
-        return version("flowkit-loader")
-    except PackageNotFoundError:  # running from a checkout that was never installed
-        return "unknown"
 
 
 class LoaderGroup(click.Group):
@@ -36,7 +28,7 @@ class LoaderGroup(click.Group):
 
 
 @click.group(cls=LoaderGroup, context_settings={"help_option_names": ["-h", "--help"]})
-@click.version_option(_version(), prog_name="flowkit-loader")
+@click.version_option(loader_version(), prog_name="flowkit-loader")
 def cli() -> None:
     """Declarative loader for FlowKit-UI deployments: validate, plan, apply."""
 
@@ -137,7 +129,7 @@ def check_command(manifest: str, target: str | None, wait_ready: float) -> None:
     Nothing is written. Exit 1 when something is missing.
     """
     from loader.backends.factory import open_backend
-    from loader.model import Role
+    from loader.session import SCOPES_OF
     from loader.validate import load_manifest
 
     loaded = load_manifest(manifest, target=target)
@@ -156,9 +148,7 @@ def check_command(manifest: str, target: str | None, wait_ready: float) -> None:
     assert isinstance(backend, RemoteBackend)
     try:
         backend.wait_ready(wait_ready)
-        needs = {Role.ADMIN: ["admin"], Role.UPDATER: ["write:data"],
-                 Role.READER: ["read:free_data"]}  # fmt: skip
-        backend.preflight({role: scopes for role, scopes in needs.items()
+        backend.preflight({role: scopes for role, scopes in SCOPES_OF.items()
                            if role in backend.tokens})  # fmt: skip
         click.echo(f"{chosen.name}: {chosen.url} is ready")
         for role, provider in backend.tokens.items():

@@ -25,6 +25,16 @@ DataType = Literal["single_location", "flow"]
 DATA_TYPES: tuple[DataType, ...] = ("single_location", "flow")
 
 
+def loader_version() -> str:
+    """This package's version, or 'unknown' in a checkout that was never installed."""
+    from importlib.metadata import PackageNotFoundError, version
+
+    try:
+        return version("flowkit-loader")
+    except PackageNotFoundError:
+        return "unknown"
+
+
 class LoaderError(Exception):
     """A problem a user can cause or fix; the CLI prints it on one line, without traceback."""
 

@@ -16,7 +16,6 @@ from collections.abc import Callable, Iterable, Iterator, Mapping
 from dataclasses import dataclass, field, replace
 from datetime import datetime, timezone
 from functools import cached_property
-from importlib.metadata import PackageNotFoundError, version
 from pathlib import Path
 from typing import Any
 
@@ -33,6 +32,7 @@ from loader.model import (
     Role,
     SetupConfig,
     Target,
+    loader_version,
 )
 from loader.planner import Plan, Selector, make_plan
 from loader.record import (
@@ -56,13 +56,6 @@ from loader.state import Document, Lock, Pending, StateStore
 from loader.validate import ValidationReport, validate
 
 SCOPES_OF = {Role.ADMIN: ["admin"], Role.UPDATER: ["write:data"], Role.READER: ["read:free_data"]}
-
-
-def loader_version() -> str:
-    try:
-        return version("flowkit-loader")
-    except PackageNotFoundError:
-        return "unknown"
 
 
 class PlanRefused(LoaderError):
