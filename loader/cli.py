@@ -322,24 +322,11 @@ def apply_command(
     from loader.planner import Plan
     from loader.render import plan_data, render_result, render_text
 
-    saved = None
-    manifest = source
-    if source.endswith(".json"):
-        from loader.validate import read_plan_file
-
-        data = read_plan_file(source)
-        if only or verify or target:
-            raise LoaderError(
-                "--target, --only and --verify come from the saved plan; they cannot be changed"
-            )
-        saved = session.SavedPlan(data["fingerprint"], data["manifest"], data["target"],
-                                  data["target_url"], tuple(data["only"]), data["refreshed"],
-                                  data["verify"])  # fmt: skip
-        manifest = data["manifest"]
+    saved = session.is_plan_file(source)
 
     progress = ApplyProgress(quiet, verbose)
 
-    asks = saved is None and not yes
+    asks = not saved and not yes
 
     def show(made: Plan) -> None:
         if asks or not quiet:
@@ -354,7 +341,7 @@ def apply_command(
         return click.confirm("Apply these changes?", default=False)
 
     applied = session.apply(
-        manifest, target=target, saved=saved, only=only, verify=verify, state=state,
+        source, target=target, only=only, verify=verify, state=state,
         allow_destroy=allow_destroy, max_destroy=max_destroy, show=show, confirm=confirm,
         parallelism=parallelism, wait_ready=wait_ready, progress=progress,
     )  # fmt: skip

@@ -53,7 +53,7 @@ from loader.refresh import (
 )
 from loader.render import plan_data
 from loader.state import Document, Lock, Pending, StateStore
-from loader.validate import ValidationReport, validate
+from loader.validate import ValidationReport, read_plan_file, validate
 
 SCOPES_OF = {Role.ADMIN: ["admin"], Role.UPDATER: ["write:data"], Role.READER: ["read:free_data"]}
 
@@ -275,6 +275,16 @@ class SavedPlan:
     refreshed: bool
     verify: bool
 
+    @classmethod
+    def read(cls, path: str | Path) -> SavedPlan:
+        data = read_plan_file(path)
+        return cls(data["fingerprint"], data["manifest"], data["target"], data["target_url"],
+                   tuple(data["only"]), data["refreshed"], data["verify"])  # fmt: skip
+
+
+def is_plan_file(source: str | Path) -> bool:
+    return str(source).endswith(".json")
+
 
 @dataclass
 class Applied:
@@ -312,7 +322,6 @@ def apply(
     manifest: str | Path,
     *,
     target: str | None = None,
-    saved: SavedPlan | None = None,
     only: Iterable[str] = (),
     verify: bool = False,
     state: str | None = None,
@@ -327,8 +336,17 @@ def apply(
     environ: Mapping[str, str] | None = None,
 ) -> Applied:
     """Plan `manifest` against its target and carry the plan out, holding the state lock;
-    with `saved`, only if that plan still describes the target exactly. `show` sees the
+    given a saved plan (a `plan --out` file as `manifest`), only if that plan still
+    describes the target exactly. `show` sees the
     plan first (before any refusal), `confirm` may then decline it."""
+    saved = None
+    if is_plan_file(manifest):  # a saved plan: everything comes from it
+        if only or verify or target:
+            raise LoaderError(
+                "--target, --only and --verify come from the saved plan; they cannot be changed"
+            )
+        saved = SavedPlan.read(manifest)
+        manifest = saved.manifest
     if saved is not None:
         if not saved.refreshed:
             raise PlanRefused("the saved plan was made --offline: plan again with credentials")
