@@ -211,17 +211,13 @@ def plan_command(
 ) -> None:  # fmt: skip
     """Show what applying MANIFEST would change on its target; nothing is written."""
     from loader import session
-    from loader.render import plan_data, render, render_json
+    from loader.render import plan_data, render
 
     if offline and verify:
         raise LoaderError("--verify reads the server: it cannot be --offline")
     made = session.plan(manifest, target=target, offline=offline, verify=verify, only=only,
                         state=state, wait_ready=wait_ready)  # fmt: skip
-    data = plan_data(made)
-    if out:
-        from pathlib import Path
-
-        Path(out).write_text(render_json(data), encoding="utf-8")
+    data = session.save_plan(made, out) if out else plan_data(made)
     click.echo(render(data, fmt), nl=False)
     if out:  # on stderr: stdout is the plan alone (a PR comment, a JSON document)
         click.echo(f"Saved to {out}: `flowkit-loader apply {out}` carries out exactly this plan.",

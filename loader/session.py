@@ -51,7 +51,7 @@ from loader.refresh import (
     import_record,
     refresh,
 )
-from loader.render import plan_data
+from loader.render import plan_data, render_json
 from loader.state import Document, Lock, Pending, StateStore
 from loader.validate import ValidationReport, read_plan_file, validate
 
@@ -210,7 +210,13 @@ def fingerprint(run: Run, actual: Actual, only: Iterable[str], verify: bool, mad
         # The plan itself, and the code that made it: the same inputs planned by another
         # loader version may not give the same changes.
         "loader": loader_version(),
-        "changes": plan_data(made)["changes"],
+        # The changes, without the data files' display paths (they depend on the working
+        # directory, the content does not; the data digests are above).
+        "changes": [
+            {k: v for k, v in change.items() if k not in ("dataset", "before")}
+            | {k: {**change[k], "source": ""} for k in ("dataset", "before") if k in change}
+            for change in plan_data(made)["changes"]
+        ],
     }
     text = json.dumps(parts, sort_keys=True, separators=(",", ":"))
     return hashlib.sha256(text.encode()).hexdigest()
@@ -232,6 +238,7 @@ def make_run_plan(
         fingerprint=fingerprint(run, actual, plan.only, verify, plan),
         target=run.target.name, manifest=display_path(run.path),
         inputs={"target_url": run.target.url, "state": run.store.location,
+                "manifest_path": str(Path(run.path).absolute()),
                 "state_serial": actual.serial, "verify": verify,
                 "datasets": len(run.desired.datasets)},
     )  # fmt: skip
@@ -277,9 +284,24 @@ class SavedPlan:
 
     @classmethod
     def read(cls, path: str | Path) -> SavedPlan:
+        """A plan file; its manifest is found beside it wherever the plan is applied from."""
         data = read_plan_file(path)
-        return cls(data["fingerprint"], data["manifest"], data["target"], data["target_url"],
+        manifest = data["manifest"]
+        beside = data.get("manifest_from_plan")
+        if beside is not None and (Path(path).parent / beside).is_file():
+            manifest = display_path(Path(path).parent / beside)
+        return cls(data["fingerprint"], manifest, data["target"], data["target_url"],
                    tuple(data["only"]), data["refreshed"], data["verify"])  # fmt: skip
+
+
+def save_plan(made: Plan, path: str | Path) -> dict[str, Any]:
+    """The plan's JSON, written to `path` with where its manifest is from there."""
+    data = plan_data(made)
+    manifest = made.inputs.get("manifest_path")
+    if manifest:
+        data["manifest_from_plan"] = os.path.relpath(manifest, Path(path).absolute().parent)
+    Path(path).write_text(render_json(data), encoding="utf-8")
+    return data
 
 
 def is_plan_file(source: str | Path) -> bool:

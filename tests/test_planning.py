@@ -494,3 +494,27 @@ def test_the_python_api_works_inside_a_running_event_loop(example: Path) -> None
         return len(made.changes), applied.result.ok, len(again.changes)
 
     assert asyncio.run(cell()) == (96, True, 0)
+
+
+def test_a_saved_plan_applies_from_another_directory(example: Path, tmp_path: Path) -> None:
+    """CI may plan in the repository's root and apply elsewhere: the plan finds its
+    manifest beside itself, and what it was made from does not depend on the directory."""
+    import os
+    import subprocess
+    import sys
+
+    env = {**os.environ, **env_for(example)}
+    saved = tmp_path / "plans" / "plan.json"
+    saved.parent.mkdir()
+    made = subprocess.run([sys.executable, "-m", "loader", "plan", "manifests/example.yaml",
+                           "--out", str(saved)], cwd=tmp_path, env=env, capture_output=True,
+                          text=True, check=False)  # fmt: skip
+    assert made.returncode == 0, made.stderr
+    assert json.loads(saved.read_text())["manifest_from_plan"] == "../manifests/example.yaml"
+    elsewhere = tmp_path / "elsewhere"
+    elsewhere.mkdir()
+    command = [sys.executable, "-m", "loader", "apply", str(saved), "-q"]
+    done = subprocess.run(command, cwd=elsewhere, env=env, capture_output=True, text=True,
+                          check=False)  # fmt: skip
+    assert done.returncode == 0, done.stderr
+    assert done.stdout == "Apply complete: 96 done, 0 failed, 0 skipped\n"
