@@ -20,7 +20,7 @@ import socket
 import threading
 import time
 import uuid
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Protocol
@@ -206,7 +206,7 @@ class StateStore:
         self.location = location
         self.record = storage(location)
         self.lock_storage = storage(f"{location}.lock")
-        self.journal_storage = storage(f"{location}.journal")
+        self.storage = storage
         self.clock = clock
 
     def read(self) -> Document:
@@ -217,11 +217,11 @@ class StateStore:
         return Document.from_json(data.decode(), self.location)
 
     def journal(self) -> Journal:
-        return Journal(self.journal_storage)
+        return Journal(self.storage, f"{self.location}.journal")
 
     def pending(self, base: Document) -> Pending:
         """What an interrupted apply journaled over `base` and never folded in."""
-        return journal_entries(self.journal_storage.read(), base, f"{self.location}.journal")
+        return journal_entries(self.journal().read(), base, f"{self.location}.journal")
 
     def write(
         self, previous: Document, content: Mapping[str, Any], folded: str | None = None
@@ -327,24 +327,34 @@ class Journal:
     folds a journal left behind into the record (`StateStore.pending`).
 
     A local file gets each line appended and synced at once. A remote store has no
-    append: the whole journal is rewritten at most every two seconds, so a kill loses
-    up to that much, which the next run sends again (every change is safe to resend).
+    append: new lines go out as one more numbered object (`.1`, `.2`, ...) at most every
+    two seconds, so a kill loses up to that much, which the next run sends again (every
+    change is safe to resend), and nothing already written is written twice.
     """
 
-    def __init__(self, storage: Storage, clock: Callable[[], float] = time.monotonic) -> None:
+    def __init__(
+        self,
+        storage: Callable[[str], Storage],
+        location: str,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
         self.storage = storage
+        self.location = location
+        self.head = storage(location)
+        self.appends = getattr(self.head, "append", None)
         self.clock = clock
         self.id = uuid.uuid4().hex
-        self.lines: list[bytes] = []
+        self.waiting: list[bytes] = []
+        self.chunks = 0
         self.flushed = 0.0
         self.closed = False
         self._lock = threading.Lock()
 
     def start(self, base: Document) -> None:
         """Begin a journal over `base` (the record it amends)."""
+        self.discard_chunks()
         header = {"id": self.id, "lineage": base.lineage, "serial": base.serial}
-        self.lines = [json.dumps(header).encode() + b"\n"]
-        self.storage.replace(b"".join(self.lines))
+        self.head.replace(json.dumps(header).encode() + b"\n")
         self.flushed = self.clock()
 
     def append(self, entry: Mapping[str, Any]) -> None:
@@ -352,18 +362,49 @@ class Journal:
         with self._lock:
             if self.closed:
                 raise StateError("the journal was already folded into the record")
-            self.lines.append(line)
-            appended = getattr(self.storage, "append", None)
-            if appended is not None:
-                appended(line)
-            elif self.clock() - self.flushed >= REMOTE_FLUSH_SECONDS:
-                self.storage.replace(b"".join(self.lines))
-                self.flushed = self.clock()
+            if self.appends is not None:
+                self.appends(line)
+                return
+            self.waiting.append(line)
+            if self.clock() - self.flushed >= REMOTE_FLUSH_SECONDS:
+                self._flush()
+
+    def _flush(self) -> None:
+        if self.waiting:
+            self.chunks += 1
+            self.storage(f"{self.location}.{self.chunks}").replace(b"".join(self.waiting))
+            self.waiting = []
+        self.flushed = self.clock()
+
+    def read(self) -> bytes | None:
+        """The journal as written: its head, then its chunks in order."""
+        data = self.head.read()
+        if data is None or self.appends is not None:
+            return data
+        parts = [data]
+        for chunk in self._chunks():
+            parts.append(chunk.read() or b"")
+        return b"".join(parts)
+
+    def _chunks(self) -> Iterator[Storage]:
+        number = 1
+        while True:
+            chunk = self.storage(f"{self.location}.{number}")
+            if chunk.read() is None:
+                return
+            yield chunk
+            number += 1
+
+    def discard_chunks(self) -> None:
+        if self.appends is None:
+            for chunk in list(self._chunks()):
+                chunk.delete()
 
     def discard(self) -> None:
         with self._lock:
             self.closed = True
-            self.storage.delete()
+            self.discard_chunks()
+            self.head.delete()
 
 
 @dataclass(frozen=True)
