@@ -75,7 +75,7 @@ def kill_journal_at(n: int) -> None:
     def append(self: loader.state.Journal, entry: Any) -> None:
         count[0] += 1
         if count[0] == n:  # a torn line: half of it written, then death
-            storage = self.storage
+            storage = self.head
             assert isinstance(storage, loader.state.FileStorage)
             line = json.dumps(entry).encode()
             with self._lock:  # as a real append: no other thread writes meanwhile
