@@ -6,6 +6,7 @@ each scope granted exactly its datasets, and a plan finds nothing to do."""
 
 from __future__ import annotations
 
+import json
 import os
 import random
 import shutil
@@ -197,3 +198,37 @@ def test_a_plan_saved_over_a_journal_left_behind_still_applies(tmp_path: Path) -
     code, output = cli_run("apply", str(saved), "-q", env=env)
     assert code == 0, output
     assert_exactly_desired(manifest, env, tmp_path / "example.db")
+
+
+def test_ctrl_c_lets_writes_in_flight_finish_and_the_next_run_completes(tmp_path: Path) -> None:
+    """SIGINT mid-apply: the writes in flight finish, the rest is skipped, the record
+    says so (history: interrupted), the exit is 130; the next apply does the rest."""
+    import signal
+    import time
+
+    from tests.test_check import remote_manifest
+
+    with serving(tmp_path / "serve.db", "--latency", "--request-cost", "0.25") as base:
+        manifest = remote_manifest(tmp_path, base, "dev-admin")
+        env = {**os.environ, SECRET_ENV: SECRET}
+        process = subprocess.Popen(
+            [sys.executable, "-m", "loader", "apply", str(manifest), "--yes", "-q", "-j", "1"],
+            cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+        )  # fmt: skip
+        state = manifest.parent / "manifest.remote.state.json.journal"
+        deadline = time.monotonic() + 60
+        while not state.exists() and time.monotonic() < deadline:  # the apply has begun
+            time.sleep(0.05)
+        time.sleep(0.3)
+        process.send_signal(signal.SIGINT)
+        out, err = process.communicate(timeout=120)
+        assert process.returncode == 130, out + err
+        assert "Apply interrupted: " in out and "skipped: " in out and "interrupted" in out
+        record = json.loads((manifest.parent / "manifest.remote.state.json").read_text())
+        assert record["history"][-1]["outcome"] == "interrupted"
+        assert not state.exists()  # folded into the record
+        code, output = cli_run("apply", str(manifest), "--yes", "-q", env={SECRET_ENV: SECRET})
+        assert code == 0 and output.startswith("Apply complete: "), output
+        code, output = cli_run("plan", str(manifest), "--detailed-exitcode",
+                               env={SECRET_ENV: SECRET})  # fmt: skip
+        assert code == 0, output
