@@ -17,7 +17,9 @@ from loader.validate import SCHEMA_NAMES, ValidationReport, schema_text, validat
 
 
 class LoaderGroup(click.Group):
-    """Errors a user can cause are one line on stderr and exit 1, never a traceback."""
+    """Errors a user can cause are one line on stderr and exit 1, never a traceback; a
+    usage error too (click's 2 would read as "changes" to `plan --detailed-exitcode`);
+    Ctrl-C exits 130."""
 
     def invoke(self, ctx: click.Context) -> object:
         try:
@@ -25,6 +27,19 @@ class LoaderGroup(click.Group):
         except LoaderError as error:
             click.echo(f"error: {error}", err=True)
             ctx.exit(1)
+
+    def main(self, *args: Any, **kwargs: Any) -> Any:
+        if kwargs.get("standalone_mode", True) is False:
+            return super().main(*args, **kwargs)
+        try:
+            code = super().main(*args, **{**kwargs, "standalone_mode": False})
+        except click.ClickException as error:
+            error.show()
+            sys.exit(1)
+        except click.Abort:
+            click.echo("Aborted.", err=True)
+            sys.exit(130)
+        sys.exit(code if isinstance(code, int) else 0)
 
 
 @click.group(cls=LoaderGroup, context_settings={"help_option_names": ["-h", "--help"]})

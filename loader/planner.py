@@ -60,7 +60,6 @@ class Reason(enum.Enum):
     REMOVED = "removed from the manifest"
     DRIFTED = "drifted"
     REGRANT = "re-grant after update"
-    RULES_CHANGED = "access rules changed"
 
 
 class Subject(enum.Enum):
@@ -438,9 +437,10 @@ class _PlanBuilder:
                 continue
             writes.append(write)
             for scope in sorted(scopes):
-                reason = Reason.NEW if recorded is None else Reason.REGRANT
-                if recorded is not None and scope not in recorded.scopes:
-                    reason = Reason.RULES_CHANGED
+                # New to the record (rules widened, or an earlier grant never made it),
+                # else granted again because the write drops it.
+                fresh = recorded is None or scope not in recorded.scopes
+                reason = Reason.NEW if fresh else Reason.REGRANT
                 writes.append(Change(Action.CREATE, Subject.GRANT, reason, scope=scope, key=key))
             if recorded is not None:
                 dropped = recorded.scopes - scopes
@@ -448,7 +448,7 @@ class _PlanBuilder:
                     # PATCH drops every non-admin mapping: nothing to revoke, but say so.
                     self.notes.append(
                         f"{key}: the update drops its grant(s) to {', '.join(sorted(dropped))}"
-                        " (access rules changed)"
+                        " (no longer in the access rules)"
                     )
         deletes = [
             Change(
@@ -499,10 +499,10 @@ class _PlanBuilder:
         for scope in sorted(scopes | recorded.scopes):
             mdid = recorded.mdid
             if scope not in recorded.scopes:
-                changes.append(Change(Action.CREATE, Subject.GRANT, Reason.RULES_CHANGED,
+                changes.append(Change(Action.CREATE, Subject.GRANT, Reason.NEW,
                                       scope=scope, key=key, mdid=mdid))  # fmt: skip
             elif scope not in scopes:
-                changes.append(Change(Action.DELETE, Subject.GRANT, Reason.RULES_CHANGED,
+                changes.append(Change(Action.DELETE, Subject.GRANT, Reason.REMOVED,
                                       scope=scope, key=key, mdid=mdid))  # fmt: skip
             elif (scope, key) in self.observed.grants_missing:
                 changes.append(Change(Action.CREATE, Subject.GRANT, Reason.DRIFTED,
@@ -545,8 +545,9 @@ def _dependency_order(entity: ConfigEntity | RecordedEntity) -> tuple[int, str]:
 
 
 def _label_change(recorded: RecordedEntity, entity: ConfigEntity) -> str:
-    if recorded.label != entity.label:
-        return f"label {recorded.label!r} -> {entity.label!r}"
+    title = entity.body.get("label")
+    if recorded.title is not None and isinstance(title, str) and recorded.title != title:
+        return f"label {recorded.title!r} -> {title!r}"
     return "definition changed"
 
 

@@ -55,12 +55,15 @@ def entity_ref(kind: EntityKind, entity_id: int | str) -> EntityRef:
 class RecordedEntity:
     kind: EntityKind
     id: int | str
-    label: str
+    label: str  # how the manifest names it
     digest: str
+    title: str | None = None  # its `label` field, to say what a change renamed
 
     @classmethod
     def of(cls, entity: ConfigEntity) -> RecordedEntity:
-        return cls(entity.kind, entity.id, entity.label, entity_digest(entity.body))
+        title = entity.body.get("label")
+        return cls(entity.kind, entity.id, entity.label, entity_digest(entity.body),
+                   title if isinstance(title, str) else None)  # fmt: skip
 
     @property
     def ref(self) -> EntityRef:
@@ -125,6 +128,7 @@ class Record:
                 "id": entity.id,
                 "label": entity.label,
                 "digest": entity.digest,
+                "title": entity.title,
             }
         return {
             "target_url": self.target_url,
@@ -142,7 +146,9 @@ class Record:
             for kind_name, items in content.get("config", {}).items():
                 kind = EntityKind(kind_name)
                 for raw in items.values():
-                    entity = RecordedEntity(kind, raw["id"], raw["label"], raw["digest"])
+                    entity = RecordedEntity(
+                        kind, raw["id"], raw["label"], raw["digest"], raw.get("title")
+                    )
                     entities[entity.ref] = entity
             datasets = {}
             for raw in content.get("datasets", []):
@@ -292,7 +298,7 @@ def _key_from_json(raw: Mapping[str, Any]) -> DatasetKey:
 
 def entity_entry(entity: RecordedEntity) -> dict[str, Any]:
     return {"op": "entity", "kind": entity.kind.value, "id": entity.id,
-            "label": entity.label, "digest": entity.digest}  # fmt: skip
+            "label": entity.label, "digest": entity.digest, "title": entity.title}  # fmt: skip
 
 
 def drop_entity_entry(kind: EntityKind, entity_id: int | str) -> dict[str, Any]:
@@ -328,7 +334,8 @@ def replay(record: Record, entries: Iterable[Mapping[str, Any]], where: str) -> 
 
 
 def _entity_from_entry(entry: Mapping[str, Any]) -> RecordedEntity:
-    return RecordedEntity(EntityKind(entry["kind"]), entry["id"], entry["label"], entry["digest"])
+    return RecordedEntity(EntityKind(entry["kind"]), entry["id"], entry["label"],
+                          entry["digest"], entry.get("title"))  # fmt: skip
 
 
 def _replay_one(record: Record, entry: Mapping[str, Any]) -> Record:

@@ -321,7 +321,7 @@ def _server_summary(
     statistics, and a digest no manifest content has."""
     nanos = [value_nanos(v) for v in cells.values()] or [0]
     stats = DatasetStats(len(cells), sum(nanos), min(nanos), max(nanos))
-    return DatasetSummary(summary.key, summary.data_type, "(imported: differs)",
+    return DatasetSummary(summary.key, summary.data_type, summary.revision,
                           "0:differs-on-server", stats, summary.source)  # fmt: skip
 
 
@@ -351,7 +351,8 @@ def _import_config(backend: Backend, desired: Desired, report: ImportReport) -> 
             recorded = RecordedEntity.of(entity)
         else:
             report.entities_differ.append(name)
-            recorded = RecordedEntity(entity.kind, entity.id, entity.label, entity_digest(stored))
+            recorded = RecordedEntity(entity.kind, entity.id, entity.label, entity_digest(stored),
+                                      stored.get("label"))  # fmt: skip
         report.record = report.record.with_entity(recorded)
     # The server shows a category, indicator or resolution only when one of its datasets
     # is visible. When the languages and everything visible match, the config was posted

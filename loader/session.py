@@ -98,6 +98,15 @@ class Run:
         self.document, self.record, self.pending = read_record(self.store)
 
 
+def recorded_url(target: Target, state_location: str) -> str:
+    """How a record names its target: a remote URL as it is; an embedded database
+    relative to a record file beside it, so that the two can move together."""
+    if target.is_local and "://" not in state_location:
+        here = Path(state_location).absolute().parent
+        return "local:" + os.path.relpath(target.local_path, here)
+    return target.url
+
+
 def read_record(store: StateStore) -> tuple[Document, Record, Pending]:
     document = store.read()
     record = Record.from_content(document.content, store.location)
@@ -118,10 +127,11 @@ def open_run(
     chosen = manifest.target(target)
     store = StateStore(state or chosen.state)
     document, record, pending = read_record(store)
-    if record.target_url not in (None, chosen.url):
+    if record.target_url not in (None, chosen.url, recorded_url(chosen, store.location)):
         raise LoaderError(
-            f"{store.location}: this state record belongs to {record.target_url}, not "
-            f"{chosen.url}; give each target its own state"
+            f"{store.location}: this state record was applied to {record.target_url}, not "
+            f"{chosen.url}: give each target its own state (if it is the same backend at a "
+            "new address, set target_url in the record)"
         )
     return Run(str(path), manifest, chosen, manifest.setup(chosen.name), report, store,
                document, record, pending, env)  # fmt: skip
@@ -300,7 +310,10 @@ def save_plan(made: Plan, path: str | Path) -> dict[str, Any]:
     manifest = made.inputs.get("manifest_path")
     if manifest:
         data["manifest_from_plan"] = os.path.relpath(manifest, Path(path).absolute().parent)
-    Path(path).write_text(render_json(data), encoding="utf-8")
+    try:
+        Path(path).write_text(render_json(data), encoding="utf-8")
+    except OSError as error:
+        raise LoaderError(f"{path}: cannot save the plan: {error.strerror or error}") from None
     return data
 
 
@@ -451,7 +464,8 @@ def _execute(
         outcome=outcome,
         counts=result.counts(),
     )
-    record = replace(record, history=(*record.history, entry), target_url=run.target.url)
+    record = replace(record, history=(*record.history, entry),
+                     target_url=recorded_url(run.target, run.store.location))  # fmt: skip
     run.document = run.store.write(run.document, record.to_content(), folded=journal.id)
     journal.discard()
     return Applied(the_plan, result, record)
@@ -483,7 +497,8 @@ def import_state(
             run.datasets({k for k in desired.datasets if k not in run.record.datasets}),
             readers=connection.readers,
         )  # fmt: skip
-        report.record = replace(report.record, target_url=run.target.url)
+        here = recorded_url(run.target, run.store.location)
+        report.record = replace(report.record, target_url=here)
         run.store.write(run.document, report.record.to_content(), folded=run.pending.id)
         run.store.journal().discard()
         return report

@@ -160,7 +160,12 @@ class RemoteStorage:
         import fsspec
 
         self.where = url
-        self.fs, self.path = fsspec.core.url_to_fs(url)
+        try:
+            self.fs, self.path = fsspec.core.url_to_fs(url)
+        except ImportError as error:  # the store's fsspec package (s3fs, gcsfs, ...)
+            raise StateError(f"{url}: this store needs a missing package: {error}") from None
+        except ValueError as error:
+            raise StateError(f"{url}: not a store fsspec knows: {error}") from None
 
     def read(self) -> bytes | None:
         try:

@@ -189,11 +189,13 @@ class ValidationReport:
         """The manifest, or one ManifestError line: the first error and how many more."""
         if self.errors or self.manifest is None:
             count = len(self.errors)
-            raise ManifestError(
-                f"{self.errors[0]}"
-                + (f" (and {count - 1} more problems)" if count > 1 else "")
-                + f"; `flowkit-loader validate {self.path}` lists them"
+            more = (
+                f" (and {count - 1} more problems; `flowkit-loader validate {self.path}` "
+                "lists them)"
+                if count > 1
+                else ""
             )
+            raise ManifestError(f"{self.errors[0]}{more}")
         return self.manifest
 
 

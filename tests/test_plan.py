@@ -176,8 +176,8 @@ def test_a_narrowed_access_rule_gives_grant_deletions() -> None:
     after = desired(scopes={1: {"read:free_data"}})
     plan = plan_of(after, applied(before))
     assert shape(plan) == [
-        ("-", "grant", "read:free_data 2021-02", "access rules changed"),
-        ("-", "grant", "read:free_data 2021-03", "access rules changed"),
+        ("-", "grant", "read:free_data 2021-02", "removed from the manifest"),
+        ("-", "grant", "read:free_data 2021-03", "removed from the manifest"),
     ]
     assert plan.changes[0].mdid == 101 and plan.changes[0].destructive
 
@@ -187,8 +187,8 @@ def test_a_widened_access_rule_gives_grants_on_the_recorded_mdids() -> None:
     after = desired(scopes={1: {"read:free_data", "read:premium"}, 2: {"read:premium"}})
     plan = plan_of(after, applied(before))
     assert shape(plan) == [
-        ("+", "grant", "read:premium 2021-01", "access rules changed"),
-        ("+", "grant", "read:premium 2021-02", "access rules changed"),
+        ("+", "grant", "read:premium 2021-01", "new"),
+        ("+", "grant", "read:premium 2021-02", "new"),
     ]
     assert [c.mdid for c in plan.changes] == [100, 101]
 
@@ -201,6 +201,7 @@ def test_a_changed_label_gives_one_entity_update() -> None:
     plan = plan_of(after, applied(before))
     assert shape(plan) == [("~", "entity", "residents.residents", "content changed")]
     assert plan.changes[0].entity is relabelled and plan.changes[0].role is Role.ADMIN
+    assert plan.changes[0].detail == "label 'Residents' -> 'Residents (count)'"
 
 
 def test_config_creates_in_dependency_order_and_deletes_in_reverse() -> None:

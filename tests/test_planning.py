@@ -153,6 +153,7 @@ def test_a_changed_label_is_one_entity_update(example: Path) -> None:
     assert [(c["symbol"], c["subject"], c["reason"]) for c in data["changes"]] == [
         ("~", "entity", "content changed")
     ]
+    assert data["changes"][0]["detail"].endswith("-> 'Something else'")
     assert run("apply", str(example), "--yes", env=env)[0] == 0
     assert run("plan", str(example), "--detailed-exitcode", env=env)[0] == 0
 

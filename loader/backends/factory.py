@@ -7,10 +7,11 @@ The remote client and its libraries are imported only when a remote target is op
 from __future__ import annotations
 
 from collections.abc import Iterable, Mapping
+from pathlib import Path
 
 from loader.backends.local import LocalBackend
 from loader.backends.store import Principal
-from loader.model import Backend, Credential, Role, SetupConfig, Target
+from loader.model import Backend, Credential, LoaderError, Role, SetupConfig, Target
 
 
 def open_backend(
@@ -21,6 +22,7 @@ def open_backend(
     parallelism: int = 8,
 ) -> Backend:
     if target.is_local:
+        check_local_database(target.local_path)
         return LocalBackend(target.local_path)
     from loader.backends.auth import TokenProvider
     from loader.backends.remote import RemoteBackend
@@ -38,6 +40,20 @@ def open_backend(
         ca_bundle=target.ca_bundle,
         parallelism=parallelism,
     )
+
+
+SQLITE_HEADER = b"SQLite format 3\x00"
+
+
+def check_local_database(path: str) -> None:
+    """A `local:` target must be a SQLite file or nothing yet (a new, empty backend)."""
+    where = Path(path)
+    if where.is_dir():
+        raise LoaderError(f"local:{path}: a directory, not a database file")
+    if where.is_file() and where.stat().st_size > 0:
+        with open(where, "rb") as handle:
+            if handle.read(len(SQLITE_HEADER)) != SQLITE_HEADER:
+                raise LoaderError(f"local:{path}: not a SQLite database")
 
 
 def open_readers(
