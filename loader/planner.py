@@ -368,9 +368,19 @@ class _PlanBuilder:
             )
             if ref not in wanted and recorded.kind is not EntityKind.LANGUAGE
         ]
-        if self.selectors and deletes:
-            self.notes.append(f"{len(deletes)} config deletion(s) left out by --only")
-            deletes = []
+        if self.selectors:
+            # Only the config the selected datasets point at (what their writes need).
+            needed = {
+                (kind, entity_id)
+                for key in self.desired.datasets
+                if selected(self.selectors, key)
+                for kind, entity_id in used_ids(key).items()
+            }
+            kept = [w for w in writes if (w.entity_kind, str(w.entity_id)) in needed]
+            left = len(writes) - len(kept) + len(deletes)
+            if left:
+                self.notes.append(f"{left} config change(s) left out by --only")
+            writes, deletes = kept, []
         return writes, deletes
 
     def used_after(self, dataset_deletes: list[Change]) -> set[tuple[EntityKind, str]]:

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 from collections.abc import Mapping
+from decimal import Decimal
 from itertools import groupby
 from typing import Any
 
@@ -170,6 +171,22 @@ def _block_lines(block: list[Mapping[str, Any]]) -> list[tuple[str, str, list[st
     return [(symbol, text, details)]
 
 
+def _pooled(datasets: list[Mapping[str, Any]]) -> dict[str, Any]:
+    """Many datasets' statistics as one: counts and sums added, the extremes kept."""
+    stats = [d["stats"] for d in datasets]
+    return {"stats": {
+        "count": sum(int(x["count"]) for x in stats),
+        "sum": _decimal_text(sum((Decimal(x["sum"]) for x in stats), Decimal(0))),
+        "min": _decimal_text(min(Decimal(x["min"]) for x in stats)),
+        "max": _decimal_text(max(Decimal(x["max"]) for x in stats)),
+    }}  # fmt: skip
+
+
+def _decimal_text(value: Decimal) -> str:
+    text = format(value, "f")
+    return text.rstrip("0").rstrip(".") if "." in text else text
+
+
 def _collapsed(blocks: list[list[Mapping[str, Any]]]) -> tuple[str, str, list[str]]:
     head = blocks[0][0]
     dates = sorted(b[0]["key"]["dt"][:10] for b in blocks)
@@ -183,8 +200,12 @@ def _collapsed(blocks: list[list[Mapping[str, Any]]]) -> tuple[str, str, list[st
         text += " [destructive]"
     details = []
     if noun == "dataset":
-        values = sum(int(c.get("dataset", {}).get("stats", {}).get("count", 0)) for c in heads)
-        details.append(f"{_plural(values, 'value')}")
+        if all("before" in c and "dataset" in c for c in heads):  # updates: old and new, summed
+            details.append(_stats_line(_pooled([c["before"] for c in heads]),
+                                       _pooled([c["dataset"] for c in heads])))  # fmt: skip
+        else:
+            values = sum(int(c.get("dataset", {}).get("stats", {}).get("count", 0)) for c in heads)
+            details.append(f"{_plural(values, 'value')}")
         scopes: dict[tuple[str, str, str], int] = {}
         for block in blocks:
             for grant in block[1:]:
@@ -254,9 +275,20 @@ def render_markdown(data: Mapping[str, Any], limit: int = GITHUB_COMMENT_LIMIT) 
         f"| destructive | {s['destructive']} |",
         "",
     ]
-    head += [f"> **Note:** {note}" for note in data["notes"]]
-    if data["notes"]:
-        head.append("")
+    if data["changes"]:
+        head += [f"Roles needed: {', '.join(data['roles'])}", ""]
+    # Notes get at most a quarter of the comment; the changes, the rest.
+    notes: list[str] = []
+    room = limit // 4
+    for note in data["notes"]:
+        line = f"> **Note:** {note}"
+        if room - len(line) < 0:
+            notes.append(f"> **Note:** ... and {len(data['notes']) - len(notes):,} more notes "
+                         "(`flowkit-loader show plan.json` prints them all)")  # fmt: skip
+            break
+        notes.append(line)
+        room -= len(line) + 1
+    head += [*notes, ""] if notes else []
     body = []
     for symbol, text, details in _lines(data):
         body.append(f"{symbol} {text}")

@@ -230,7 +230,7 @@ def test_no_config_entity_is_deleted_while_a_remaining_dataset_uses_it() -> None
     after = desired(months=(), config=(LANG, PROVIDER, CATEGORY, SPATIAL, TEMPORAL))
     plan = plan_of(after, record, only=[Selector.parse("dates=2022-01..")])
     assert plan.changes == ()
-    assert any("config deletion(s) left out by --only" in n for n in plan.notes)
+    assert any("1 config change(s) left out by --only" in n for n in plan.notes)
     # Without --only the dataset goes first, then its indicator.
     plan = plan_of(after, record)
     assert shape(plan) == [
@@ -389,3 +389,17 @@ def test_a_setup_replace_says_what_it_removes_and_refuses_to_orphan_datasets() -
     with pytest.raises(LoaderError, match=r"which would remove indicator residents.residents, "
                        r"still used by datasets"):  # fmt: skip
         plan_of(without_indicator, applied(before), only=[Selector.parse("dates=2030")])
+
+
+def test_only_keeps_the_config_its_datasets_need_and_leaves_the_rest_out() -> None:
+    want = desired(months=(1,))
+    record = Record({RecordedEntity.of(e).ref: RecordedEntity.of(e) for e in (LANG, PROVIDER)})
+    plan = plan_of(want, record, only=[Selector.parse("category=residents")])
+    assert [c.entity_id for c in plan.changes if c.subject is Subject.ENTITY] == [
+        "residents", "residents.residents", 2, 2,
+    ]  # fmt: skip
+    relabelled = ConfigEntity(EntityKind.DATA_PROVIDER, 1, "Telco", {"dpid": 1, "name": "T2"})
+    plan = plan_of(replace(want, entities=(LANG, relabelled, *CONFIG[2:])), applied(want),
+                   only=[Selector.parse("category=residents")])  # fmt: skip
+    assert plan.changes == ()
+    assert "1 config change(s) left out by --only" in plan.notes

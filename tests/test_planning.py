@@ -519,3 +519,31 @@ def test_a_saved_plan_applies_from_another_directory(example: Path, tmp_path: Pa
                           check=False)  # fmt: skip
     assert done.returncode == 0, done.stderr
     assert done.stdout == "Apply complete: 96 done, 0 failed, 0 skipped\n"
+
+
+def test_many_updates_fold_with_their_pooled_statistics_and_notes_fit_the_comment(
+    example: Path,
+) -> None:
+    env = env_for(example)
+    assert run("apply", str(example), "--yes", env=env)[0] == 0
+    csv = example.parent / "example" / "data" / "movements_district_daily.csv"
+    lines = csv.read_text().splitlines(keepends=True)
+    column = lines[0].strip().split(",").index("travellers")
+    for index in range(1, len(lines)):
+        cells = lines[index].rstrip("\n").split(",")
+        if cells[column]:
+            cells[column] = repr(float(cells[column]) * 2)
+        lines[index] = ",".join(cells) + "\n"
+    csv.write_text("".join(lines))
+    code, output = run("plan", str(example), env=env)
+    assert code == 0 and (
+        "  ~   datasets of movements.travellers srid=2 trid=4: 2021-03-01..2021-03-14, "
+        "14 datasets: content changed\n        count 280, sum "
+    ) in output
+    pooled = output.split("14 datasets: content changed\n        ")[1].splitlines()[0]
+    before, after = (int(part.split()[-1]) for part in pooled.split(", ")[1].split(" -> "))
+    assert after == 2 * before  # every value doubled
+    data = plan_json(example)
+    data["notes"] = [f"note {i}: " + "x" * 200 for i in range(1000)]
+    text = render_markdown(data)
+    assert len(text) <= 65_536 and "more notes (`flowkit-loader show plan.json`" in text
