@@ -276,12 +276,16 @@ class ApplyProgress:
         from loader.execute import Status
         from loader.render import progress_line
 
+        if outcome.status is Status.SKIPPED and outcome.message == "interrupted":
+            return  # never started: no progress
         with self.lock:
             self.done += 1
             self.failed += outcome.status is Status.FAILED
             now = self.clock()
             if self.verbose:
-                click.echo(f"  {outcome.status.value}: {outcome.change.describe()}", err=True)
+                clear = "\r\x1b[K" if self.terminal else ""  # the bar's line, wiped first
+                line = f"  {outcome.status.value}: {outcome.change.describe()}"
+                click.echo(clear + line, err=True)
             if self.quiet:
                 return
             if self.terminal:
@@ -330,6 +334,9 @@ def apply_command(
     """Make the target match MANIFEST (plan, confirm, apply), or carry out a saved PLAN
     exactly (refused when stale or made for another target)."""
     from loader import session
+
+    if quiet and verbose:
+        raise click.UsageError("--quiet and --verbose: choose one")
     from loader.planner import Plan
     from loader.render import plan_data, render_result, render_text
 

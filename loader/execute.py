@@ -46,6 +46,8 @@ from loader.record import (
 )
 
 DEFAULT_PARALLELISM = 4
+UNREACHABLE_AFTER = 3
+UNREACHABLE = "not started: the backend stopped answering"
 
 
 class Status(enum.Enum):
@@ -109,6 +111,7 @@ class Executor:
         self._lock = threading.Lock()
         self.failed_refs: set[tuple[EntityKind, str]] = set()
         self.failed_keys: set[DatasetKey] = set()
+        self.unanswered = 0  # failures in a row without any answer from the backend
 
     # -- bookkeeping ------------------------------------------------------------------------
 
@@ -116,8 +119,23 @@ class Executor:
         outcome = Outcome(change, status, message)
         with self._lock:
             self.result.outcomes.append(outcome)
+            if status is Status.DONE:
+                self.unanswered = 0
         if self.progress is not None:
             self.progress(outcome)
+
+    def _failed(self, change: Change, error: Exception) -> None:
+        """Report a failure; count it when the backend did not answer at all."""
+        with self._lock:
+            silent = isinstance(error, BackendError) and error.status == 0
+            self.unanswered = self.unanswered + 1 if silent else 0
+        self._report(change, Status.FAILED, _failure(error))
+
+    @property
+    def unreachable(self) -> bool:
+        """Several changes in a row got no answer: start no more (each would wait through
+        its own retries first)."""
+        return self.unanswered >= UNREACHABLE_AFTER
 
     def _skip_all(self, changes: Iterable[Change], why: str) -> None:
         for change in changes:
@@ -132,6 +150,11 @@ class Executor:
         blocks = _blocks(c for c in plan.changes if c.subject in (Subject.DATASET, Subject.GRANT))
         try:
             for index, change in enumerate(head):
+                if self.unreachable:
+                    self._skip_all(head[index:], UNREACHABLE)
+                    self._skip_all([c for b in blocks.values() for c in b], UNREACHABLE)
+                    self._skip_all(tail, UNREACHABLE)
+                    return self.result
                 if not self._config_change(change) and change.subject is Subject.SETUP:
                     self._skip_all(head[index + 1 :], "the setup failed")
                     self._skip_all([c for b in blocks.values() for c in b], "the setup failed")
@@ -139,6 +162,9 @@ class Executor:
                     return self.result
             self._datasets(blocks)
             for change in tail:
+                if self.unreachable:
+                    self._report(change, Status.SKIPPED, UNREACHABLE)
+                    continue
                 self._entity_delete(change)
         except KeyboardInterrupt:
             self.result.interrupted = True
@@ -157,7 +183,7 @@ class Executor:
         except LoaderError as error:
             if change.entity_kind is not None:
                 self.failed_refs.add(entity_ref(change.entity_kind, str(change.entity_id)))
-            self._report(change, Status.FAILED, str(error))
+            self._failed(change, error)
             return False
         self._report(change, Status.DONE)
         return True
@@ -191,10 +217,10 @@ class Executor:
             self.backend.delete_entity(kind, entity_id)
         except BackendError as error:
             if error.status != 404:  # indicators answer 404 when already gone
-                self._report(change, Status.FAILED, str(error))
+                self._failed(change, error)
                 return
         except LoaderError as error:
-            self._report(change, Status.FAILED, str(error))
+            self._failed(change, error)
             return
         self.journal(drop_entity_entry(kind, entity_id))
         self._report(change, Status.DONE)
@@ -252,6 +278,9 @@ class Executor:
         return ""
 
     def _block(self, block: list[Change], dataset: Dataset | None) -> None:
+        if self.unreachable:
+            self._skip_all(block, UNREACHABLE)
+            return
         first = block[0]
         mdid = first.mdid
         grants = block
@@ -262,7 +291,7 @@ class Executor:
             except Exception as error:  # a worker's failure must reach the summary
                 if first.key is not None:
                     self.failed_keys.add(first.key)
-                self._report(first, Status.FAILED, _failure(error))
+                self._failed(first, error)
                 self._skip_all(grants, "its dataset write failed")
                 return
             self._report(first, Status.DONE)
@@ -274,7 +303,7 @@ class Executor:
                 else:
                     self.backend.grant(change.scope, mdid)
             except Exception as error:
-                self._report(change, Status.FAILED, _failure(error))
+                self._failed(change, error)
                 continue
             self.journal(
                 grant_entry(change.key, change.scope, mdid, change.action is not Action.DELETE)

@@ -20,6 +20,7 @@ from loader.planner import Change, Plan, Subject
 PLAN_FORMAT_VERSION = 1
 GITHUB_COMMENT_LIMIT = 65_536
 COLLAPSE_AFTER = 3  # more datasets than this of one indicator and action: one line
+SKIPPED_LISTED = 5  # more changes than this skipped for one reason: counted, not listed
 
 # ---------------------------------------------------------------------------------------
 # The JSON form
@@ -332,10 +333,18 @@ def render_result(result: ApplyResult) -> str:
     """What failed and what was skipped (and why), then the counts."""
     counts = result.counts()
     out = []
+    skipped: dict[str, list[str]] = {}
     for outcome in result.outcomes:
-        if outcome.status is not Status.DONE:
+        if outcome.status is Status.FAILED:
             why = f": {outcome.message}" if outcome.message else ""
-            out.append(f"  {outcome.status.value}: {outcome.change.describe()}{why}")
+            out.append(f"  failed: {outcome.change.describe()}{why}")
+        elif outcome.status is Status.SKIPPED:
+            skipped.setdefault(outcome.message, []).append(outcome.change.describe())
+    for why, changes in skipped.items():  # many skipped for one reason: one line
+        if len(changes) > SKIPPED_LISTED:
+            out.append(f"  skipped: {_plural(len(changes), 'change')}: {why}")
+        else:
+            out += [f"  skipped: {change}: {why}" for change in changes]
     state = "interrupted" if result.interrupted else "complete" if result.ok else "incomplete"
     out.append(
         f"Apply {state}: {counts['done']} done, {counts['failed']} failed, "

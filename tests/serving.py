@@ -7,7 +7,7 @@ import re
 import subprocess
 import sys
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
@@ -76,9 +76,12 @@ def remote(base: str, clients: dict[Role, str], **options: object) -> RemoteBack
 
 
 @contextmanager
-def counting_proxy(upstream: str) -> Iterator[tuple[str, list[tuple[str, str]]]]:
+def counting_proxy(
+    upstream: str, closed: list[Callable[[], None]] | None = None
+) -> Iterator[tuple[str, list[tuple[str, str]]]]:
     """A loopback HTTP proxy in front of `upstream` that notes each request's method and
-    path: how tests count what a command sent (tokens included, under /oauth)."""
+    path: how tests count what a command sent (tokens included, under /oauth). Calling
+    what it appends to `closed` shuts its port: from then on connections are refused."""
     import http.server
     import threading
 
@@ -86,6 +89,7 @@ def counting_proxy(upstream: str) -> Iterator[tuple[str, list[tuple[str, str]]]]
 
     seen: list[tuple[str, str]] = []
     client = httpx.Client(base_url=upstream, timeout=120)
+    shut = threading.Event()
 
     class Forward(http.server.BaseHTTPRequestHandler):
         protocol_version = "HTTP/1.1"
@@ -93,6 +97,9 @@ def counting_proxy(upstream: str) -> Iterator[tuple[str, list[tuple[str, str]]]]
         def forward(self) -> None:
             length = int(self.headers.get("Content-Length") or 0)
             body = self.rfile.read(length) if length else b""
+            if shut.is_set():  # closed: kept-alive connections drop without an answer
+                self.close_connection = True
+                return
             seen.append((self.command, self.path))
             headers = {k: v for k, v in self.headers.items()
                        if k.lower() not in ("host", "content-length", "connection")}  # fmt: skip
@@ -112,11 +119,20 @@ def counting_proxy(upstream: str) -> Iterator[tuple[str, list[tuple[str, str]]]]
             pass
 
     server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Forward)
+    server.daemon_threads = True
     thread = threading.Thread(target=server.serve_forever, daemon=True)
     thread.start()
+
+    def close() -> None:
+        if not shut.is_set():
+            shut.set()
+            server.shutdown()
+            server.server_close()
+
+    if closed is not None:
+        closed.append(close)
     try:
         yield f"http://127.0.0.1:{server.server_address[1]}", seen
     finally:
-        server.shutdown()
-        server.server_close()
+        close()
         client.close()

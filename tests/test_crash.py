@@ -14,6 +14,7 @@ import sqlite3
 import subprocess
 import sys
 from collections import Counter
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
@@ -232,3 +233,32 @@ def test_ctrl_c_lets_writes_in_flight_finish_and_the_next_run_completes(tmp_path
         code, output = cli_run("plan", str(manifest), "--detailed-exitcode",
                                env={SECRET_ENV: SECRET})  # fmt: skip
         assert code == 0, output
+
+
+@pytest.mark.slow
+def test_a_backend_that_stops_answering_stops_the_apply_soon(tmp_path: Path) -> None:
+    """The network goes away mid-apply: after a few changes without any answer, no new
+    one is started and the summary says why; with the network back, the next apply
+    finishes the job."""
+    from loader import session
+    from tests.serving import counting_proxy
+    from tests.test_end_to_end import example_manifest
+
+    with serving(tmp_path / "serve.db", "--latency", "--request-cost", "0.05") as base:
+        closers: list[Callable[[], None]] = []
+        with counting_proxy(base, closers) as (proxy, seen):
+            manifest = example_manifest(tmp_path, proxy)
+
+            def cut(outcome: object) -> None:
+                if len(seen) > 30:  # well into the datasets
+                    closers[0]()
+
+            applied = session.apply(manifest, environ={SECRET_ENV: SECRET}, progress=cut)
+        counts = applied.result.counts()
+        assert not applied.result.ok and counts["failed"] <= 2 * 4  # a few per worker
+        assert any("stopped answering" in o.message for o in applied.result.outcomes)
+        assert sum(counts.values()) == 96
+        for path in (tmp_path / "example.served.state.json", manifest):
+            path.write_text(path.read_text().replace(proxy, base))
+        again = session.apply(manifest, environ={SECRET_ENV: SECRET})
+        assert again.result.ok and again.plan.has_changes

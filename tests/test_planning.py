@@ -536,10 +536,14 @@ def test_many_updates_fold_with_their_pooled_statistics_and_notes_fit_the_commen
         lines[index] = ",".join(cells) + "\n"
     csv.write_text("".join(lines))
     code, output = run("plan", str(example), env=env)
-    assert code == 0 and (
-        "  ~   datasets of movements.travellers srid=2 trid=4: 2021-03-01..2021-03-14, "
-        "14 datasets: content changed\n        count 280, sum "
-    ) in output
+    assert (
+        code == 0
+        and (
+            "  ~   datasets of movements.travellers srid=2 trid=4: 2021-03-01..2021-03-14, "
+            "14 datasets: content changed\n        count 280, sum "
+        )
+        in output
+    )
     pooled = output.split("14 datasets: content changed\n        ")[1].splitlines()[0]
     before, after = (int(part.split()[-1]) for part in pooled.split(", ")[1].split(" -> "))
     assert after == 2 * before  # every value doubled
