@@ -11,6 +11,7 @@ import contextlib
 import hashlib
 import json
 import os
+import re
 import subprocess
 from collections.abc import Callable, Iterable, Iterator, Mapping
 from dataclasses import dataclass, field, replace
@@ -125,6 +126,12 @@ def open_run(
     report = validate(path, target=target, environ=env)
     manifest = report.manifest_or_raise()
     chosen = manifest.target(target)
+    unset = sorted(set(re.findall(r"\$\{(\w+)", f"{chosen.url} {state or chosen.state}")))
+    if unset:
+        raise LoaderError(
+            f"target {chosen.name}: {', '.join(unset)} not set in the environment (its url "
+            "or state needs it)"
+        )
     store = StateStore(state or chosen.state)
     document, record, pending = read_record(store)
     if record.target_url not in (None, chosen.url, recorded_url(chosen, store.location)):
@@ -318,7 +325,17 @@ def save_plan(made: Plan, path: str | Path) -> dict[str, Any]:
 
 
 def is_plan_file(source: str | Path) -> bool:
-    return str(source).endswith(".json")
+    """A saved plan, not a manifest: a .json file, or a JSON object with a fingerprint."""
+    if str(source).endswith(".json"):
+        return True
+    try:
+        with open(source, "rb") as handle:
+            if handle.read(64).lstrip()[:1] != b"{":
+                return False
+        data = json.loads(Path(source).read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return False
+    return isinstance(data, dict) and "fingerprint" in data
 
 
 @dataclass

@@ -51,9 +51,15 @@ def test_the_workflow_passes_actionlint(tmp_path: Path) -> None:
 class Runner:
     """Runs one job of the workflow in a fresh checkout, as GitHub would."""
 
-    def __init__(self, workflow: Mapping[str, Any], expressions: Mapping[str, str]) -> None:
+    def __init__(
+        self,
+        workflow: Mapping[str, Any],
+        expressions: Mapping[str, str],
+        overrides: Mapping[str, str],
+    ) -> None:
         self.workflow = workflow
         self.expressions = expressions
+        self.overrides = overrides  # the deployment's own values for the workflow's env
 
     def value(self, text: Any) -> str:
         """A workflow value with its ${{ ... }} expressions put in."""
@@ -71,7 +77,9 @@ class Runner:
                "GITHUB_REPOSITORY": "flowminder/examplia-deployment"}  # fmt: skip
         for key, value in {**self.workflow.get("env", {}), **job.get("env", {})}.items():
             env[key] = self.value(value)
+        env.update(self.overrides)
         outputs = checkout / "github_output"
+        env["GITHUB_STEP_SUMMARY"] = str(checkout / "step_summary")
         ran = []
         for step in job["steps"]:
             condition = step.get("if")
@@ -95,9 +103,9 @@ class Runner:
     def holds(condition: str, env: Mapping[str, str]) -> bool:
         if condition == "always()":
             return True
-        match = re.fullmatch(r"env\.(\w+) == '(.*)'", condition)
+        match = re.fullmatch(r"env\.(\w+) (==|!=) '(.*)'", condition)
         assert match, f"the replay does not know the condition {condition!r}"
-        return env.get(match.group(1)) == match.group(2)
+        return (env.get(match.group(1)) == match.group(3)) == (match.group(2) == "==")
 
 
 def deployment(repository: Path) -> Path:
@@ -129,13 +137,15 @@ def test_the_workflow_replayed_against_serve(tmp_path: Path) -> None:
     (fake_bin / "gh").write_text("#!/bin/sh\necho 4242\n")  # `gh run list`: a run id
     (fake_bin / "gh").chmod(0o755)
     with serving(tmp_path / "serve.db", "--upstream-quirks") as base:
+        overrides = {
+            "FLOWKIT_URL": f"{base}/v1",
+            "FLOWKIT_STATE": str(store),
+            "AUTH0_TOKEN_URL": f"{base}/oauth/token",
+            "AUTH0_AUDIENCE": AUDIENCE,
+            "ADMIN_CLIENT_ID": "dev-admin",
+            "UPDATER_CLIENT_ID": "dev-updater",
+        }
         expressions = {
-            "vars.FLOWKIT_URL": f"{base}/v1",
-            "vars.FLOWKIT_STATE": str(store),
-            "vars.AUTH0_TOKEN_URL": f"{base}/oauth/token",
-            "vars.AUTH0_AUDIENCE": AUDIENCE,
-            "vars.ADMIN_CLIENT_ID": "dev-admin",
-            "vars.UPDATER_CLIENT_ID": "dev-updater",
             "secrets.ADMIN_CLIENT_SECRET": SECRET,
             "secrets.UPDATER_CLIENT_SECRET": SECRET,
             "secrets.STATE_AWS_ACCESS_KEY_ID": "",
@@ -143,17 +153,18 @@ def test_the_workflow_replayed_against_serve(tmp_path: Path) -> None:
             "github.token": "",
             "github.event.pull_request.head.repo.full_name != github.repository": "false",
         }
-        fork = {
-            **expressions,
-            "secrets.ADMIN_CLIENT_SECRET": "",
-            "secrets.UPDATER_CLIENT_SECRET": "",
+        fork = {  # GitHub gives a fork's pull request no secret
+            **{name: "" for name in expressions if name.startswith("secrets.")},
+            "github.token": "",
             "github.event.pull_request.head.repo.full_name != github.repository": "true",
         }
-        runner = Runner(workflow, expressions)
+        runner = Runner(workflow, expressions, overrides)
 
         # 1. A pull request adds the deployment: validated, planned, everything to create.
         pr = checkout(repository, tmp_path / "pr")
-        assert runner.job("plan", pr, fake_bin) == ["Validate", "Plan"]
+        assert runner.job("plan", pr, fake_bin) == [
+            "Validate", "Plan", "Show the plan in the run's summary",
+        ]  # fmt: skip
         comment = (pr / "plan.md").read_text()
         assert "**96 to create, 0 to update, 0 to delete" in comment
         assert "refreshed against the server" in comment and (pr / "plan.json").exists()
@@ -175,9 +186,11 @@ def test_the_workflow_replayed_against_serve(tmp_path: Path) -> None:
         csv.write_text(csv.read_text().replace(f"{row}35659,", f"{row}35660,"))
         (forked / "snapshot").mkdir()
         shutil.copy(main / "snapshot" / "state.json", forked / "snapshot" / "state.json")
-        ran = Runner(workflow, fork).job("plan", forked, fake_bin)
-        assert ran == ["Validate", "Find the last published state snapshot", "Plan"]
+        ran = Runner(workflow, fork, overrides).job("plan", forked, fake_bin)
+        assert ran == ["Validate", "Find the last published state snapshot", "Plan",
+                       "Show the plan in the run's summary"]  # fmt: skip
         comment = (forked / "plan.md").read_text()
+        assert (forked / "step_summary").read_text() == comment
         assert "NOT refreshed (offline)" in comment
         assert "**2 to create, 1 to update, 0 to delete" in comment  # the update's re-grants
         assert "Saved to" not in comment
@@ -188,9 +201,25 @@ def test_the_workflow_replayed_against_serve(tmp_path: Path) -> None:
         runner.job("apply", main, fake_bin)
         done = subprocess.run(
             [str(BIN / "flowkit-loader"), "plan", str(manifest), "--detailed-exitcode"],
-            env={**os.environ, **{k.split(".", 1)[1]: v for k, v in expressions.items()
-                                  if k.startswith(("vars.", "secrets."))}},
+            env={**os.environ, **overrides, "ADMIN_CLIENT_SECRET": SECRET,
+                 "UPDATER_CLIENT_SECRET": SECRET},
             capture_output=True, text=True, check=False,
         )  # fmt: skip
         assert done.returncode == 0, done.stdout + done.stderr
     assert SECRET not in comment
+
+
+def test_the_guides_target_without_its_variables_names_them(tmp_path: Path) -> None:
+    from click.testing import CliRunner
+
+    from loader.cli import cli
+
+    manifest = deployment(tmp_path)
+    result = CliRunner().invoke(cli, ["plan", str(manifest), "--offline"], env={
+        "FLOWKIT_URL": None, "FLOWKIT_STATE": None,
+    })  # fmt: skip
+    assert result.exit_code == 1
+    assert result.output == (
+        "error: target production: FLOWKIT_STATE, FLOWKIT_URL not set in the environment "
+        "(its url or state needs it)\n"
+    )

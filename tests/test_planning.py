@@ -551,3 +551,11 @@ def test_many_updates_fold_with_their_pooled_statistics_and_notes_fit_the_commen
     data["notes"] = [f"note {i}: " + "x" * 200 for i in range(1000)]
     text = render_markdown(data)
     assert len(text) <= 65_536 and "more notes (`flowkit-loader show plan.json`" in text
+
+
+def test_a_saved_plan_is_known_by_its_content_whatever_its_name(example: Path) -> None:
+    env = env_for(example)
+    saved = example.parent / "reviewed.plan"
+    assert run("plan", str(example), "--out", str(saved), env=env)[0] == 0
+    code, output = run("apply", str(saved), "-q", env=env)
+    assert (code, output) == (0, "Apply complete: 96 done, 0 failed, 0 skipped\n")
