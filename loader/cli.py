@@ -383,31 +383,10 @@ def import_command(manifest: str, target: str | None, state: str | None, wait_re
     MANIFEST that the server already holds. Nothing is written to the server; nothing
     unmanaged is ever deleted."""
     from loader import session
+    from loader.render import render_import
 
     report = session.import_state(manifest, target=target, state=state, wait_ready=wait_ready)
-    click.echo(
-        f"datasets: {len(report.matched)} match and are recorded, {len(report.differs)} differ "
-        f"(recorded; the next apply updates them), {len(report.absent)} absent, "
-        f"{len(report.ambiguous)} ambiguous"
-    )
-    for key in report.differs[:20]:
-        click.echo(f"  differs: {key}")
-    for key in report.ambiguous[:20]:
-        click.echo(f"  ambiguous (not one mdid at its date): {key}")
-    click.echo(
-        f"config: {len(report.entities_matched)} match, {len(report.entities_differ)} differ, "
-        f"{len(report.entities_assumed)} assumed posted with them (no visible dataset "
-        f"shows them), {len(report.entities_unseen)} not found"
-    )
-    for name in report.entities_unseen[:20]:
-        click.echo(f"  not found: {name} (the next apply creates it)")
-    unverified = report.grants_unverified
-    for scope in sorted({*report.grants_verified, *report.grants_missing, *unverified}):
-        click.echo(
-            f"grants {scope}: {report.grants_verified.get(scope, 0)} verified, "
-            f"{report.grants_missing.get(scope, 0)} missing, {unverified.get(scope, 0)} not "
-            "checked (no reader credential); the next apply grants those missing or unchecked"
-        )
+    click.echo(render_import(report), nl=False)
 
 
 @cli.command(name="status")

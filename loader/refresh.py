@@ -248,6 +248,7 @@ class ImportReport:
     grants_verified: dict[str, int] = field(default_factory=dict)
     grants_missing: dict[str, int] = field(default_factory=dict)
     grants_unverified: dict[str, int] = field(default_factory=dict)
+    already: int = 0  # datasets of the manifest the record held before
 
 
 def import_record(
@@ -268,6 +269,7 @@ def import_record(
     grids = Grids(setup)
     ranges = {}
     unrecorded = [k for k in desired.datasets if k not in record.datasets]
+    report.already = len(desired.datasets) - len(unrecorded)
     for group, keys in groups(unrecorded).items():
         query = grids.query(keys)
         if query is not None:

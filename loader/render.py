@@ -402,3 +402,32 @@ def progress_line(done: int, total: int, failed: int, seconds: float, width: int
         bar = f"[{'#' * filled}{'.' * (width - filled)}] "
     failures = f", {failed} failed" if failed else ""
     return f"{bar}{done}/{total} {share:.0%} {rate:.1f}/s ETA {eta}{failures}"
+
+
+def render_import(report: Any) -> str:
+    """What `import` found and recorded."""
+    out = [
+        f"datasets: {len(report.matched)} match and are recorded, {len(report.differs)} differ "
+        f"(recorded; the next apply updates them), {len(report.absent)} absent, "
+        f"{len(report.ambiguous)} ambiguous; {report.already} were recorded already"
+    ]
+    out += [f"  differs: {key}" for key in report.differs[:20]]
+    out += [f"  ambiguous (not one mdid at its date): {key}" for key in report.ambiguous[:20]]
+    out.append(
+        f"config: {len(report.entities_matched)} match, {len(report.entities_differ)} differ, "
+        f"{len(report.entities_assumed)} assumed posted with them (no visible dataset "
+        f"shows them), {len(report.entities_unseen)} not found"
+    )
+    out += [f"  not found: {name} (the next apply creates it)"
+            for name in report.entities_unseen[:20]]  # fmt: skip
+    verified, missing = report.grants_verified, report.grants_missing
+    unchecked = report.grants_unverified
+    for scope in sorted({*verified, *missing, *unchecked}):
+        line = f"grants {scope}: {verified.get(scope, 0)} verified"
+        if missing.get(scope):
+            line += f", {missing[scope]} missing (the next apply grants them)"
+        if unchecked.get(scope):
+            line += (f", {unchecked[scope]} not checked: no reader credential for {scope} "
+                     "(the next apply grants them; 303 where they exist)")  # fmt: skip
+        out.append(line)
+    return "\n".join(out) + "\n"

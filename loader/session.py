@@ -53,7 +53,7 @@ from loader.refresh import (
     refresh,
 )
 from loader.render import plan_data, render_json
-from loader.state import Document, Lock, Pending, StateStore
+from loader.state import Document, Pending, StateStore
 from loader.validate import ValidationReport, read_plan_file, validate
 
 SCOPES_OF = {Role.ADMIN: ["admin"], Role.UPDATER: ["write:data"], Role.READER: ["read:free_data"]}
@@ -407,34 +407,49 @@ def apply(
     if saved is not None and saved.target_url != run.target.url:
         raise PlanRefused(f"the saved plan was made for {saved.target_url}, not {run.target.url}")
     connection = connect(run, wait_ready=wait_ready, parallelism=max(parallelism, 1) * 2)
-    lock: Lock | None = None
     try:
-        lock = run.store.acquire(StateStore.holder(holder))
-        run.reread()
-        if run.pending.id:  # an interrupted apply's journal: fold it in before anything else
-            run.document = run.store.write(run.document, run.record.to_content(),
-                                           folded=run.pending.id)  # fmt: skip
-            run.store.journal().discard()
-            run.pending = Pending(None, [])
-        the_plan = make_run_plan(run, connection, only=only, verify=verify)
-        if saved is not None and the_plan.fingerprint != saved.fingerprint:
-            raise PlanRefused(
-                "the saved plan is stale: the manifest, its data, the state record or the "
-                "server changed since it was made; plan again"
-            )
-        if show is not None and the_plan.has_changes:
-            show(the_plan)
-        _check_destroy(the_plan, allow_destroy, max_destroy)
-        if not the_plan.has_changes or (confirm is not None and not confirm(the_plan)):
-            return Applied(the_plan, ApplyResult(), run.record)
-        preflight = getattr(connection.backend, "preflight", None)
-        if preflight is not None:
-            preflight({role: SCOPES_OF[role] for role in the_plan.roles()})
-        return _execute(run, connection.backend, the_plan, parallelism, progress)
+        with run.store.held(StateStore.holder(holder)):
+            return _plan_and_apply(run, connection, saved, only, verify, allow_destroy,
+                                   max_destroy, show, confirm, parallelism, progress)  # fmt: skip
     finally:
-        if lock is not None:
-            run.store.release(lock)
         connection.close()
+
+
+def _plan_and_apply(
+    run: Run,
+    connection: Connection,
+    saved: SavedPlan | None,
+    only: Iterable[str],
+    verify: bool,
+    allow_destroy: bool,
+    max_destroy: int | None,
+    show: Callable[[Plan], None] | None,
+    confirm: Callable[[Plan], bool] | None,
+    parallelism: int,
+    progress: Progress | None,
+) -> Applied:
+    """Under the lock: plan against a fresh read of the record, check, ask, apply."""
+    run.reread()
+    if run.pending.id:  # an interrupted apply's journal: fold it in before anything else
+        run.document = run.store.write(run.document, run.record.to_content(),
+                                       folded=run.pending.id)  # fmt: skip
+        run.store.journal().discard()
+        run.pending = Pending(None, [])
+    the_plan = make_run_plan(run, connection, only=only, verify=verify)
+    if saved is not None and the_plan.fingerprint != saved.fingerprint:
+        raise PlanRefused(
+            "the saved plan is stale: the manifest, its data, the state record or the "
+            "server changed since it was made; plan again"
+        )
+    if show is not None and the_plan.has_changes:
+        show(the_plan)
+    _check_destroy(the_plan, allow_destroy, max_destroy)
+    if not the_plan.has_changes or (confirm is not None and not confirm(the_plan)):
+        return Applied(the_plan, ApplyResult(), run.record)
+    preflight = getattr(connection.backend, "preflight", None)
+    if preflight is not None:
+        preflight({role: SCOPES_OF[role] for role in the_plan.roles()})
+    return _execute(run, connection.backend, the_plan, parallelism, progress)
 
 
 def _check_destroy(the_plan: Plan, allow: bool, limit: int | None) -> None:
@@ -504,24 +519,21 @@ def import_state(
     """Take over what the server holds of the manifest (see refresh.import_record)."""
     run = open_run(manifest, target=target, state=state, environ=environ)
     connection = connect(run, wait_ready=wait_ready)
-    lock = None
     try:
-        lock = run.store.acquire(StateStore.holder(holder))
-        run.reread()
-        desired = run.desired
-        report = import_record(
-            connection.backend, run.record, desired, run.setup,
-            run.datasets({k for k in desired.datasets if k not in run.record.datasets}),
-            readers=connection.readers,
-        )  # fmt: skip
-        here = recorded_url(run.target, run.store.location)
-        report.record = replace(report.record, target_url=here)
-        run.store.write(run.document, report.record.to_content(), folded=run.pending.id)
-        run.store.journal().discard()
-        return report
+        with run.store.held(StateStore.holder(holder)):
+            run.reread()
+            desired = run.desired
+            report = import_record(
+                connection.backend, run.record, desired, run.setup,
+                run.datasets({k for k in desired.datasets if k not in run.record.datasets}),
+                readers=connection.readers,
+            )  # fmt: skip
+            here = recorded_url(run.target, run.store.location)
+            report.record = replace(report.record, target_url=here)
+            run.store.write(run.document, report.record.to_content(), folded=run.pending.id)
+            run.store.journal().discard()
+            return report
     finally:
-        if lock is not None:
-            run.store.release(lock)
         connection.close()
 
 

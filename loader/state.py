@@ -290,6 +290,27 @@ class StateStore:
         hint = "; `flowkit-loader unlock` breaks it if that run is gone" if stale else ""
         raise StateError(f"{self.location}: state is locked, {described}{hint}")
 
+    @contextlib.contextmanager
+    def held(self, holder: str, ttl: float = LOCK_TTL) -> Iterator[Lock]:
+        """The lock, renewed every quarter of its life while the block runs (an apply
+        may take longer than one), and released after it."""
+        lock = self.acquire(holder, ttl)
+        stop = threading.Event()
+
+        def renew() -> None:
+            while not stop.wait(ttl / 4):
+                with contextlib.suppress(LoaderError, OSError):  # the next round tries again
+                    self.acquire(holder, ttl)
+
+        keeper = threading.Thread(target=renew, name="state-lock", daemon=True)
+        keeper.start()
+        try:
+            yield lock
+        finally:
+            stop.set()
+            keeper.join()
+            self.release(lock)
+
     def release(self, lock: Lock) -> None:
         existing = self.current_lock()
         if existing is not None and existing.holder == lock.holder:

@@ -289,10 +289,12 @@ def test_import_takes_over_a_deployment_and_then_plans_nothing(
     assert code == 0, output
     assert output.splitlines()[0] == (
         "datasets: 46 match and are recorded, 0 differ (recorded; the next apply updates "
-        "them), 0 absent, 0 ambiguous"
+        "them), 0 absent, 0 ambiguous; 0 were recorded already"
     )
-    assert "grants read:free_data: 3 verified, 0 missing, 0 not checked" in output
+    assert "\ngrants read:free_data: 3 verified\n" in output
     assert run("plan", str(example), "--detailed-exitcode", env=env)[0] == 0
+    code, output = run("import", str(example), env=env)  # again: nothing new
+    assert output.splitlines()[0].endswith("0 ambiguous; 46 were recorded already")
 
 
 def test_write_manifest_helper_plans(tmp_path: Path) -> None:
@@ -303,18 +305,14 @@ def test_write_manifest_helper_plans(tmp_path: Path) -> None:
     assert code == 2 and "+   setup" in output
 
 
-def test_verify_reads_content_back_and_finds_what_digests_cannot(example: Path) -> None:
-    """The record trusts digests; a value changed in the server's database under the same
-    mdid shows only when the content is read back."""
+def tamper(example: Path, indicator: str) -> dict[str, object]:
+    """Add 1 to a stored value of the indicator's first recorded dataset, under the
+    same mdid (only a direct database edit can do that); that dataset's record."""
     import sqlite3
     from array import array
 
-    env = env_for(example)
-    assert run("apply", str(example), "--yes", env=env)[0] == 0
-    verified = example.parent / "verified.json"
-    assert run("plan", str(example), "--verify", "--out", str(verified), env=env)[0] == 0
     state = json.loads((example.parent / ".flowkit" / "example.local.state.json").read_text())
-    target = next(d for d in state["datasets"] if d["indicator_id"] == "residents.arrived")
+    target: dict[str, object] = next(d for d in state["datasets"] if d["indicator_id"] == indicator)
     with sqlite3.connect(example.parent / "example.db") as db:
         row_id, blob = db.execute(
             "SELECT data.row_id, data.nanos FROM data JOIN metadata ON metadata.id = "
@@ -324,6 +322,18 @@ def test_verify_reads_content_back_and_finds_what_digests_cannot(example: Path) 
         values.frombytes(blob)
         values[0] += 10**9
         db.execute("UPDATE data SET nanos = ? WHERE row_id = ?", (values.tobytes(), row_id))
+    return target
+
+
+def test_verify_reads_content_back_and_finds_what_digests_cannot(example: Path) -> None:
+    """The record trusts digests; a value changed in the server's database under the same
+    mdid shows only when the content is read back."""
+
+    env = env_for(example)
+    assert run("apply", str(example), "--yes", env=env)[0] == 0
+    verified = example.parent / "verified.json"
+    assert run("plan", str(example), "--verify", "--out", str(verified), env=env)[0] == 0
+    target = tamper(example, "residents.arrived")
     assert run("plan", str(example), "--detailed-exitcode", env=env)[0] == 0
     data = plan_json(example, "--verify")
     assert [(c["subject"], c["reason"], c["detail"], c["key"]["dt"]) for c in data["changes"]
@@ -559,3 +569,27 @@ def test_a_saved_plan_is_known_by_its_content_whatever_its_name(example: Path) -
     assert run("plan", str(example), "--out", str(saved), env=env)[0] == 0
     code, output = run("apply", str(saved), "-q", env=env)
     assert (code, output) == (0, "Apply complete: 96 done, 0 failed, 0 skipped\n")
+
+
+def test_import_records_a_dataset_that_differs_so_that_the_next_apply_rewrites_it(
+    example: Path,
+) -> None:
+    env = env_for(example)
+    assert run("apply", str(example), "--yes", env=env)[0] == 0
+    target = tamper(example, "residents.arrived")
+    (example.parent / ".flowkit" / "example.local.state.json").unlink()
+    code, output = run("import", str(example), env=env)
+    assert code == 0, output
+    assert output.splitlines()[:2] == [
+        "datasets: 45 match and are recorded, 1 differ (recorded; the next apply updates "
+        "them), 0 absent, 0 ambiguous; 0 were recorded already",
+        f"  differs: residents.arrived srid=2 trid=2 {target['dt']}",
+    ]
+    data = plan_json(example)
+    assert [(c["subject"], c["reason"]) for c in data["changes"]] == [
+        ("dataset", "content changed"), ("grant", "re-grant after update"),
+    ]  # fmt: skip
+    before, after = data["changes"][0]["before"]["stats"], data["changes"][0]["dataset"]["stats"]
+    assert int(before["sum"]) == int(after["sum"]) + 1  # the server's extra 1
+    assert run("apply", str(example), "--yes", "-q", env=env)[0] == 0
+    assert plan_json(example, "--verify")["changes"] == []

@@ -134,3 +134,17 @@ def test_a_journal_in_a_remote_store_goes_out_in_chunks() -> None:
     journal.discard()
     assert store.pending(base).entries == []
     assert fs.ls(root.rsplit("/", 1)[0], detail=False) == [f"/{root}"]
+
+
+def test_a_held_lock_is_renewed_while_its_run_goes_on(tmp_path: Path) -> None:
+    import time
+
+    store = StateStore(str(tmp_path / "s.json"))
+    with store.held("ci@runner:1#a", ttl=0.4) as lock:
+        time.sleep(0.5)  # past the first expiry: renewed twice meanwhile
+        current = store.current_lock()
+        assert current is not None and current.holder == lock.holder
+        assert current.expires > lock.expires
+        with pytest.raises(StateError, match="state is locked"):
+            store.acquire("other@host:2")
+    assert store.current_lock() is None
