@@ -328,7 +328,6 @@ def tamper(example: Path, indicator: str) -> dict[str, object]:
 def test_verify_reads_content_back_and_finds_what_digests_cannot(example: Path) -> None:
     """The record trusts digests; a value changed in the server's database under the same
     mdid shows only when the content is read back."""
-
     env = env_for(example)
     assert run("apply", str(example), "--yes", env=env)[0] == 0
     verified = example.parent / "verified.json"
