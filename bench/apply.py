@@ -20,6 +20,8 @@ than 2x faster.
 
 from __future__ import annotations
 
+import contextlib
+import io
 import json
 import secrets
 import sqlite3
@@ -40,8 +42,9 @@ SERVE_OPTIONS = ("--upstream-quirks", "--latency")
 
 def notebook(directory: Path, secret: str) -> float:
     with serving(directory / "notebook.db", secret, *SERVE_OPTIONS) as base:
-        token = fetch_token(base.removesuffix("/v1") + "/oauth/token", SERVE_AUDIENCE,
-                            "dev-admin", secret)  # fmt: skip
+        with contextlib.redirect_stdout(io.StringIO()):  # the notebook prints the response
+            token = fetch_token(base.removesuffix("/v1") + "/oauth/token", SERVE_AUDIENCE,
+                                "dev-admin", secret)  # fmt: skip
         config = upstream_config()
         start = time.perf_counter()
         result = run_notebook_flow(base, token, config)

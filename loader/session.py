@@ -162,8 +162,11 @@ class Connection:
                 close()
 
 
-def connect(run: Run, *, wait_ready: float = 0, parallelism: int = 8) -> Connection:
-    backend = open_backend(run.target, run.setup, environ=run.environ, parallelism=parallelism)
+def connect(
+    run: Run, *, wait_ready: float = 0, parallelism: int = 8, read_only: bool = False
+) -> Connection:
+    backend = open_backend(run.target, run.setup, environ=run.environ, parallelism=parallelism,
+                           read_only=read_only)  # fmt: skip
     wait = getattr(backend, "wait_ready", None)
     if wait is not None and wait_ready > 0:  # otherwise the first real request tells
         wait(wait_ready)
@@ -276,7 +279,7 @@ def plan(
     run = open_run(manifest, target=target, state=state, environ=environ)
     if offline:
         return make_run_plan(run, None, only=only)
-    connection = connect(run, wait_ready=wait_ready)
+    connection = connect(run, wait_ready=wait_ready, read_only=True)
     try:
         return make_run_plan(run, connection, only=only, verify=verify)
     finally:
@@ -518,7 +521,7 @@ def import_state(
 ) -> ImportReport:
     """Take over what the server holds of the manifest (see refresh.import_record)."""
     run = open_run(manifest, target=target, state=state, environ=environ)
-    connection = connect(run, wait_ready=wait_ready)
+    connection = connect(run, wait_ready=wait_ready, read_only=True)
     try:
         with run.store.held(StateStore.holder(holder)):
             run.reread()
@@ -579,7 +582,7 @@ def status(
     from loader.timegrid import from_backend_dt
 
     run = open_run(manifest, target=target, state=state, environ=environ)
-    connection = None if offline else connect(run, wait_ready=wait_ready)
+    connection = None if offline else connect(run, wait_ready=wait_ready, read_only=True)
     try:
         actual = actual_state(run, connection)
     finally:

@@ -27,6 +27,13 @@ from tests.serving import SECRET, SECRET_ENV, counting_proxy, remote, serving
 from tests.test_drift import upstream_manifest
 
 READS = {"/v1/query", "/v1/csv"}  # POSTs that write nothing
+# What the access rules give, counted by hand: the example's free rule takes three months
+# of one indicator; its premium rules six months of three residents indicators and 14 days
+# of two movements ones. Upstream: the notebook's rules (3 and 2 x 6 months).
+GRANTED = {
+    "example": {"read:free_data": 3, "read:premium_data": 3 * 6 + 2 * 14},
+    "upstream": {"read:free_data": 3, "read:premium_data": 2 * 6},
+}
 
 
 def run(*args: str, env: dict[str, str]) -> tuple[int, str]:
@@ -128,6 +135,7 @@ def test_apply_reads_back_exactly_and_then_writes_nothing(
             seen = set().union(*(reader.visible_mdids(q) for q in queries.values() if q))
             wanted = {mdid[k] for k, found in desired.scopes.items() if scope in found}
             assert seen == wanted, scope
+            assert len(seen) == GRANTED[which][scope]  # counted from the rules by hand
         assert run("plan", str(manifest), "--detailed-exitcode", env=env)[0] == 0
         if base is None:
             return

@@ -58,6 +58,9 @@ def test_the_example_against_an_empty_backend_is_all_creates(example: Path) -> N
     assert sum(c["subject"] == "dataset" for c in changes) == 46
     assert data["roles"] == ["admin", "updater", "reader"]
     assert data["refreshed"] is True
+    assert not (example.parent / "example.db").exists()  # planning created nothing
+    assert run("status", str(example), env=env_for(example))[0] == 0
+    assert not (example.parent / "example.db").exists()
 
 
 def test_apply_then_plan_shows_nothing_and_the_exit_codes_say_so(example: Path) -> None:
@@ -140,6 +143,16 @@ def test_a_narrowed_access_rule_revokes_grants(example: Path) -> None:
     ]
     assert run("apply", str(example), "--yes", "--allow-destroy", env=env)[0] == 0
     assert run("plan", str(example), "--detailed-exitcode", env=env)[0] == 0
+    # The revokes reached the server: a free-data reader now sees January alone.
+    from loader.backends.local import LocalBackend
+    from loader.backends.store import Principal
+    from loader.model import QueryRange
+
+    reader = LocalBackend(example.parent / "example.db").as_principal(
+        Principal(frozenset({"read:free_data"}), frozenset({"read:free_data"}))
+    )
+    query = QueryRange("residents", "residents.residents", 2, 2, "2021-01", 6)
+    assert len(reader.visible_mdids(query)) == 1
 
 
 def test_a_changed_label_is_one_entity_update(example: Path) -> None:
@@ -224,6 +237,9 @@ def test_only_narrows_the_plan_and_the_apply(example: Path) -> None:
     assert code == 0, output
     data = plan_json(example)
     assert not any(c["key"]["category_id"] == "movements" for c in data["changes"] if "key" in c)
+    # ... and only those: the residents are still all to create.
+    residents = [c for c in data["changes"] if c["subject"] == "dataset"]
+    assert len(residents) == 18 and all(c["action"] == "create" for c in residents)
 
 
 def test_status_shows_ranges_gaps_grants_and_the_last_apply(example: Path) -> None:
@@ -592,3 +608,29 @@ def test_import_records_a_dataset_that_differs_so_that_the_next_apply_rewrites_i
     assert int(before["sum"]) == int(after["sum"]) + 1  # the server's extra 1
     assert run("apply", str(example), "--yes", "-q", env=env)[0] == 0
     assert plan_json(example, "--verify")["changes"] == []
+
+
+def test_the_history_names_the_commit_and_the_plan(example: Path, tmp_path: Path) -> None:
+    import subprocess
+
+    identity = {"GIT_AUTHOR_NAME": "t", "GIT_AUTHOR_EMAIL": "t@t", "GIT_COMMITTER_NAME": "t",
+                "GIT_COMMITTER_EMAIL": "t@t", "HOME": str(tmp_path)}  # fmt: skip
+
+    def git(*args: str) -> str:
+        done = subprocess.run(["git", *args], cwd=tmp_path, capture_output=True, text=True,
+                              check=True, env=identity)  # fmt: skip
+        return done.stdout.strip()
+
+    git("init", "-q")
+    git("add", "-A")
+    git("commit", "-qm", "deployment")
+    saved = tmp_path / "plan.json"
+    env = env_for(example)
+    assert run("plan", str(example), "--out", str(saved), env=env)[0] == 0
+    assert run("apply", str(saved), "-q", env=env)[0] == 0
+    record = json.loads((example.parent / ".flowkit" / "example.local.state.json").read_text())
+    entry = record["history"][-1]
+    assert entry["commit"] == git("rev-parse", "HEAD")
+    assert entry["plan_fingerprint"] == json.loads(saved.read_text())["fingerprint"]
+    assert entry["outcome"] == "complete" and entry["who"] == "local-admin"
+    assert entry["counts"] == {"done": 96, "failed": 0, "skipped": 0}

@@ -9,7 +9,7 @@ from __future__ import annotations
 from collections.abc import Iterable, Mapping
 from pathlib import Path
 
-from loader.backends.local import LocalBackend
+from loader.backends.local import AbsentBackend, LocalBackend
 from loader.backends.store import Principal
 from loader.model import Backend, Credential, LoaderError, Role, SetupConfig, Target
 
@@ -20,9 +20,14 @@ def open_backend(
     *,
     environ: Mapping[str, str] | None = None,
     parallelism: int = 8,
+    read_only: bool = False,
 ) -> Backend:
+    """The target's backend; with `read_only`, an embedded database that does not exist
+    yet is not created (it reads as an empty service)."""
     if target.is_local:
         check_local_database(target.local_path)
+        if read_only and not Path(target.local_path).exists():
+            return AbsentBackend(target.local_path)
         return LocalBackend(target.local_path)
     from loader.backends.auth import TokenProvider
     from loader.backends.remote import RemoteBackend
@@ -66,6 +71,8 @@ def open_readers(
     """A backend per scope as that scope's readers see it, to check grants (which the
     server cannot list): the embedded backend can look as anyone; a remote target needs
     a reader credential per scope (`credentials.scopes`)."""
+    if isinstance(backend, AbsentBackend):
+        return dict.fromkeys(sorted(scopes), backend)
     if isinstance(backend, LocalBackend):
         return {
             scope: backend.as_principal(

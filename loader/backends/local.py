@@ -173,3 +173,55 @@ class LocalBackend:
 
 
 __all__ = ["InvalidBody", "LocalBackend"]
+
+
+class AbsentBackend:
+    """An embedded backend whose file does not exist yet, for commands that only read
+    (plan, status, import): it answers as an empty service would, and creates nothing."""
+
+    def __init__(self, path: str | Path) -> None:
+        self.path = Path(path)
+
+    def _refuse(self, call: str) -> BackendError:
+        return BackendError(call, 0, f"local:{self.path} does not exist yet (read-only here)")
+
+    def read_setup(self) -> SetupView:
+        return SetupView((), ())
+
+    def read_entity(self, kind: EntityKind, entity_id: int | str) -> Mapping[str, Any] | None:
+        return None
+
+    def visible_mdids(self, query: QueryRange) -> frozenset[int]:
+        return frozenset()
+
+    def dataset_content(self, query: QueryRange) -> Content:
+        return {}
+
+    def replace_setup(self, config: Mapping[str, Any]) -> None:
+        raise self._refuse("POST /setup")
+
+    def create_entity(self, kind: EntityKind, body: Mapping[str, Any]) -> EntityWrite:
+        raise self._refuse(f"POST {entity_path(kind)}")
+
+    def update_entity(
+        self, kind: EntityKind, entity_id: int | str, body: Mapping[str, Any]
+    ) -> None:
+        raise self._refuse(f"PATCH {entity_path(kind, entity_id)}")
+
+    def delete_entity(self, kind: EntityKind, entity_id: int | str) -> None:
+        raise self._refuse(f"DELETE {entity_path(kind, entity_id)}")
+
+    def create_dataset(self, dataset: Dataset) -> DatasetWrite:
+        raise self._refuse("POST /data")
+
+    def update_dataset(self, dataset: Dataset) -> int:
+        raise self._refuse("PATCH /data")
+
+    def delete_dataset(self, summary: DatasetSummary) -> None:
+        raise self._refuse("DELETE /data")
+
+    def grant(self, scope: str, mdid: int) -> bool:
+        raise self._refuse("POST /scope_mapping")
+
+    def revoke(self, scope: str, mdid: int) -> None:
+        raise self._refuse("DELETE /scope_mapping")
