@@ -5,6 +5,7 @@ The public Python API (the CLI mirrors it):
     report = loader.validate("deploy.yaml")          # every problem, nothing sent
     manifest = loader.load_manifest("deploy.yaml")   # the model, or ManifestError
     plan = loader.plan("deploy.yaml")                # what would change (nothing written)
+    loader.save_plan(plan, "plan.json")              # for a later loader.apply("plan.json")
     applied = loader.apply("deploy.yaml", allow_destroy=False)   # plan + apply
     loader.import_state("deploy.yaml")               # take over what the notebook loaded
     loader.status("deploy.yaml")                     # what is loaded, gaps, grants
@@ -24,6 +25,7 @@ if TYPE_CHECKING:
     from loader.session import apply as apply
     from loader.session import import_state as import_state
     from loader.session import plan as plan
+    from loader.session import save_plan as save_plan
     from loader.session import status as status
     from loader.validate import ValidationReport as ValidationReport
     from loader.validate import load_manifest as load_manifest
@@ -36,6 +38,7 @@ _EXPORTS = {
     "load_manifest": "loader.validate",
     "validate": "loader.validate",
     "plan": "loader.session",
+    "save_plan": "loader.session",
     "apply": "loader.session",
     "import_state": "loader.session",
     "status": "loader.session",
@@ -48,6 +51,7 @@ __all__ = [
     "import_state",
     "load_manifest",
     "plan",
+    "save_plan",
     "status",
     "validate",
 ]

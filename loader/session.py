@@ -349,14 +349,22 @@ class Applied:
 
 
 def _git_commit(directory: Path) -> str | None:
-    with contextlib.suppress(OSError, subprocess.SubprocessError):
-        done = subprocess.run(
-            ["git", "rev-parse", "HEAD"], cwd=directory, capture_output=True, text=True,
-            timeout=10, check=False,
-        )  # fmt: skip
-        if done.returncode == 0:
-            return done.stdout.strip() or None
-    return None
+    """The manifest's repository's HEAD, marked `-dirty` when tracked files differ from it
+    (what was applied is then not exactly that commit); None outside a repository."""
+
+    def git(*args: str) -> str | None:
+        with contextlib.suppress(OSError, subprocess.SubprocessError):
+            done = subprocess.run(["git", *args], cwd=directory, capture_output=True,
+                                  text=True, timeout=10, check=False)  # fmt: skip
+            if done.returncode == 0:
+                return done.stdout.strip()
+        return None
+
+    head = git("rev-parse", "HEAD")
+    if not head:
+        return None
+    changed = git("status", "--porcelain", "--untracked-files=no")
+    return f"{head}-dirty" if changed else head
 
 
 def _subjects(backend: Backend, roles: Iterable[Role]) -> str:

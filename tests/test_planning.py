@@ -282,6 +282,10 @@ def test_plan_data_of_the_python_api_matches_the_cli(example: Path) -> None:
 
     made = loader.plan(example, environ=env_for(example))
     assert plan_data(made)["summary"] == plan_json(example)["summary"]
+    saved = example.parent / "api-plan.json"
+    loader.save_plan(made, saved)
+    applied = loader.apply(saved, environ=env_for(example))
+    assert applied.result.ok and applied.plan.fingerprint == made.fingerprint
 
 
 def test_apply_without_yes_off_a_terminal_refuses(example: Path) -> None:
@@ -634,3 +638,9 @@ def test_the_history_names_the_commit_and_the_plan(example: Path, tmp_path: Path
     assert entry["plan_fingerprint"] == json.loads(saved.read_text())["fingerprint"]
     assert entry["outcome"] == "complete" and entry["who"] == "local-admin"
     assert entry["counts"] == {"done": 96, "failed": 0, "skipped": 0}
+    # A tracked file changed since the commit: the history says so.
+    config = example.parent / "example" / "config.json"
+    config.write_text(config.read_text().replace('"Residents"', '"Residents (count)"', 1))
+    assert run("apply", str(example), "--yes", "-q", env=env)[0] == 0
+    record = json.loads((example.parent / ".flowkit" / "example.local.state.json").read_text())
+    assert record["history"][-1]["commit"] == git("rev-parse", "HEAD") + "-dirty"
