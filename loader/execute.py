@@ -67,7 +67,6 @@ class Outcome:
 class ApplyResult:
     outcomes: list[Outcome] = field(default_factory=list)
     interrupted: bool = False
-    subjects: set[str] = field(default_factory=set)  # token subjects that wrote
 
     @property
     def ok(self) -> bool:
@@ -87,7 +86,7 @@ Progress = Callable[[Outcome], None]
 
 
 class ApplyError(LoaderError):
-    """An apply that cannot start (what it needs is missing)."""
+    """A planned change that cannot be carried out as planned (its data changed since)."""
 
 
 class Executor:
@@ -149,27 +148,25 @@ class Executor:
         tail = [c for c in config if c.action is Action.DELETE]
         blocks = _blocks(c for c in plan.changes if c.subject in (Subject.DATASET, Subject.GRANT))
         try:
-            for index, change in enumerate(head):
+            for change in head:
                 if self.unreachable:
-                    self._skip_all(head[index:], UNREACHABLE)
-                    self._skip_all([c for b in blocks.values() for c in b], UNREACHABLE)
-                    self._skip_all(tail, UNREACHABLE)
-                    return self.result
+                    return self._skip_rest(plan, UNREACHABLE)
                 if not self._config_change(change) and change.subject is Subject.SETUP:
-                    self._skip_all(head[index + 1 :], "the setup failed")
-                    self._skip_all([c for b in blocks.values() for c in b], "the setup failed")
-                    self._skip_all(tail, "the setup failed")
-                    return self.result
+                    return self._skip_rest(plan, "the setup failed")
             self._datasets(blocks)
             for change in tail:
                 if self.unreachable:
-                    self._report(change, Status.SKIPPED, UNREACHABLE)
-                    continue
+                    return self._skip_rest(plan, UNREACHABLE)
                 self._entity_delete(change)
         except KeyboardInterrupt:
             self.result.interrupted = True
-            done = {id(o.change) for o in self.result.outcomes}
-            self._skip_all([c for c in plan.changes if id(c) not in done], "interrupted")
+            return self._skip_rest(plan, "interrupted")
+        return self.result
+
+    def _skip_rest(self, plan: Plan, why: str) -> ApplyResult:
+        """Every change not reported yet, skipped for one reason."""
+        done = {id(o.change) for o in self.result.outcomes}
+        self._skip_all([c for c in plan.changes if id(c) not in done], why)
         return self.result
 
     # -- config -----------------------------------------------------------------------------
