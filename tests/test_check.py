@@ -77,8 +77,15 @@ def test_an_invalid_manifest_is_one_line(tmp_path: Path) -> None:
     manifest.write_text(manifest.read_text().replace("version: 1", "version: 2"))
     code, output = run("check", str(manifest))
     assert code == 1
-    assert len(output.splitlines()) == 1
-    assert "unsupported manifest version" in output and "flowkit-loader validate" in output
+    assert output == (
+        f"error: {manifest}:1:10: unsupported manifest version: this loader reads version 1, "
+        "not 2\n"
+    )
+    # Several problems: the first, how many more, and where to see them all.
+    manifest.write_text(manifest.read_text().replace("revision: r1", "revision: [r1]"))
+    code, output = run("check", str(manifest))
+    assert code == 1 and len(output.splitlines()) == 1
+    assert "(and 1 more problems; `flowkit-loader validate " in output
 
 
 def test_the_real_command_exits_1_with_one_line_on_stderr(tmp_path: Path) -> None:
