@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from pathlib import Path
 
 from loader.data import read_datasets
@@ -53,6 +54,18 @@ def write_manifest(
         "datasets:\n" + (entries if entries is not None else "".join(blocks)) + access
     )
     return manifest
+
+
+def edit_column(csv: Path, column: str, change: Callable[[float], float]) -> None:
+    """Rewrite every non-empty cell of one CSV column through `change`."""
+    lines = csv.read_text().splitlines(keepends=True)
+    index = lines[0].strip().split(",").index(column)
+    for number in range(1, len(lines)):
+        cells = lines[number].rstrip("\n").split(",")
+        if cells[index]:
+            cells[index] = repr(change(float(cells[index])))
+        lines[number] = ",".join(cells) + "\n"
+    csv.write_text("".join(lines))
 
 
 def example() -> tuple[dict[str, list[dict[str, object]]], list[Dataset]]:

@@ -26,6 +26,7 @@ from loader.record import groups
 from loader.refresh import Grids, content_matches
 from loader.session import open_run
 from tests.conftest import ROOT
+from tests.helpers import edit_column
 from tests.serving import SECRET, SECRET_ENV, serving
 
 SCENARIOS = ("fresh", "update", "remove")
@@ -57,14 +58,7 @@ def prepared(directory: Path, scenario: str) -> tuple[Path, dict[str, str]]:
     assert cli_run("apply", str(manifest), "--yes", env=env)[0] == 0
     if scenario == "update":
         csv = manifest.parent / "example" / "data" / "residents_district_monthly.csv"
-        lines = csv.read_text().splitlines(keepends=True)
-        column = lines[0].strip().split(",").index("arrived")
-        for index in range(1, len(lines)):
-            cells = lines[index].rstrip("\n").split(",")
-            if cells[column]:
-                cells[column] = repr(float(cells[column]) + 1)
-            lines[index] = ",".join(cells) + "\n"
-        csv.write_text("".join(lines))
+        edit_column(csv, "arrived", lambda value: value + 1)
     else:
         text = manifest.read_text()
         start = text.index("  - file: example/data/movements_district_daily.csv")

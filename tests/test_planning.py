@@ -16,7 +16,7 @@ from loader.cli import cli
 from loader.render import plan_data, render_markdown
 from loader.validate import schema_text
 from tests.conftest import ROOT
-from tests.helpers import write_manifest
+from tests.helpers import edit_column, write_manifest
 
 PLAN_SCHEMA = json.loads(schema_text("plan.schema.json"))
 
@@ -556,14 +556,7 @@ def test_many_updates_fold_with_their_pooled_statistics_and_notes_fit_the_commen
     env = env_for(example)
     assert run("apply", str(example), "--yes", env=env)[0] == 0
     csv = example.parent / "example" / "data" / "movements_district_daily.csv"
-    lines = csv.read_text().splitlines(keepends=True)
-    column = lines[0].strip().split(",").index("travellers")
-    for index in range(1, len(lines)):
-        cells = lines[index].rstrip("\n").split(",")
-        if cells[column]:
-            cells[column] = repr(float(cells[column]) * 2)
-        lines[index] = ",".join(cells) + "\n"
-    csv.write_text("".join(lines))
+    edit_column(csv, "travellers", lambda value: value * 2)
     code, output = run("plan", str(example), env=env)
     assert (
         code == 0
