@@ -16,12 +16,15 @@ import sys
 from collections import Counter
 from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 import pytest
 from click.testing import CliRunner
 
+from loader import session
 from loader.backends.local import LocalBackend
 from loader.cli import cli
+from loader.execute import DEFAULT_PARALLELISM
 from loader.record import groups
 from loader.refresh import Grids, content_matches
 from loader.session import open_run
@@ -117,11 +120,43 @@ def assert_exactly_desired(manifest: Path, env: dict[str, str], db: Path) -> Non
     assert code == 0, output
 
 
+class Resent:
+    """Counts, during a rerun, the dataset creates that met a dataset already there: the
+    writes the killed run had made without journaling them."""
+
+    def __init__(self, inner: Any) -> None:
+        self.inner = inner
+        self.existing = 0
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self.inner, name)
+
+    def create_dataset(self, dataset: Any) -> Any:
+        write = self.inner.create_dataset(dataset)
+        self.existing += not write.created
+        return write
+
+
 def crash_and_resume(directory: Path, scenario: str, point: str) -> None:
     manifest, env = prepared(directory, scenario)
     crash(manifest, env, point)
-    code, output = cli_run("apply", str(manifest), "--yes", "--allow-destroy", env=env)
+    connect = session.connect
+    counted: list[Resent] = []
+
+    def counting(*args: Any, **kwargs: Any) -> Any:
+        connection = connect(*args, **kwargs)
+        connection.backend = Resent(connection.backend)
+        counted.append(connection.backend)
+        return connection
+
+    session.connect = counting  # type: ignore[assignment]
+    try:
+        code, output = cli_run("apply", str(manifest), "--yes", "--allow-destroy", env=env)
+    finally:
+        session.connect = connect  # type: ignore[assignment]
     assert code == 0, f"{point}: {output}"
+    # Only what was in flight at the kill (at most one per worker) is sent again.
+    assert sum(c.existing for c in counted) <= DEFAULT_PARALLELISM, point
     assert_exactly_desired(manifest, env, directory / "example.db")
 
 
