@@ -151,6 +151,10 @@ class Executor:
             for change in head:
                 if self.unreachable:
                     return self._skip_rest(plan, UNREACHABLE)
+                parent = self._failed_parent(change)
+                if parent:  # skipped, and what needs it is skipped in turn
+                    self._report(change, Status.SKIPPED, parent)
+                    continue
                 if not self._config_change(change) and change.subject is Subject.SETUP:
                     return self._skip_rest(plan, "the setup failed")
             self._datasets(blocks)
@@ -184,6 +188,17 @@ class Executor:
             return False
         self._report(change, Status.DONE)
         return True
+
+    def _failed_parent(self, change: Change) -> str:
+        """An indicator waits for its category: why it cannot go, or ''."""
+        entity = change.entity
+        if entity is None or entity.kind is not EntityKind.INDICATOR:
+            return ""
+        category = str(entity.body.get("category_id"))
+        if (EntityKind.CATEGORY, category) not in self.failed_refs:
+            return ""
+        self.failed_refs.add(entity_ref(entity.kind, str(entity.id)))
+        return f"its category {category} failed"
 
     def _post_setup(self) -> None:
         config: dict[str, list[Mapping[str, Any]]] = {kind.value: [] for kind in EntityKind}

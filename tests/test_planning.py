@@ -637,3 +637,52 @@ def test_the_history_names_the_commit_and_the_plan(example: Path, tmp_path: Path
     assert run("apply", str(example), "--yes", "-q", env=env)[0] == 0
     record = json.loads((example.parent / ".flowkit" / "example.local.state.json").read_text())
     assert record["history"][-1]["commit"] == git("rev-parse", "HEAD") + "-dirty"
+
+
+def test_a_failed_category_skips_its_indicators_and_their_datasets(
+    example: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from loader import session
+    from loader.model import BackendError, EntityKind
+
+    connect = session.connect
+
+    class Refusing:
+        def __init__(self, inner: object) -> None:
+            self.inner = inner
+
+        def __getattr__(self, name: str) -> object:
+            return getattr(self.inner, name)
+
+        def create_entity(self, kind: EntityKind, body: dict[str, object]) -> object:
+            if kind is EntityKind.CATEGORY and body["category_id"] == "movements":
+                raise BackendError("POST /categories", 500, "Internal Server Error")
+            return self.inner.create_entity(kind, body)  # type: ignore[attr-defined]
+
+    def refusing_connect(*args: object, **kwargs: object) -> object:
+        connection = connect(*args, **kwargs)  # type: ignore[arg-type]
+        connection.backend = Refusing(connection.backend)  # type: ignore[assignment]
+        return connection
+
+    env = env_for(example)
+    # The setup first, by hand, without the movements category: then plain creates.
+    config = example.parent / "example" / "config.json"
+    full = config.read_text()
+    body = json.loads(full)
+    body["categories"] = [c for c in body["categories"] if c["category_id"] != "movements"]
+    body["indicators"] = [i for i in body["indicators"] if i["category_id"] != "movements"]
+    config.write_text(json.dumps(body))
+    text = example.read_text()
+    start = text.index("  - file: example/data/movements_district_daily.csv")
+    example.write_text(text[:start] + text[text.index("access:") :].split("  read:premium")[0])
+    assert run("apply", str(example), "--yes", "-q", env=env)[0] == 0
+    config.write_text(full)
+    example.write_text(text)
+    monkeypatch.setattr(session, "connect", refusing_connect)
+    code, output = run("apply", str(example), "--yes", "-q", env=env)
+    assert code == 1
+    assert "  failed: category movements: POST /categories: 500 Internal Server Error" in output
+    # Its two indicators, their 28 datasets and those datasets' 28 grants; the residents'
+    # premium grants (new in the manifest) are done.
+    assert "  skipped: 58 changes: its category movements failed\n" in output
+    assert output.endswith("Apply incomplete: 18 done, 1 failed, 58 skipped\n")
