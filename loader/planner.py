@@ -35,7 +35,6 @@ from loader.record import (
     RecordedEntity,
     entity_digest,
     entity_ref,
-    group_of,
     used_ids,
 )
 
@@ -571,4 +570,4 @@ def _entity_counts(entities: Iterable[ConfigEntity]) -> str:
     )  # fmt: skip
 
 
-__all__ = ["Action", "Change", "Plan", "Reason", "Selector", "Subject", "group_of", "make_plan"]
+__all__ = ["Action", "Change", "Plan", "Reason", "Selector", "Subject", "make_plan"]

@@ -372,4 +372,12 @@ def _import_config(backend: Backend, desired: Desired, report: ImportReport) -> 
         report.entities_unseen += [f"{e.kind.singular} {e.label}" for e in unseen]
 
 
-__all__ = ["Grids", "ImportReport", "desired_state", "import_record", "refresh"]
+__all__ = [
+    "Grids",
+    "ImportReport",
+    "adopt_languages",
+    "content_matches",
+    "desired_state",
+    "import_record",
+    "refresh",
+]
