@@ -255,8 +255,6 @@ class Observed:
 @dataclass(frozen=True)
 class Actual:
     record: Record
-    lineage: str
-    serial: int
     observed: Observed = Observed()
 
 

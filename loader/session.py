@@ -43,9 +43,11 @@ from loader.record import (
     Observed,
     Record,
     entity_digest,
+    groups,
     replay,
 )
 from loader.refresh import (
+    Grids,
     ImportReport,
     adopt_languages,
     desired_state,
@@ -54,6 +56,7 @@ from loader.refresh import (
 )
 from loader.render import plan_data, render_json
 from loader.state import Document, Pending, StateStore
+from loader.timegrid import from_backend_dt
 from loader.validate import ValidationReport, read_plan_file, validate
 
 SCOPES_OF = {Role.ADMIN: ["admin"], Role.UPDATER: ["write:data"], Role.READER: ["read:free_data"]}
@@ -201,7 +204,7 @@ def actual_state(run: Run, connection: Connection | None, *, verify: bool = Fals
             connection.backend, run.record, desired, run.setup, readers=connection.readers,
             verify=run.datasets(set(desired.datasets)) if verify else None,
         )  # fmt: skip
-    return Actual(run.record, run.document.lineage, run.document.serial, observed)
+    return Actual(run.record, observed)
 
 
 def record_digest(record: Record) -> str:
@@ -257,10 +260,8 @@ def make_run_plan(
         plan.changes, plan.unchanged, plan.notes, plan.refreshed, plan.only,
         fingerprint=fingerprint(run, actual, plan.only, verify, plan),
         target=run.target.name, manifest=display_path(run.path),
-        inputs={"target_url": run.target.url, "state": run.store.location,
-                "manifest_path": str(Path(run.path).absolute()),
-                "state_serial": actual.serial, "verify": verify,
-                "datasets": len(run.desired.datasets)},
+        inputs={"target_url": run.target.url, "verify": verify,
+                "manifest_path": str(Path(run.path).absolute())},
     )  # fmt: skip
 
 
@@ -585,10 +586,6 @@ def status(
     environ: Mapping[str, str] | None = None,
 ) -> Status:
     """What the target holds as the record knows it, checked against the server's mdids."""
-    from loader.record import groups
-    from loader.refresh import Grids
-    from loader.timegrid import from_backend_dt
-
     run = open_run(manifest, target=target, state=state, environ=environ)
     connection = None if offline else connect(run, wait_ready=wait_ready, read_only=True)
     try:

@@ -85,7 +85,7 @@ def refreshed(**observed: object) -> Observed:
 
 def plan_of(want: Desired, record: Record, observed: Observed | None = None,
             only: Iterable[Selector] = ()) -> Plan:  # fmt: skip
-    return make_plan(want, Actual(record, "lineage", 3, observed or refreshed()), only)
+    return make_plan(want, Actual(record, observed or refreshed()), only)
 
 
 def shape(plan: Plan) -> list[tuple[str, str, str, str]]:
@@ -287,7 +287,7 @@ def test_unchecked_scopes_and_unrecorded_datasets_are_said() -> None:
 
 def test_an_offline_plan_says_it_was_not_refreshed() -> None:
     want = desired()
-    plan = make_plan(want, Actual(applied(want), "lineage", 3))
+    plan = make_plan(want, Actual(applied(want)))
     assert plan.changes == () and not plan.refreshed
     assert plan.notes == ("not refreshed: planned against the state record alone (--offline)",)
 
