@@ -79,7 +79,7 @@ def validate_command(
         if len(report.problems) > max_problems:
             click.echo(f"... and {len(report.problems) - max_problems} more")
         if verbose and report.ok:
-            for line in _dataset_lines(report):
+            for line in [*_dataset_lines(report), *_missing_lines(report)]:
                 click.echo(line)
         click.echo(_summary(report, data=not no_data))
         failed = failed or not report.ok
@@ -98,12 +98,24 @@ def _summary(report: ValidationReport, data: bool) -> str:
         return f"{report.path}: valid (data not checked): {counts}"
     rows = sum(f.rows for f in report.files)
     values = sum(f.values for f in report.files)
-    empty = sum(f.empty_cells for f in report.files)
+    missing = sum(sum(f.missing_cells.values()) for f in report.files)
     return (
         f"{report.path}: valid: {_plural(len(report.files), 'file')}, {_plural(rows, 'row')}, "
         f"{_plural(values, 'value')} in {_plural(len(report.summaries), 'dataset')} "
-        f"({_plural(empty, 'empty cell')} skipped); {counts}"
+        f"({_plural(missing, 'missing cell')} skipped); {counts}"
     )
+
+
+def _missing_lines(report: ValidationReport) -> list[str]:
+    """How many missing cells were skipped, per spelling (the empty cell as '')."""
+    counts: dict[str, int] = defaultdict(int)
+    for file in report.files:
+        for spelling, count in file.missing_cells.items():
+            counts[spelling] += count
+    if not counts:
+        return []
+    spelled = ", ".join(f"{spelling!r} {count:,}" for spelling, count in sorted(counts.items()))
+    return [f"  missing cells skipped: {spelled}"]
 
 
 def _dataset_lines(report: ValidationReport) -> list[str]:

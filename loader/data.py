@@ -21,8 +21,10 @@ from __future__ import annotations
 import contextlib
 import csv
 import hashlib
+import io
 import json
 import os
+import time
 from array import array
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
@@ -33,6 +35,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+from loader.csvshape import field_starts, locate_rows, scan_shape
 from loader.model import (
     DIGEST_VERSION,
     MAX_ABS_VALUE,
@@ -50,6 +53,7 @@ from loader.model import (
     SpatialResolution,
     canonical_nanos,
     dataset_digest,
+    excerpt,
 )
 from loader.timegrid import DateError, Grid, backend_dt, parse_data_date
 
@@ -57,7 +61,8 @@ from loader.timegrid import DateError, Grid, backend_dt, parse_data_date
 # frames weigh little beside one date's datasets (bench/prepare.py --large measures it).
 CHUNK_ROWS = 250_000
 SINGLE_PASS_BYTES = 16 * 2**20  # files above this are read in two passes
-CACHE_VERSION = 1
+CACHE_VERSION = 2
+RACY_NANOS = 2 * 10**9  # the coarsest timestamps a filesystem may keep (FAT: 2 s)
 
 
 @cache
@@ -70,6 +75,17 @@ def _code_fingerprint() -> str:
 
 
 _UNIT_ROLES = {1: ("spatial unit",), 2: ("origin", "destination")}
+
+
+@cache
+def _read_as_number(spelling: str) -> bool:
+    """Whether pandas' CSV parser reads this cell as a number (asked, not guessed: it
+    reads `inf` and `-999` as numbers, but not `NaN` or `1_000`)."""
+    if not spelling:
+        return False
+    cell = '"' + spelling.replace('"', '""') + '"'
+    frame = pd.read_csv(io.StringIO(f"x\n{cell}\n"), keep_default_na=False, na_values=[""])
+    return bool(pd.api.types.is_numeric_dtype(frame["x"].dtype))
 
 
 # ---------------------------------------------------------------------------------------
@@ -158,50 +174,6 @@ class _Findings:
                 found.row, found.other_row = first, other_row
 
 
-def _field_starts(line: str) -> list[int]:
-    """0-based offsets of each field in one physical CSV line (quote-aware)."""
-    starts = [0]
-    quoted = False
-    for offset, char in enumerate(line):
-        if char == '"':
-            quoted = not quoted
-        elif char == "," and not quoted:
-            starts.append(offset + 1)
-    return starts
-
-
-def _locate_rows(path: str, rows: set[int]) -> dict[int, tuple[int, str, list[str]]]:
-    """First physical line, raw text (all its lines) and fields of each data row asked for.
-
-    One pass with the csv module, which counts physical lines as pandas counts records
-    (blank lines and quoted line breaks included); it runs only when there is something
-    to report.
-    """
-    found: dict[int, tuple[int, str, list[str]]] = {}
-    if not rows:
-        return found
-    last = max(rows)
-    with open(path, encoding="utf-8-sig", newline="") as handle:
-        raw_lines: list[str] = []
-
-        def lines() -> Iterator[str]:
-            for raw in handle:
-                raw_lines.append(raw)
-                yield raw
-
-        reader = csv.reader(lines())
-        previous_line = 0
-        for record_index, fields in enumerate(reader):
-            row = record_index - 1
-            if row in rows:
-                found[row] = (previous_line + 1, "".join(raw_lines), fields)
-            previous_line = reader.line_num
-            raw_lines.clear()
-            if row >= last:
-                break
-    return found
-
-
 # ---------------------------------------------------------------------------------------
 # Reading one file
 
@@ -222,7 +194,7 @@ class FileReport:
     problems: list[Problem] = field(default_factory=list)
     rows: int = 0
     values: int = 0
-    empty_cells: int = 0
+    missing_cells: dict[str, int] = field(default_factory=dict)  # spelling -> cells skipped
 
     @property
     def has_errors(self) -> bool:
@@ -267,14 +239,14 @@ class CsvDatasets:
         if not any(h.strip() for h in header):
             self.header_problems.append(Problem(self.at(1, 1), "empty file: no header line"))
             return False
-        starts = _field_starts(first_line.rstrip("\r\n"))
+        starts = field_starts(first_line.rstrip("\r\n"))
         self.header = header
         seen: set[str] = set()
         ok = True
         for index, name in enumerate(header):
             if name in seen:
                 self.header_problems.append(
-                    Problem(self.at(1, starts[index] + 1), f"duplicate column '{name}'")
+                    Problem(self.at(1, starts[index] + 1), f"duplicate column '{excerpt(name)}'")
                 )
                 ok = False
             seen.add(name)
@@ -289,21 +261,36 @@ class CsvDatasets:
                 )
                 ok = False
         keys = {spec.date_column, *spec.unit_columns}
+        column_of: dict[str, int] = {}  # indicator -> the header index that maps to it
         for index, name in enumerate(header):
             if name in keys or name in spec.exclude or name in self.indicators:
                 continue
             indicator = spec.indicator_columns.get(name, f"{spec.category_id}.{name}")
-            if indicator in self.category.indicators:
-                self.indicators[name] = indicator
-                continue
-            self.header_problems.append(
-                Problem(
-                    self.at(1, starts[index] + 1),
-                    f"column '{name}' maps to no indicator: '{indicator}' is not an indicator "
-                    f"of category '{spec.category_id}' (map it under indicators, or list it "
-                    "under exclude)",
+            if indicator not in self.category.indicators:
+                self.header_problems.append(
+                    Problem(
+                        self.at(1, starts[index] + 1),
+                        f"column '{excerpt(name)}' maps to no indicator: '{excerpt(indicator)}' "
+                        f"is not an indicator of category '{spec.category_id}' (map it under "
+                        "indicators, or list it under exclude)",
+                    )
                 )
-            )
+            elif indicator in column_of:
+                # Both would claim one dataset per date: every apply would see the data
+                # "changed since the plan". Only one column may feed an indicator.
+                first = column_of[indicator]
+                self.header_problems.append(
+                    Problem(
+                        self.at(1, starts[index] + 1),
+                        f"columns '{excerpt(header[first])}' (column {starts[first] + 1}) and "
+                        f"'{excerpt(name)}' both map to indicator '{indicator}': map one of "
+                        "them to another indicator under indicators, or list it under exclude",
+                    )
+                )
+                ok = False
+            else:
+                column_of[indicator] = index
+                self.indicators[name] = indicator
         return ok
 
     # -- rows ---------------------------------------------------------------------------
@@ -311,10 +298,50 @@ class CsvDatasets:
     def datasets(self) -> Iterator[Dataset]:
         """Yield every canonical dataset of the file; `report` is complete afterwards."""
         try:
-            if self.read_header() and self.indicators:
+            header_ok = self.read_header()
+            # A record whose fields do not line up with the header would be read shifted
+            # or cut: nothing of such a file is read until its shape is right.
+            shape_ok = bool(self.header) and self.check_shape()
+            if header_ok and shape_ok and self.indicators:
                 yield from self._read_rows()
         finally:
             self._finish_problems()
+
+    def check_shape(self) -> bool:
+        """Every record has the header's number of fields; a file with no data row at
+        all is worth a warning (it loads nothing)."""
+        try:
+            shape = scan_shape(self.path)
+        except OSError as error:
+            self.header_problems.append(Problem(self.at(1, 1), f"cannot read file: {error}"))
+            return False
+        for ragged in shape.ragged:
+            fields = f"{ragged.fields} field{'' if ragged.fields == 1 else 's'}"
+            message = f"{fields}, the header has {shape.header_fields}"
+            if ragged.last_line > ragged.line:
+                message += (
+                    f" (the record runs to line {ragged.last_line}: a quoted field holds "
+                    "line breaks, or a quote is not closed where it should be)"
+                )
+            if shape.ragged_count > 1:
+                message += f" (and {shape.ragged_count - 1} more)"
+            self.header_problems.append(Problem(Position(self.report.path, ragged.line), message))
+        if shape.unterminated_line is not None:
+            self.header_problems.append(
+                Problem(
+                    Position(self.report.path, shape.unterminated_line),
+                    "a quoted field opens here and is never closed",
+                )
+            )
+        if not shape.records and not shape.ragged_count and shape.unterminated_line is None:
+            self.header_problems.append(
+                Problem(
+                    Position(self.report.path),
+                    "no data rows: the file has only its header, so it loads nothing",
+                    Severity.WARNING,
+                )
+            )
+        return not shape.ragged_count and shape.unterminated_line is None
 
     def _read_rows(self) -> Iterator[Dataset]:
         spec = self.spec
@@ -324,7 +351,12 @@ class CsvDatasets:
         if self.unreadable:
             return
         pending: dict[str, list[pd.DataFrame]] = {}
-        chunks = self._chunks(columns, dict.fromkeys(keys, "category"))
+        dtypes: dict[str, Any] = dict.fromkeys(keys, "category")
+        if any(_read_as_number(s) for s in spec.missing):
+            # pandas would read such a spelling (`-999`, `Inf`) as a number and lose it:
+            # the indicator columns are read as text, then converted here.
+            dtypes.update(dict.fromkeys(self.indicators, object))
+        chunks = self._chunks(columns, dtypes)
         for number, chunk in enumerate(chunks):
             for dt, part in self._clean(chunk):
                 pending.setdefault(dt, []).append(part)
@@ -337,7 +369,7 @@ class CsvDatasets:
         for dt in sorted(pending):
             yield from self._date_datasets(dt, pending.pop(dt))
 
-    def _chunks(self, usecols: list[str], dtypes: Mapping[str, str]) -> Iterator[pd.DataFrame]:
+    def _chunks(self, usecols: list[str], dtypes: Mapping[str, Any]) -> Iterator[pd.DataFrame]:
         """The file's chunks; a file pandas cannot parse becomes one problem."""
         try:
             reader = pd.read_csv(
@@ -478,17 +510,25 @@ class CsvDatasets:
         rows: np.ndarray[Any, Any],
         blank: np.ndarray[Any, Any],
     ) -> tuple[np.ndarray[Any, Any], np.ndarray[Any, Any]]:
-        """The column as floats, NaN where empty or invalid; and where it was invalid
-        (invalid cells are reported)."""
+        """The column as floats, NaN where missing or invalid; and where it was invalid
+        (invalid cells are reported, missing ones counted per spelling)."""
+        spellings = [s for s in self.spec.missing if s]
         if pd.api.types.is_numeric_dtype(series.dtype):
+            # No text in the column: the only missing cells are the empty ones.
             numbers = series.to_numpy(dtype=np.float64, na_value=np.nan, copy=True)
-            written = ~np.isnan(numbers)
+            empty = np.isnan(numbers) & ~blank
             refused = np.zeros(len(numbers), dtype=bool)
         else:
-            numbers = pd.to_numeric(series, errors="coerce").to_numpy(
+            text = series.astype(object)
+            empty = text.isna().to_numpy() & ~blank
+            spelled = text.isin(spellings).to_numpy() if spellings else np.zeros(len(text), bool)
+            if spelled.any():
+                for spelling, count in text[spelled].value_counts().items():
+                    self._count_missing(str(spelling), int(count))
+                text = text.where(~spelled)
+            numbers = pd.to_numeric(text, errors="coerce").to_numpy(
                 dtype=np.float64, na_value=np.nan, copy=True
             )
-            text = series.astype(object)
             written = text.notna().to_numpy()
             # pd.to_numeric reads the text 'NaN' as a number: it is not one here.
             nan_text = (
@@ -500,7 +540,11 @@ class CsvDatasets:
             self.findings.add("number", column, rows[bad])
             numbers[bad] = np.nan
             refused = bad
-        self.report.empty_cells += int((~written & ~blank).sum())
+        if "" in self.spec.missing:
+            self._count_missing("", int(empty.sum()))
+        else:
+            self.findings.add("empty", column, rows[empty])
+            refused = refused | empty
         infinite = np.isinf(numbers)
         self.findings.add("finite", column, rows[infinite])
         numbers[infinite] = np.nan
@@ -508,6 +552,11 @@ class CsvDatasets:
         self.findings.add("range", column, rows[too_big])
         numbers[too_big] = np.nan
         return numbers, refused | infinite | too_big
+
+    def _count_missing(self, spelling: str, count: int) -> None:
+        if count:
+            missing = self.report.missing_cells
+            missing[spelling] = missing.get(spelling, 0) + count
 
     # -- one date -----------------------------------------------------------------------
 
@@ -601,13 +650,13 @@ class CsvDatasets:
         wanted = {f.row for f in findings} | {
             f.other_row for f in findings if f.other_row is not None
         }
-        located = _locate_rows(self.path, wanted) if wanted else {}
+        located = locate_rows(self.path, wanted) if wanted else {}
         column_index = {name: i for i, name in enumerate(self.header)}
         problems = list(self.header_problems)
         for finding in findings:
             first_line, raw, fields = located.get(finding.row, (finding.row + 2, "", []))
             index = column_index.get(finding.column, 0)
-            starts = _field_starts(raw) if raw else [0]
+            starts = field_starts(raw) if raw else [0]
             offset = starts[index] if index < len(starts) else 0
             # A quoted field may have carried the record over several physical lines.
             line = first_line + raw.count("\n", 0, offset)
@@ -634,12 +683,17 @@ class CsvDatasets:
                 f"{prop} codes of '{self.spatial.label}'"
             )
         if finding.kind == "number":
-            return f"not a number: '{cell}' in column '{column}'"
+            return f"not a number: '{excerpt(cell)}' in column '{column}'"
+        if finding.kind == "empty":
+            return f"empty cell in column '{column}': the empty cell is not listed under missing"
         if finding.kind == "finite":
-            return f"value '{cell}' in column '{column}' is not finite"
+            return (
+                f"value '{excerpt(cell)}' in column '{column}' is not finite (list its "
+                "spelling under missing to skip it)"
+            )
         if finding.kind == "range":
             return (
-                f"value '{cell}' in column '{column}' is out of the backend's range "
+                f"value '{excerpt(cell)}' in column '{column}' is out of the backend's range "
                 f"(|v| <= {MAX_ABS_VALUE:,})"
             )
         if finding.kind == "duplicate":
@@ -666,7 +720,15 @@ def _cache_dir() -> Path | None:
     return Path(base) / "flowkit-loader"
 
 
-def _cache_key(spec: DatasetSpec, path: str, setup: SetupConfig) -> str | None:
+@dataclass(frozen=True)
+class _CacheKey:
+    """Which cache entry a file's summaries are in, and the newest of its timestamps."""
+
+    name: str
+    stamp_ns: int
+
+
+def _cache_key(spec: DatasetSpec, path: str, setup: SetupConfig) -> _CacheKey | None:
     try:
         stat = os.stat(path)
     except OSError:
@@ -679,28 +741,45 @@ def _cache_key(spec: DatasetSpec, path: str, setup: SetupConfig) -> str | None:
         DIGEST_VERSION,
         _code_fingerprint(),
         os.path.abspath(path),
+        # A same-length edit keeps size and can keep mtime (`touch -r`, tools that set a
+        # fixed one); it cannot keep the inode's change time, which only the kernel sets.
+        # A file replaced by another (an atomic save) has another inode.
+        stat.st_dev,
+        stat.st_ino,
         stat.st_size,
         stat.st_mtime_ns,
+        stat.st_ctime_ns,
         spec.pattern,
         spec.category_id,
         spec.date_column,
         list(spec.unit_columns),
         sorted(spec.indicator_columns.items()),
         sorted(spec.exclude),
+        list(spec.missing),
         spec.revision,
         spec.date_format,
         [spatial.srid, spatial.label, spatial.unit_property, sorted(spatial.unit_codes or ())],
         [temporal.trid, temporal.unit, temporal.step, temporal.date_format, temporal.label],
         [category.data_type, list(category.indicators)],
     ]
-    return hashlib.sha256(json.dumps(parts).encode()).hexdigest()
+    name = hashlib.sha256(json.dumps(parts).encode()).hexdigest()
+    return _CacheKey(name, max(stat.st_mtime_ns, stat.st_ctime_ns))
 
 
-def _save(path: Path, report: FileReport) -> None:
+def _is_racy(key: _CacheKey, read_started_ns: int) -> bool:
+    """git's "racily clean" rule: a file whose timestamps lie within the filesystem's
+    granularity of the moment it was read may change again without its timestamps
+    changing (FAT keeps 2 s, some network filesystems 1 s), so its entry is not trusted;
+    the next run reads the file again, and keeps the entry once the file is old enough."""
+    return key.stamp_ns > read_started_ns - RACY_NANOS
+
+
+def _save(path: Path, report: FileReport, racy: bool) -> None:
     payload = {
+        "racy": racy,
         "rows": report.rows,
         "values": report.values,
-        "empty_cells": report.empty_cells,
+        "missing_cells": report.missing_cells,
         "summaries": [
             {
                 "key": [s.key.category_id, s.key.indicator_id, s.key.srid, s.key.trid, s.key.dt],
@@ -726,9 +805,13 @@ def _save(path: Path, report: FileReport) -> None:
 def _load(path: Path, report: FileReport) -> bool:
     try:
         payload = json.loads(path.read_text())
+        if payload["racy"] is not False:
+            return False
         report.rows = payload["rows"]
         report.values = payload["values"]
-        report.empty_cells = payload["empty_cells"]
+        report.missing_cells = {
+            str(spelling): int(count) for spelling, count in payload["missing_cells"].items()
+        }
         report.summaries = [
             DatasetSummary(
                 key=DatasetKey(*s["key"]),
@@ -755,15 +838,17 @@ def summarize_file(
     """Summaries and problems of one file, from the cache when the file is unchanged."""
     directory = _cache_dir()
     key = _cache_key(spec, path, setup) if directory else None
+    entry = directory / f"{key.name}.json" if directory is not None and key else None
     report = FileReport(spec.index, shown or path)
-    if directory is not None and key is not None and _load(directory / f"{key}.json", report):
+    if entry is not None and _load(entry, report):
         return report
+    started = time.time_ns()
     reader = CsvDatasets(spec, path, setup, shown)
     for _ in reader.datasets():
         pass
-    if directory is not None and key is not None:
+    if entry is not None and key is not None:
         with contextlib.suppress(OSError):  # a cache that cannot be written only costs time
-            _save(directory / f"{key}.json", reader.report)
+            _save(entry, reader.report, racy=_is_racy(key, started))
     return reader.report
 
 

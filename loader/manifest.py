@@ -8,21 +8,22 @@ the schema already rejected is skipped here, never reported twice.
 
 from __future__ import annotations
 
-import glob
 import ipaddress
 import json
 import os
 import re
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from fnmatch import fnmatchcase
 from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
 
 from loader.config import ConfigBuilder
+from loader.fileroot import FileRoot, OutsideRoot
 from loader.jsonpos import JsonPositions
 from loader.model import (
+    DEFAULT_MISSING,
     AccessRule,
     Credential,
     DatasetSpec,
@@ -93,19 +94,25 @@ def load_setup_source(document: YamlDocument, base: Path) -> SetupSource | Probl
             f"environment variable {document.unresolved(('setup',))[0].name} "
             "is not set (needed to find the setup config)",
         )
-    path = base / value
-    shown = display_path(path)
+    try:
+        path = FileRoot.of(base, document.value.get("data_root")).resolve(value)
+    except OutsideRoot as refused:
+        return Problem(where, f"setup config {refused}")
+    shown = display_path(base / value)  # as written: a link in the way is not shown
     try:
         text = path.read_text(encoding="utf-8-sig")
     except FileNotFoundError:
         return Problem(where, f"setup config not found: {value}")
     except (OSError, UnicodeDecodeError) as error:
         return Problem(where, f"cannot read setup config {value}: {error}")
+    positions = JsonPositions(shown, text)
+    too_deep = positions.nesting_problem()  # before json.loads, which recurses per level
+    if too_deep is not None:
+        return too_deep
     try:
         config = json.loads(text)
     except json.JSONDecodeError as error:
         return Problem(Position(shown, error.lineno, error.colno), f"invalid JSON: {error.msg}")
-    positions = JsonPositions(shown, text)
     return SetupSource(config, positions.position, from_file=True)
 
 
@@ -123,6 +130,7 @@ class ManifestBuilder:
         # Paths the schema rejected: what lies under them is skipped, never reported twice.
         self.rejected = rejected
         self.base = base
+        self.file_root = FileRoot.of(base, document.value.get("data_root"))
         # None when the setup config could not be read (reported already): nothing that
         # depends on it is checked, so that one cause gives one line.
         self.source = setup or SetupSource({}, document.position, from_file=False)
@@ -272,10 +280,16 @@ class ManifestBuilder:
                 key=True,
             )
         ca_bundle = spec.get("ca_bundle")
-        if isinstance(ca_bundle, str):
-            ca_bundle = str(self.resolve_path(ca_bundle))
-            if resolvable and not Path(ca_bundle).is_file():
+        if isinstance(ca_bundle, str) and resolvable:
+            try:
+                ca_bundle = str(self.file_root.resolve(ca_bundle))
+            except OutsideRoot as refused:
+                self.error((*path, "ca_bundle"), f"CA bundle {refused}")
+                ca_bundle = None
+            if ca_bundle is not None and not Path(ca_bundle).is_file():
                 self.error((*path, "ca_bundle"), f"CA bundle not found: {spec['ca_bundle']}")
+        elif isinstance(ca_bundle, str):
+            ca_bundle = str(self.resolve_path(ca_bundle))
         return Target(name, url, state, credentials, readers, ca_bundle)
 
     def credentials(
@@ -450,12 +464,31 @@ class ManifestBuilder:
         section = self.section("datasets")
         specs: list[DatasetSpec] = []
         setup = next(iter(setups.values()))
+        listed: dict[str, int] = {}  # file -> the entry that lists it first
         for index, entry in enumerate(section if isinstance(section, list) else []):
             if isinstance(entry, dict) and not self.is_rejected(("datasets", index)):
                 spec = self.dataset(index, entry, setups, setup, revision)
                 if spec is not None:
-                    specs.append(spec)
+                    specs.append(self.once(spec, listed))
         return tuple(specs)
+
+    def once(self, spec: DatasetSpec, listed: dict[str, int]) -> DatasetSpec:
+        """The entry without the files an earlier entry lists already (each is an error:
+        read twice, a file would count twice and fight itself for its datasets)."""
+        path: JsonPath = ("datasets", spec.index, "file")
+        fresh: list[str] = []
+        for file in spec.files:
+            first = listed.setdefault(file, spec.index)
+            if first == spec.index:
+                fresh.append(file)
+                continue
+            where = self.doc.position(("datasets", first, "file"))
+            self.error(
+                path,
+                f"data file {display_path(file)} is listed twice: datasets[{first}] "
+                f"({where}) lists it already",
+            )
+        return spec if len(fresh) == len(spec.files) else replace(spec, files=tuple(fresh))
 
     def dataset(
         self,
@@ -530,22 +563,35 @@ class ManifestBuilder:
             revision=own_revision if isinstance(own_revision, str) else revision,
             date_format=entry.get("date_format"),
             position=self.doc.position(path),
+            missing=self.missing(entry),
         )
+
+    def missing(self, entry: dict[str, Any]) -> tuple[str, ...]:
+        """The dataset's spellings of a missing value: its own, the manifest's, or the
+        default (a list the schema rejected counts as not given)."""
+        for value in (entry.get("missing"), self.section("missing")):
+            if isinstance(value, list) and all(isinstance(s, str) for s in value):
+                return tuple(value)
+        return DEFAULT_MISSING
 
     def files(self, path: JsonPath, pattern: str) -> tuple[str, ...] | None:
         if self.doc.unresolved(path):
             return None  # reported as an undefined variable
-        absolute = str(self.base / pattern)
-        if _GLOB_CHARS.search(pattern):
-            matches = sorted(p for p in glob.glob(absolute, recursive=True) if Path(p).is_file())
-            if not matches:
-                self.error(path, f"no file matches '{pattern}'")
-                return None
-            return tuple(str(Path(m).resolve()) for m in matches)
-        if not Path(absolute).is_file():
+        try:
+            if _GLOB_CHARS.search(pattern):
+                matches = self.file_root.glob(pattern)
+                if not matches:
+                    self.error(path, f"no file matches '{pattern}'")
+                    return None
+                return tuple(str(m) for m in matches)
+            resolved = self.file_root.resolve(pattern)
+        except OutsideRoot as refused:
+            self.error(path, str(refused))
+            return None
+        if not resolved.is_file():
             self.error(path, f"data file not found: {pattern}")
             return None
-        return (str(Path(absolute).resolve()),)
+        return (str(resolved),)
 
     # -- access rules -------------------------------------------------------------------
 

@@ -13,6 +13,7 @@ from __future__ import annotations
 import enum
 import hashlib
 import json
+import reprlib
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from decimal import ROUND_HALF_UP, Decimal, localcontext
@@ -41,6 +42,31 @@ class LoaderError(Exception):
 
 class ManifestError(LoaderError):
     """The manifest cannot be read or is invalid."""
+
+
+_EXCERPT = reprlib.Repr()
+_EXCERPT.maxstring = _EXCERPT.maxother = 60
+_EXCERPT.maxlevel = 2
+
+_JSON_KINDS = {dict: "an object", list: "an array", str: "a string", int: "an integer",
+               float: "a number", bool: "true or false", type(None): "null"}  # fmt: skip
+
+
+def excerpt(value: object, limit: int = 60) -> str:
+    """A value read from a file, as a one-line message may quote it: short printable
+    text as it is, anything else as a repr cut to `limit` characters. A damaged or
+    hand-edited file may hold anything, of any length: an error line never echoes it."""
+    if isinstance(value, str):
+        # Text stays unquoted (messages put it in quotes), its unprintables escaped.
+        text = value if value.isprintable() else value.encode("unicode_escape").decode()
+    else:
+        text = _EXCERPT.repr(value)
+    return text if len(text) <= limit else text[: limit - 3] + "..."
+
+
+def json_kind(value: object) -> str:
+    """What a parsed JSON value is, as a message says it ("an array", "null", ...)."""
+    return _JSON_KINDS.get(type(value), type(value).__name__)
 
 
 # ---------------------------------------------------------------------------------------
@@ -356,6 +382,9 @@ class Target:
         return self.url.removeprefix("local:")
 
 
+DEFAULT_MISSING = ("", "NA", "NaN", "N/A", "null")
+
+
 @dataclass(frozen=True)
 class DatasetSpec:
     """One `datasets` entry: a file or glob and how its columns map to datasets."""
@@ -374,6 +403,9 @@ class DatasetSpec:
     revision: str
     date_format: str | None
     position: Position
+    # Spellings of a missing value in indicator columns (skipped, never sent); unit and
+    # date columns know only the empty cell: a unit code `NA` is Namibia.
+    missing: tuple[str, ...] = DEFAULT_MISSING
 
 
 @dataclass(frozen=True)

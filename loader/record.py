@@ -17,17 +17,22 @@ from __future__ import annotations
 
 import hashlib
 import json
-from collections.abc import Iterable, Mapping
+import re
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from typing import Any
 
 from loader.model import (
+    DATA_TYPES,
     ConfigEntity,
     DatasetKey,
     DatasetStats,
     DatasetSummary,
+    DataType,
     EntityKind,
     LoaderError,
+    excerpt,
+    json_kind,
 )
 
 # The scope every dataset is mapped to by the server itself: never granted, never revoked.
@@ -36,6 +41,98 @@ ADMIN_SCOPE = "admin"
 
 class RecordError(LoaderError):
     """A state record whose content cannot be understood."""
+
+
+class _Shape(Exception):
+    """A value of a record or a journal entry that is not what it must be; the message
+    starts with the value's path inside the JSON (`datasets[3].srid`)."""
+
+
+_PLAIN_KEY = re.compile(r"[\w.:-]{1,40}")
+
+
+class _Object:
+    """One JSON object of a record or a journal entry, read field by field with each
+    type checked: a damaged or hand-edited file says what is wrong and where, instead of
+    becoming wrong data (`str()` of a list) or a TypeError. No value is ever converted."""
+
+    def __init__(self, value: object, path: str) -> None:
+        if not isinstance(value, dict):
+            raise _Shape(f"{path or 'content'}: an object expected, found {json_kind(value)}")
+        self.raw: dict[str, Any] = value
+        self.path = path
+
+    def at(self, name: str | int) -> str:
+        if isinstance(name, int):
+            return f"{self.path}[{name}]"
+        shown = name if _PLAIN_KEY.fullmatch(name) else excerpt(name, 40)
+        return f"{self.path}.{shown}" if self.path else shown
+
+    def _wrong(self, name: str, expected: str) -> _Shape:
+        if name not in self.raw:
+            return _Shape(f"{self.at(name)}: missing")
+        return _Shape(f"{self.at(name)}: {expected} expected, found {json_kind(self.raw[name])}")
+
+    def text(self, name: str) -> str:
+        value = self.raw.get(name)
+        if not isinstance(value, str):
+            raise self._wrong(name, "a string")
+        return value
+
+    def optional_text(self, name: str) -> str | None:
+        value = self.raw.get(name)
+        if value is not None and not isinstance(value, str):
+            raise self._wrong(name, "a string or null")
+        return value
+
+    def integer(self, name: str) -> int:
+        value = self.raw.get(name)
+        if not isinstance(value, int) or isinstance(value, bool):
+            raise self._wrong(name, "an integer")
+        return value
+
+    def ident(self, name: str) -> int | str:
+        value = self.raw.get(name)
+        if not isinstance(value, (int, str)) or isinstance(value, bool):
+            raise self._wrong(name, "an integer or a string")
+        return value
+
+    def kind(self, name: str) -> EntityKind:
+        return _entity_kind(self.text(name), self.at(name))
+
+    def objects(self, name: str) -> list[_Object]:
+        """An array of objects; absent is empty."""
+        value = self.raw.get(name, [])
+        if not isinstance(value, list):
+            raise self._wrong(name, "an array")
+        return [_Object(item, f"{self.at(name)}[{i}]") for i, item in enumerate(value)]
+
+    def mapping(self, name: str) -> _Object:
+        """An object; absent is empty."""
+        if name not in self.raw:
+            return _Object({}, self.at(name))
+        return _Object(self.raw[name], self.at(name))
+
+    def texts(self, name: str) -> list[str]:
+        value = self.raw.get(name)
+        if not isinstance(value, list):
+            raise self._wrong(name, "an array")
+        for i, item in enumerate(value):
+            if not isinstance(item, str):
+                raise _Shape(f"{self.at(name)}[{i}]: a string expected, found {json_kind(item)}")
+        return value
+
+    def counts(self, name: str) -> dict[str, int]:
+        """An object of integers; absent is empty."""
+        found = self.mapping(name)
+        return {key: found.integer(key) for key in found.raw}
+
+
+def _entity_kind(name: str, path: str) -> EntityKind:
+    try:
+        return EntityKind(name)
+    except ValueError:
+        raise _Shape(f"{path}: {excerpt(name, 40)} is not a config kind") from None
 
 
 def entity_digest(body: Mapping[str, Any]) -> str:
@@ -139,25 +236,30 @@ class Record:
 
     @classmethod
     def from_content(cls, content: Mapping[str, Any], where: str) -> Record:
+        """The record a stored document's content holds; a value of the wrong type, a
+        field missing or an unknown kind is a RecordError naming the file and the path
+        of the value (`datasets[3].srid: an integer expected, found a string`)."""
         if not content:
             return cls()
         try:
+            raw = _Object(dict(content), "")
             entities = {}
-            for kind_name, items in content.get("config", {}).items():
-                kind = EntityKind(kind_name)
-                for raw in items.values():
-                    entity = RecordedEntity(
-                        kind, raw["id"], raw["label"], raw["digest"], raw.get("title")
-                    )
+            config = raw.mapping("config")
+            for kind_name in config.raw:
+                kind = _entity_kind(kind_name, config.at(kind_name))
+                items = config.mapping(kind_name)
+                for name in items.raw:
+                    entity = _entity_from_json(items.mapping(name), kind)
                     entities[entity.ref] = entity
             datasets = {}
-            for raw in content.get("datasets", []):
-                dataset = _dataset_from_json(raw)
+            for found in raw.objects("datasets"):
+                dataset = _dataset_from_json(found)
                 datasets[dataset.key] = dataset
-            history = tuple(_entry_from_json(raw) for raw in content.get("history", []))
-        except (KeyError, TypeError, ValueError, AttributeError) as error:
-            raise RecordError(f"{where}: unreadable state record content ({error!r})") from None
-        return cls(entities, datasets, history, content.get("target_url"))
+            history = tuple(_entry_from_json(entry) for entry in raw.objects("history"))
+            target_url = raw.optional_text("target_url")
+        except _Shape as error:
+            raise RecordError(f"{where}: {error}") from None
+        return cls(entities, datasets, history, target_url)
 
 
 def _dataset_json(dataset: RecordedDataset) -> dict[str, Any]:
@@ -182,19 +284,26 @@ def _dataset_json(dataset: RecordedDataset) -> dict[str, Any]:
     }
 
 
-def _dataset_from_json(raw: Mapping[str, Any]) -> RecordedDataset:
-    key = DatasetKey(
-        str(raw["category_id"]), str(raw["indicator_id"]), int(raw["srid"]),
-        int(raw["trid"]), str(raw["dt"]),
-    )  # fmt: skip
-    stats = DatasetStats(int(raw["count"]), int(raw["sum"]), int(raw["min"]), int(raw["max"]))
-    data_type = raw["data_type"]
-    if data_type not in ("single_location", "flow"):
-        raise ValueError(f"data type {data_type!r}")
-    summary = DatasetSummary(
-        key, data_type, str(raw["revision"]), str(raw["digest"]), stats, str(raw["source"])
-    )
-    return RecordedDataset(summary, int(raw["mdid"]), frozenset(map(str, raw["scopes"])))
+_DATA_TYPES: dict[str, DataType] = {name: name for name in DATA_TYPES}
+
+
+def _entity_from_json(raw: _Object, kind: EntityKind) -> RecordedEntity:
+    return RecordedEntity(kind, raw.ident("id"), raw.text("label"), raw.text("digest"),
+                          raw.optional_text("title"))  # fmt: skip
+
+
+def _dataset_from_json(raw: _Object) -> RecordedDataset:
+    key = _key_from_json(raw)
+    stats = DatasetStats(raw.integer("count"), raw.integer("sum"), raw.integer("min"),
+                         raw.integer("max"))  # fmt: skip
+    data_type = raw.text("data_type")
+    checked = _DATA_TYPES.get(data_type)
+    if checked is None:
+        raise _Shape(f"{raw.at('data_type')}: one of {', '.join(DATA_TYPES)} expected, found "
+                     f"{excerpt(data_type, 40)}")  # fmt: skip
+    summary = DatasetSummary(key, checked, raw.text("revision"), raw.text("digest"), stats,
+                             raw.text("source"))  # fmt: skip
+    return RecordedDataset(summary, raw.integer("mdid"), frozenset(raw.texts("scopes")))
 
 
 def _entry_json(entry: ApplyEntry) -> dict[str, Any]:
@@ -209,10 +318,11 @@ def _entry_json(entry: ApplyEntry) -> dict[str, Any]:
     }
 
 
-def _entry_from_json(raw: Mapping[str, Any]) -> ApplyEntry:
+def _entry_from_json(raw: _Object) -> ApplyEntry:
     return ApplyEntry(
-        str(raw["when"]), str(raw["who"]), raw.get("commit"), str(raw["loader_version"]),
-        str(raw["plan_fingerprint"]), str(raw["outcome"]), dict(raw.get("counts", {})),
+        raw.text("when"), raw.text("who"), raw.optional_text("commit"),
+        raw.text("loader_version"), raw.text("plan_fingerprint"), raw.text("outcome"),
+        raw.counts("counts"),
     )  # fmt: skip
 
 
@@ -289,9 +399,9 @@ def _key_json(key: DatasetKey) -> dict[str, Any]:
             "srid": key.srid, "trid": key.trid, "dt": key.dt}  # fmt: skip
 
 
-def _key_from_json(raw: Mapping[str, Any]) -> DatasetKey:
-    return DatasetKey(str(raw["category_id"]), str(raw["indicator_id"]), int(raw["srid"]),
-                      int(raw["trid"]), str(raw["dt"]))  # fmt: skip
+def _key_from_json(raw: _Object) -> DatasetKey:
+    return DatasetKey(raw.text("category_id"), raw.text("indicator_id"), raw.integer("srid"),
+                      raw.integer("trid"), raw.text("dt"))  # fmt: skip
 
 
 def entity_entry(entity: RecordedEntity) -> dict[str, Any]:
@@ -321,29 +431,36 @@ def grant_entry(key: DatasetKey, scope: str, mdid: int, granted: bool) -> dict[s
             **_key_json(key)}  # fmt: skip
 
 
-def replay(record: Record, entries: Iterable[Mapping[str, Any]], where: str) -> Record:
-    """The record as it stands after the journaled changes."""
-    try:
-        for entry in entries:
-            record = _replay_one(record, entry)
-    except (KeyError, TypeError, ValueError) as error:
-        raise RecordError(f"{where}: unreadable journal entry ({error!r})") from None
+def replay(
+    record: Record,
+    entries: Iterable[Mapping[str, Any]],
+    where: str,
+    lines: Sequence[int] = (),
+) -> Record:
+    """The record as it stands after the journaled changes. An entry that is not one (a
+    field missing or of the wrong type, an unknown operation) is a RecordError at its
+    line of the journal (`lines`, the entries' line numbers, when known)."""
+    for number, entry in enumerate(entries):
+        try:
+            record = _replay_one(record, _Object(entry, ""))
+        except _Shape as error:
+            at = f":{lines[number]}" if number < len(lines) else f" (entry {number + 1})"
+            raise RecordError(f"{where}{at}: unreadable journal entry: {error}") from None
     return record
 
 
-def _entity_from_entry(entry: Mapping[str, Any]) -> RecordedEntity:
-    return RecordedEntity(EntityKind(entry["kind"]), entry["id"], entry["label"],
-                          entry["digest"], entry.get("title"))  # fmt: skip
+def _entity_from_entry(entry: _Object) -> RecordedEntity:
+    return _entity_from_json(entry, entry.kind("kind"))
 
 
-def _replay_one(record: Record, entry: Mapping[str, Any]) -> Record:
-    op = entry["op"]
+def _replay_one(record: Record, entry: _Object) -> Record:
+    op = entry.text("op")
     if op == "entity":
         return record.with_entity(_entity_from_entry(entry))
     if op == "drop_entity":
-        return record.without_entity(entity_ref(EntityKind(entry["kind"]), entry["id"]))
+        return record.without_entity(entity_ref(entry.kind("kind"), entry.ident("id")))
     if op == "setup":
-        entities = [_entity_from_entry(e) for e in entry["entities"]]
+        entities = [_entity_from_entry(e) for e in entry.objects("entities")]
         return replace(record, entities={e.ref: e for e in entities})
     if op == "dataset":
         return record.with_dataset(_dataset_from_json(entry))
@@ -351,10 +468,10 @@ def _replay_one(record: Record, entry: Mapping[str, Any]) -> Record:
         return record.without_dataset(_key_from_json(entry))
     if op in ("grant", "revoke"):
         key = _key_from_json(entry)
+        mdid, scope = entry.integer("mdid"), entry.text("scope")
         found = record.datasets.get(key)
-        if found is None or found.mdid != entry["mdid"]:
+        if found is None or found.mdid != mdid:
             return record  # the dataset was rewritten since: its grants went with it
-        scope = str(entry["scope"])
         scopes = found.scopes | {scope} if op == "grant" else found.scopes - {scope}
         return record.with_dataset(replace(found, scopes=scopes))
-    raise ValueError(f"unknown journal operation {op!r}")
+    raise _Shape(f"op: unknown journal operation {excerpt(op, 40)}")

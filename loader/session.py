@@ -33,6 +33,7 @@ from loader.model import (
     Role,
     SetupConfig,
     Target,
+    excerpt,
     loader_version,
 )
 from loader.planner import Plan, Selector, make_plan
@@ -115,7 +116,8 @@ def read_record(store: StateStore) -> tuple[Document, Record, Pending]:
     document = store.read()
     record = Record.from_content(document.content, store.location)
     pending = store.pending(document)
-    return document, replay(record, pending.entries, f"{store.location}.journal"), pending
+    journal = f"{store.location}.journal"
+    return document, replay(record, pending.entries, journal, pending.lines), pending
 
 
 def open_run(
@@ -139,7 +141,7 @@ def open_run(
     document, record, pending = read_record(store)
     if record.target_url not in (None, chosen.url, recorded_url(chosen, store.location)):
         raise LoaderError(
-            f"{store.location}: this state record was applied to {record.target_url}, not "
+            f"{store.location}: this state record was applied to {excerpt(record.target_url)}, not "
             f"{chosen.url}: give each target its own state (if it is the same backend at a "
             "new address, set target_url in the record)"
         )
@@ -418,13 +420,16 @@ def apply(
     run = open_run(manifest, target=target, state=state, environ=environ)
     if saved is not None and saved.target_url != run.target.url:
         raise PlanRefused(f"the saved plan was made for {saved.target_url}, not {run.target.url}")
-    connection = connect(run, wait_ready=wait_ready, parallelism=max(parallelism, 1) * 2)
-    try:
-        with run.store.held(StateStore.holder(holder)):
+    # The lock first: it is the first thing apply writes, so that a state record that
+    # cannot be written (a read-only folder, a lock held) refuses the apply before the
+    # backend is touched (connecting creates an embedded database).
+    with run.store.held(StateStore.holder(holder)):
+        connection = connect(run, wait_ready=wait_ready, parallelism=max(parallelism, 1) * 2)
+        try:
             return _plan_and_apply(run, connection, saved, only, verify, allow_destroy,
                                    max_destroy, show, confirm, parallelism, progress)  # fmt: skip
-    finally:
-        connection.close()
+        finally:
+            connection.close()
 
 
 def _plan_and_apply(

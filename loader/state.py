@@ -15,17 +15,18 @@ from __future__ import annotations
 
 import contextlib
 import json
+import math
 import os
 import socket
 import threading
 import time
 import uuid
 from collections.abc import Callable, Iterator, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Protocol
 
-from loader.model import LoaderError
+from loader.model import LoaderError, excerpt, json_kind
 
 FORMAT_VERSION = 1
 LOCK_TTL = 3600.0  # seconds a lock holds without being renewed
@@ -33,6 +34,31 @@ LOCK_TTL = 3600.0  # seconds a lock holds without being renewed
 
 class StateError(LoaderError):
     """The state record cannot be read, written or locked as asked."""
+
+
+def _parse_json(data: bytes, where: str, what: str, line: int = 1) -> Any:
+    """The JSON value in `data` (line `line` of the file at `where`), or a StateError
+    saying `what` the file is not and at which line and column it stops being JSON: a
+    binary file, a torn write, a hand edit. Never a UnicodeDecodeError or a traceback."""
+    try:
+        text = data.decode()
+    except UnicodeDecodeError as error:
+        row = line + data.count(b"\n", 0, error.start)
+        column = error.start - data.rfind(b"\n", 0, error.start)
+        raise StateError(f"{where}:{row}:{column}: {what}: not UTF-8 text") from None
+    try:
+        return json.loads(text)
+    except json.JSONDecodeError as error:
+        at = f"{where}:{line + error.lineno - 1}:{error.colno}"
+        raise StateError(f"{at}: {what}: invalid JSON: {error.msg}") from None
+    except RecursionError:
+        raise StateError(f"{where}:{line}: {what}: JSON nested too deeply") from None
+    except ValueError as error:  # an integer of more digits than Python converts
+        raise StateError(f"{where}:{line}: {what}: {excerpt(str(error))}") from None
+
+
+def _is_int(value: object) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool)
 
 
 @dataclass(frozen=True)
@@ -56,21 +82,29 @@ class Document:
         )
 
     @classmethod
-    def from_json(cls, text: str, where: str) -> Document:
-        try:
-            raw = json.loads(text)
-        except ValueError as error:
-            raise StateError(f"{where}: not a state record: {error}") from None
+    def from_json(cls, data: bytes, where: str) -> Document:
+        """The record in a stored file's bytes. What the document itself needs (an object
+        with a format version, a lineage and a serial) is checked here; its content is
+        `record.Record.from_content`'s to check."""
+        raw = _parse_json(data, where, "not a state record")
         if not isinstance(raw, dict):
-            raise StateError(f"{where}: not a state record")
-        version = raw.pop("format_version", None)
-        if version != FORMAT_VERSION:
+            raise StateError(f"{where}: not a state record: {json_kind(raw)}, not an object")
+        if "format_version" not in raw:
+            raise StateError(f"{where}: not a state record: no format_version")
+        version = raw.pop("format_version")
+        if not _is_int(version) or version != FORMAT_VERSION:
             raise StateError(
-                f"{where}: state format version {version!r}; this loader reads {FORMAT_VERSION}"
+                f"{where}: state format version {excerpt(version)}; this loader reads "
+                f"{FORMAT_VERSION}"
             )
         lineage, serial = raw.pop("lineage", None), raw.pop("serial", None)
-        if not isinstance(lineage, str) or not isinstance(serial, int):
+        # An empty lineage is how a record not written yet is told apart (`new`).
+        if not isinstance(lineage, str) or not lineage or not _is_int(serial) or serial < 0:
             raise StateError(f"{where}: a state record needs a lineage and a serial")
+        if not isinstance(raw.get(FOLDED, ""), str):
+            raise StateError(
+                f"{where}: {FOLDED}: a string expected, found {json_kind(raw[FOLDED])}"
+            )
         return cls(lineage, serial, raw)
 
     @classmethod
@@ -80,15 +114,50 @@ class Document:
         return cls("", 0, {})
 
 
+UNREADABLE_LOCK = "(unreadable lock)"
+
+
 @dataclass(frozen=True)
 class Lock:
     holder: str
     expires: float
+    unreadable: str = ""  # why the lock file holds no lock (empty, not JSON, ...), if so
+
+    @classmethod
+    def from_json(cls, data: bytes) -> Lock:
+        """The lock a lock file holds. One that holds none (empty: a run killed between
+        creating and writing it; binary; edited by hand) still locks, as held by nobody
+        known and long expired: a run never takes it over, `unlock` removes it."""
+        try:
+            raw = json.loads(data.decode())
+        except UnicodeDecodeError:
+            return cls(UNREADABLE_LOCK, 0.0, "not UTF-8 text")
+        except (ValueError, RecursionError):
+            return cls(UNREADABLE_LOCK, 0.0, "not JSON" if data.strip() else "empty")
+        holder = raw.get("holder") if isinstance(raw, dict) else None
+        expires = raw.get("expires") if isinstance(raw, dict) else None
+        if (
+            not isinstance(holder, str)
+            or not holder
+            or not holder.isprintable()  # no run writes a line break or a control character
+            or not isinstance(expires, (int, float))
+            or isinstance(expires, bool)
+            or not math.isfinite(expires)
+        ):
+            return cls(UNREADABLE_LOCK, 0.0, "no valid holder and expiry time")
+        return cls(holder, float(expires))
 
     def describe(self, clock: Callable[[], float]) -> str:
+        if self.unreadable:
+            return f"unreadable ({self.unreadable})"
         left = self.expires - clock()
-        when = f"expires in {left:.0f} s" if left > 0 else f"expired {-left:.0f} s ago"
-        return f"held by {self.holder} ({when})"
+        when = f"expires in {_seconds(left)} s" if left > 0 else f"expired {_seconds(-left)} s ago"
+        return f"held by {excerpt(self.holder, 80)} ({when})"
+
+
+def _seconds(value: float) -> str:
+    """Seconds as a message says them; a hand-written expiry may be far off (1e300)."""
+    return f"{value:.0f}" if value < 1e9 else f"{value:.3g}"
 
 
 class Storage(Protocol):
@@ -106,26 +175,56 @@ class Storage(Protocol):
 
 
 class FileStorage:
-    """A local file, replaced atomically (write beside it, then rename)."""
+    """A local file, replaced atomically (write beside it, then rename).
+
+    An OS error (a read-only or full disk, a directory where the file should be) is a
+    StateError naming the file, and a failed write leaves nothing behind.
+    """
 
     def __init__(self, path: str | Path) -> None:
         self.path = Path(path)
         self.where = str(path)
 
     def read(self) -> bytes | None:
+        """The file's bytes, or None when there is none, a path through something that
+        is not a directory included (nothing can be stored there: a write says why)."""
         try:
             return self.path.read_bytes()
-        except FileNotFoundError:
+        except (FileNotFoundError, NotADirectoryError):
             return None
+        except IsADirectoryError:
+            raise StateError(f"{self.where}: a directory, not a file") from None
+        except OSError as error:
+            raise StateError(f"{self.where}: cannot read: {_reason(error)}") from None
+
+    @contextlib.contextmanager
+    def _writing(self) -> Iterator[None]:
+        try:
+            self._make_parent()
+            yield
+        except OSError as error:
+            raise StateError(f"{self.where}: cannot write: {_reason(error)}") from None
+
+    def _make_parent(self) -> None:
+        parent = self.path.parent
+        try:
+            parent.mkdir(parents=True, exist_ok=True)
+        except FileExistsError:  # a file has the directory's name (mkdir says only "exists")
+            raise StateError(f"{self.where}: cannot write: {parent} is not a directory") from None
 
     def replace(self, data: bytes) -> None:
-        self.path.parent.mkdir(parents=True, exist_ok=True)
         temporary = self.path.with_name(f".{self.path.name}.{os.getpid()}.{uuid.uuid4().hex}")
-        with open(temporary, "wb") as handle:
-            handle.write(data)
-            handle.flush()
-            os.fsync(handle.fileno())
-        os.replace(temporary, self.path)
+        with self._writing():
+            try:
+                with open(temporary, "wb") as handle:
+                    handle.write(data)
+                    handle.flush()
+                    os.fsync(handle.fileno())
+                os.replace(temporary, self.path)
+            except BaseException:
+                with contextlib.suppress(OSError):
+                    temporary.unlink(missing_ok=True)
+                raise
 
     def append(self, data: bytes) -> None:
         """Add to the end, durably: a journal line is kept once this returns."""
@@ -136,17 +235,33 @@ class FileStorage:
             os.fsync(handle.fileno())
 
     def create(self, data: bytes) -> bool:
-        self.path.parent.mkdir(parents=True, exist_ok=True)
-        try:
-            descriptor = os.open(self.path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o644)
-        except FileExistsError:
-            return False
-        with os.fdopen(descriptor, "wb") as handle:
-            handle.write(data)
+        with self._writing():
+            try:
+                descriptor = os.open(self.path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o644)
+            except FileExistsError:
+                return False
+            try:
+                with os.fdopen(descriptor, "wb") as handle:
+                    handle.write(data)
+            except BaseException:  # a lock that holds nothing would lock everyone out
+                with contextlib.suppress(OSError):
+                    self.path.unlink(missing_ok=True)
+                raise
         return True
 
     def delete(self) -> None:
-        self.path.unlink(missing_ok=True)
+        try:
+            self.path.unlink()
+        except (FileNotFoundError, NotADirectoryError):
+            return  # nothing there
+        except OSError as error:
+            raise StateError(f"{self.where}: cannot remove: {_reason(error)}") from None
+
+
+def _reason(error: OSError) -> str:
+    """An OS error as a message says why: its text, without the path (the message names
+    the file once, and a temporary file's name means nothing to the reader)."""
+    return error.strerror or type(error).__name__
 
 
 class RemoteStorage:
@@ -219,7 +334,7 @@ class StateStore:
         data = self.record.read()
         if data is None:
             return Document.new()
-        return Document.from_json(data.decode(), self.location)
+        return Document.from_json(data, self.location)
 
     def journal(self) -> Journal:
         return Journal(self.storage, f"{self.location}.journal")
@@ -235,7 +350,7 @@ class StateStore:
         it; refused when the stored record is no longer `previous` (someone else wrote
         since it was read)."""
         data = self.record.read()
-        current = None if data is None else Document.from_json(data.decode(), self.location)
+        current = None if data is None else Document.from_json(data, self.location)
         if current is not None and (
             current.lineage != previous.lineage or current.serial != previous.serial
         ):
@@ -260,13 +375,7 @@ class StateStore:
 
     def current_lock(self) -> Lock | None:
         data = self.lock_storage.read()
-        if data is None:
-            return None
-        try:
-            raw = json.loads(data)
-            return Lock(str(raw["holder"]), float(raw["expires"]))
-        except (ValueError, KeyError, TypeError):
-            return Lock("(unreadable lock)", 0.0)
+        return None if data is None else Lock.from_json(data)
 
     def acquire(self, holder: str, ttl: float = LOCK_TTL) -> Lock:
         """Take the lock, or fail naming who holds it (an expired lock included: it is
@@ -285,6 +394,11 @@ class StateStore:
             if self.current_lock() == lock:
                 return lock
             existing = self.current_lock()
+        if existing is not None and existing.unreadable:
+            raise StateError(
+                f"{self.lock_storage.where}: not a lock ({existing.unreadable}); "
+                "`flowkit-loader unlock` removes it if no run is taking it"
+            )
         described = existing.describe(self.clock) if existing else "held"
         stale = existing is not None and existing.expires < self.clock()
         hint = "; `flowkit-loader unlock` breaks it if that run is gone" if stale else ""
@@ -320,7 +434,9 @@ class StateStore:
         """Remove the lock and return it (to say whose it was). A lock that has not
         expired is removed only with `force`: its run may still be going."""
         existing = self.current_lock()
-        if existing is not None and existing.expires >= self.clock() and not force:
+        if existing is None:
+            return None  # nothing to remove (and a lock taken meanwhile is not ours to break)
+        if existing.expires >= self.clock() and not force:
             raise StateError(
                 f"{self.location}: the lock is {existing.describe(self.clock)}; break it "
                 "only if that run is gone (--force)"
@@ -439,26 +555,50 @@ class Pending:
 
     id: str | None
     entries: list[dict[str, Any]]
+    lines: list[int] = field(default_factory=list)  # each entry's line in the journal
 
 
 def journal_entries(data: bytes | None, base: Document, where: str) -> Pending:
     """The entries of a journal left over `base`; a torn last line (a kill mid-write) is
     dropped; a journal already folded into `base` (a kill between writing the record
-    and removing the journal) is empty; a journal over another record is refused."""
+    and removing the journal) is empty; a journal over another record is refused.
+
+    Each line must be a JSON object and the first a header (what the entries say is
+    `record.replay`'s to check): a damaged journal is refused at its line, never
+    replayed in part."""
     lines = (data or b"").split(b"\n")
     complete = lines[:-1]  # whatever follows the last newline was never finished
     if not complete:
         return Pending(None, [])
-    try:
-        header = json.loads(complete[0])
-        entries = [json.loads(line) for line in complete[1:] if line.strip()]
-    except ValueError as error:
-        raise StateError(f"{where}: unreadable journal: {error}") from None
-    if header.get("id") is not None and header.get("id") == base.content.get(FOLDED):
-        return Pending(header["id"], [])
-    if header.get("lineage") != base.lineage or header.get("serial") != base.serial:
+    header = _parse_json(complete[0], where, "unreadable journal")
+    if not (
+        isinstance(header, dict)
+        and isinstance(header.get("id"), str)
+        and isinstance(header.get("lineage"), str)
+        and _is_int(header.get("serial"))
+    ):
         raise StateError(
-            f"{where}: a journal of another state record (lineage {header.get('lineage')}, "
-            f"serial {header.get('serial')}); remove it if that record is gone"
+            f"{where}:1: unreadable journal: the first line is not a header (an object "
+            "with an id, a lineage and a serial)"
         )
-    return Pending(header.get("id"), entries)
+    entries, numbers = [], []
+    for number, line in enumerate(complete[1:], start=2):
+        if not line.strip():
+            continue
+        entry = _parse_json(line, where, "unreadable journal", number)
+        if not isinstance(entry, dict):
+            raise StateError(
+                f"{where}:{number}: unreadable journal: an entry must be an object, not "
+                f"{json_kind(entry)}"
+            )
+        entries.append(entry)
+        numbers.append(number)
+    if header["id"] == base.content.get(FOLDED):
+        return Pending(header["id"], [])
+    if header["lineage"] != base.lineage or header["serial"] != base.serial:
+        raise StateError(
+            f"{where}: a journal of another state record (lineage "
+            f"{excerpt(header['lineage'])}, serial {excerpt(header['serial'])}); remove it if "
+            "that record is gone"
+        )
+    return Pending(header["id"], entries, numbers)

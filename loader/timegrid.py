@@ -13,10 +13,11 @@ import re
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 
-from loader.model import TemporalResolution
+from loader.model import TemporalResolution, excerpt
 
 UNITS = ("years", "months", "weeks", "days", "hours")
 BACKEND_DT_FORMAT = "%Y-%m-%d %H:%M:%S"
+FIRST_YEAR, LAST_YEAR = 1000, 9999  # what MySQL's DATETIME holds (and %Y writes as 4 digits)
 
 _ISO = re.compile(
     r"^(\d{4})-(\d{2})-(\d{2})"
@@ -106,30 +107,49 @@ class Grid:
         if ("%V" in fmt or "%G" in fmt) and "%u" not in fmt:
             fmt, value = f"{fmt}-%u", f"{text}-1"
         try:
-            return datetime.strptime(value, fmt)
+            moment = datetime.strptime(value, fmt)
         except ValueError:
             example = self.format(datetime(2020, 2, 3))
             raise DateError(
-                f"'{text}' is not a date in the resolution's format {self.date_format} "
+                f"'{excerpt(text)}' is not a date in the resolution's format {self.date_format} "
                 f"(for example {example})"
             ) from None
+        if not FIRST_YEAR <= moment.year <= LAST_YEAR:
+            raise DateError(
+                f"'{excerpt(text)}' is outside the years the backend stores "
+                f"({FIRST_YEAR} to {LAST_YEAR})"
+            )
+        return moment
 
 
 def parse_data_date(text: str, grid: Grid, date_format: str | None = None) -> datetime:
     """Parse a date cell of a data file: ISO 8601, or the resolution's own format, or the
     dataset's explicit `date_format`. Time-zone-aware dates are refused: the backend keeps
-    naive datetimes and the loader will not guess an offset."""
+    naive datetimes and the loader will not guess an offset. So are years the backend's
+    DATETIME cannot hold."""
+    moment = _parse_data_date(text, grid, date_format)
+    if not FIRST_YEAR <= moment.year <= LAST_YEAR:
+        raise DateError(
+            f"date '{excerpt(text)}' is outside the years the backend stores "
+            f"({FIRST_YEAR} to {LAST_YEAR})"
+        )
+    return moment
+
+
+def _parse_data_date(text: str, grid: Grid, date_format: str | None) -> datetime:
     stripped = text.strip()
     if date_format:
         try:
             return datetime.strptime(stripped, date_format)
         except ValueError:
-            raise DateError(f"cannot parse date '{text}' with date_format {date_format}") from None
+            raise DateError(
+                f"cannot parse date '{excerpt(text)}' with date_format {date_format}"
+            ) from None
     match = _ISO.match(stripped)
     if match:
         if match.group(8):
             raise DateError(
-                f"date '{text}' is time-zone-aware; the backend stores naive dates: "
+                f"date '{excerpt(text)}' is time-zone-aware; the backend stores naive dates: "
                 "write it without an offset"
             )
         year, month, day, hour, minute, second = (int(g) if g else 0 for g in match.groups()[:6])
@@ -137,12 +157,12 @@ def parse_data_date(text: str, grid: Grid, date_format: str | None = None) -> da
         try:
             return datetime(year, month, day, hour, minute, second, micro)
         except ValueError as error:
-            raise DateError(f"cannot parse date '{text}': {error}") from None
+            raise DateError(f"cannot parse date '{excerpt(text)}': {error}") from None
     try:
         return grid.parse_formatted(stripped)
     except DateError:
         raise DateError(
-            f"cannot parse date '{text}' (expected ISO 8601 like 2020-02-01, "
+            f"cannot parse date '{excerpt(text)}' (expected ISO 8601 like 2020-02-01, "
             f"or the resolution's format {grid.date_format})"
         ) from None
 

@@ -35,7 +35,9 @@ def write_manifest(
     access: str = "",
     extra: str = "",
 ) -> Path:
-    """Write CSV files and a manifest over the example config; return the manifest path."""
+    """Write CSV files and a manifest over (a copy of) the example config beside them;
+    return the manifest path."""
+    (directory / "config.json").write_bytes(EXAMPLE_CONFIG.read_bytes())
     blocks = []
     for name, text in files.items():
         (directory / name).write_bytes(text.encode())
@@ -45,7 +47,7 @@ def write_manifest(
     manifest.write_text(
         "version: 1\n"
         "targets:\n  local: {url: 'local:state/test.db'}\n"
-        f"setup: {EXAMPLE_CONFIG}\n"
+        "setup: config.json\n"
         "ids:\n"
         "  spatial_resolutions: {Region: 1, District: 2}\n"
         "  temporal_resolutions: {Month: 2, Day: 4}\n"

@@ -39,7 +39,7 @@ def test_example_summary(monkeypatch: pytest.MonkeyPatch) -> None:
     assert code == 0
     assert lines[-1] == (
         "manifests/example.yaml: valid: 2 files, 328 rows, 700 values in 46 datasets "
-        "(4 empty cells skipped); 0 errors, 0 warnings"
+        "(4 missing cells skipped); 0 errors, 0 warnings"
     )
     assert "  residents.residents srid=2 trid=2: 2021-01-01..2021-06-01, 6 datasets" in lines[0:5][
         3
@@ -55,7 +55,7 @@ def test_upstream_manifest_validates_with_the_notebooks_ids(
     assert code == 0, lines
     assert lines == [
         "tests/data/upstream/manifest.yaml: valid: 4 files, 65,787 rows, 283,530 values in "
-        "149 datasets (887 empty cells skipped); 0 errors, 0 warnings"
+        "149 datasets (887 missing cells skipped); 0 errors, 0 warnings"
     ]
 
 

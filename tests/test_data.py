@@ -6,8 +6,10 @@ import os
 from pathlib import Path
 
 import pytest
+from click.testing import CliRunner
 
-from loader import data
+from loader import csvshape, data
+from loader.cli import cli
 from loader.model import Dataset, Severity, nanos_to_text
 from loader.validate import validate
 from tests.helpers import write_manifest
@@ -162,20 +164,164 @@ def test_problems_point_at_the_physical_line(
     ]
 
 
-def test_the_cache_spares_rereading_unchanged_files(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
-) -> None:
-    manifest = write_manifest(tmp_path, {"residents.csv": RESIDENTS})
-    first = validate(manifest)
-    assert first.ok and len(first.summaries) == 6
+def refuse_rereading(monkeypatch: pytest.MonkeyPatch) -> None:
+    """From now on, reading a CSV again is an error: summaries must come from the cache."""
 
     def refuse(self: data.CsvDatasets) -> None:
         raise AssertionError("the file was read again")
 
     monkeypatch.setattr(data.CsvDatasets, "datasets", refuse)
+
+
+def test_the_cache_spares_rereading_unchanged_files(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # The files were written a moment ago: only with no racy window is their entry trusted.
+    monkeypatch.setattr(data, "RACY_NANOS", 0)
+    manifest = write_manifest(tmp_path, {"residents.csv": RESIDENTS})
+    first = validate(manifest)
+    assert first.ok and len(first.summaries) == 6
+
+    refuse_rereading(monkeypatch)
     assert validate(manifest).summaries == first.summaries
     csv_path = tmp_path / "residents.csv"
     stat = csv_path.stat()
     os.utime(csv_path, ns=(stat.st_atime_ns, stat.st_mtime_ns + 10**9))
     with pytest.raises(AssertionError, match="read again"):
         validate(manifest)
+
+
+def test_a_same_length_edit_with_its_mtime_put_back_is_seen(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """`touch -r` after an edit keeps size and mtime; the change time betrays it."""
+    monkeypatch.setattr(data, "RACY_NANOS", 0)
+    manifest = write_manifest(tmp_path, {"residents.csv": RESIDENTS})
+    before = {s.key: s for s in validate(manifest).summaries}
+    csv_path = tmp_path / "residents.csv"
+    stat = csv_path.stat()
+    csv_path.write_text(RESIDENTS.replace("200,2.5", "201,2.5"))
+    os.utime(csv_path, ns=(stat.st_atime_ns, stat.st_mtime_ns))
+    after = csv_path.stat()
+    assert (after.st_size, after.st_mtime_ns) == (stat.st_size, stat.st_mtime_ns)
+    changed = [s for s in validate(manifest).summaries if s.digest != before[s.key].digest]
+    assert [(s.key.indicator_id, s.key.dt[:10]) for s in changed] == [
+        ("residents.residents", "2021-02-01")
+    ]
+
+
+def test_an_entry_made_while_the_file_was_new_is_not_trusted(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """git's racily clean rule: on a filesystem with coarse timestamps, a file changed in
+    the same tick as it was read keeps its stamps; such an entry is read again."""
+    manifest = write_manifest(tmp_path, {"residents.csv": RESIDENTS})
+    validate(manifest)  # the file's change time is within RACY_NANOS of this read
+    refuse_rereading(monkeypatch)
+    with pytest.raises(AssertionError, match="read again"):
+        validate(manifest)
+
+
+def test_the_missing_spellings_are_part_of_the_cache_key(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setattr(data, "RACY_NANOS", 0)
+    text = "month,pcod,residents\n2021-01-01,EX01-01,NA\n2021-01-01,EX01-02,3\n"
+    manifest = write_manifest(tmp_path, {"residents.csv": text})
+    assert validate(manifest).ok
+    manifest.write_text(manifest.read_text() + '    missing: [""]\n')
+    [problem] = validate(manifest).errors
+    assert str(problem) == "residents.csv:2:20: not a number: 'NA' in column 'residents'"
+
+
+def test_missing_spellings_in_value_columns_are_skipped_and_counted(tmp_path: Path) -> None:
+    text = (
+        "month,pcod,residents,arrived\n"
+        "2021-01-01,EX01-01,NA,1\n"
+        "2021-01-01,EX01-02,NaN,\n"
+        "2021-02-01,EX01-01,N/A,null\n"
+        "2021-02-01,EX01-02,5,NA\n"
+    )
+    report = validate(write_manifest(tmp_path, {"residents.csv": text}))
+    assert report.ok, report.problems
+    [file] = report.files
+    assert file.missing_cells == {"NA": 2, "NaN": 1, "N/A": 1, "null": 1, "": 1}
+    assert {(s.key.indicator_id, s.key.dt[:10]): s.stats.count for s in report.summaries} == {
+        ("residents.residents", "2021-02-01"): 1,
+        ("residents.arrived", "2021-01-01"): 1,
+    }
+    result = CliRunner().invoke(cli, ["validate", "-v", str(tmp_path / "manifest.yaml")])
+    assert "  missing cells skipped: '' 1, 'N/A' 1, 'NA' 2, 'NaN' 1, 'null' 1\n" in result.stdout
+    assert "(6 missing cells skipped)" in result.stdout
+
+
+def test_a_unit_code_na_is_a_code_never_missing(tmp_path: Path) -> None:
+    text = "month,pcod,residents\n2021-01-01,NA,1\n"
+    [problem] = validate(write_manifest(tmp_path, {"residents.csv": text})).errors
+    assert "unknown spatial unit 'NA' in column 'pcod'" in problem.message
+
+
+def test_inf_is_an_error_unless_listed_and_a_dataset_overrides_the_manifest(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.chdir(tmp_path)
+    text = "month,pcod,residents\n2021-01-01,EX01-01,Inf\n2021-01-01,EX01-02,-999\n"
+    manifest = write_manifest(tmp_path, {"residents.csv": text}, extra='missing: ["", "Inf"]\n')
+    report = validate(manifest)
+    assert report.ok, report.problems
+    assert report.files[0].missing_cells == {"Inf": 1}
+    assert [s.stats.count for s in report.summaries] == [1]  # -999 is a value here
+    manifest.write_text(manifest.read_text() + '    missing: ["-999"]\n')
+    report = validate(manifest)
+    assert [str(p) for p in report.errors] == [
+        "residents.csv:2:20: value 'Inf' in column 'residents' is not finite (list its "
+        "spelling under missing to skip it)"
+    ]
+    assert report.files[0].missing_cells == {"-999": 1}
+
+
+def test_a_header_only_file_is_a_warning_naming_it(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.chdir(tmp_path)
+    report = validate(write_manifest(tmp_path, {"residents.csv": "month,pcod,residents\n\n"}))
+    assert report.ok
+    assert [str(p) for p in report.warnings] == [
+        "residents.csv: warning: no data rows: the file has only its header, so it loads nothing"
+    ]
+
+
+@pytest.mark.parametrize("block", [1, 2, 3, 7, 64])
+def test_the_field_count_scan_is_the_same_in_any_block_size(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, block: int
+) -> None:
+    """Records, quotes and \\r\\n pairs cut across blocks: the same shape every time."""
+    text = (
+        '\ufeffmonth,pcod,"resi\ndents",arrived\r\n'
+        '2021-01-01,"EX01,01",1,2\r\n\r\n'
+        '2021-01-01,"EX""01",1\r'
+        "2021-01-01,EX01,1,2,\n"
+        '"2021-01-01",x,"a\r\nb",3'
+    )
+    path = tmp_path / "shape.csv"
+    path.write_bytes(text.encode())
+    monkeypatch.setattr(csvshape, "BLOCK_BYTES", block)
+    shape = csvshape.scan_shape(str(path))
+    assert (shape.header_fields, shape.records, shape.ragged_count) == (4, 4, 2)
+    assert shape.ragged == [csvshape.Ragged(line=5, fields=3, last_line=5)]
+    assert shape == csvshape._exact_scan(str(path))
+
+
+def test_a_stray_quote_in_a_large_file_is_one_line(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The quote swallows 200,000 lines (a field far over the csv module's limit)."""
+    monkeypatch.chdir(tmp_path)
+    rows = "".join(f"2021-01-01,EX01-0{i % 2 + 1},{i},1\n" for i in range(200_000))
+    text = 'month,pcod,residents,arrived\n2021-01-01,EX01-01,"5,1\n' + rows + 'x,"y,1,2\n'
+    report = validate(write_manifest(tmp_path, {"residents.csv": text}))
+    assert [str(p) for p in report.errors] == [
+        "residents.csv:2: 5 fields, the header has 4 (the record runs to line 200003: a quoted "
+        "field holds line breaks, or a quote is not closed where it should be)",
+    ]

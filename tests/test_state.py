@@ -148,3 +148,38 @@ def test_a_held_lock_is_renewed_while_its_run_goes_on(tmp_path: Path) -> None:
         with pytest.raises(StateError, match="state is locked"):
             store.acquire("other@host:2")
     assert store.current_lock() is None
+
+
+def test_a_failed_write_leaves_nothing_behind(tmp_path: Path) -> None:
+    """A write that fails is a StateError naming the file, and leaves no temporary file
+    (a directory where the record should be makes the final rename fail, even for root)."""
+    from loader.state import FileStorage
+
+    record = tmp_path / "s.json"
+    (record / "inside").mkdir(parents=True)
+    with pytest.raises(StateError, match=r"s\.json: cannot write: Is a directory$"):
+        FileStorage(record).replace(b"{}")
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["s.json"]
+    blocked = tmp_path / "file"
+    blocked.write_text("not a folder")
+    with pytest.raises(StateError, match=rf"s\.json\.lock: cannot write: {blocked} is not a"):
+        FileStorage(blocked / "s.json.lock").create(b"{}")
+    assert FileStorage(blocked / "s.json").read() is None  # nothing can be stored there
+
+
+@pytest.mark.parametrize(
+    ("content", "why"),
+    [(b"", "empty"), (b"\xff\xfe", "not UTF-8 text"), (b"held", "not JSON"),
+     (b'{"holder": "a\\nb", "expires": 1}', "no valid holder and expiry time"),
+     (b'{"holder": "ci@host:1", "expires": NaN}', "no valid holder and expiry time")],
+)  # fmt: skip
+def test_an_unreadable_lock_is_never_taken_over(tmp_path: Path, content: bytes, why: str) -> None:
+    """A lock file that holds no lock (a run killed between creating and writing it, a
+    damaged file) still locks: apply refuses, naming the file; unlock removes it."""
+    store = StateStore(str(tmp_path / "s.json"))
+    (tmp_path / "s.json.lock").write_bytes(content)
+    with pytest.raises(StateError, match=rf"s\.json\.lock: not a lock \({why}\); `flowkit"):
+        store.acquire("me@here:1")
+    broken = store.break_lock()
+    assert broken is not None and broken.unreadable == why
+    assert store.current_lock() is None and store.break_lock() is None
