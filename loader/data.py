@@ -679,7 +679,8 @@ class CsvDatasets:
         if finding.kind == "unit":
             prop = self.spatial.unit_property or "unit code"
             return (
-                f"unknown spatial unit '{finding.detail}' in column '{column}': not among the "
+                f"unknown spatial unit '{excerpt(finding.detail)}' in column '{column}': not "
+                "among the "
                 f"{prop} codes of '{self.spatial.label}'"
             )
         if finding.kind == "number":
@@ -699,7 +700,7 @@ class CsvDatasets:
         if finding.kind == "duplicate":
             assert finding.other_row is not None
             first = located.get(finding.other_row, (finding.other_row + 2, "", []))[0]
-            return f"duplicate row for {finding.detail} (first on line {first})"
+            return f"duplicate row for {excerpt(finding.detail)} (first on line {first})"
         return (
             f"no value for {finding.detail}: that dataset is not sent "
             "(the backend refuses an empty dataset)"

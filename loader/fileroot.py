@@ -104,9 +104,14 @@ class _Walker:
             return [folder] if folder.is_file() else []
         head, rest = parts[0], parts[1:]
         if head == "**":
-            found = self.walk(folder, rest)  # ** matches no folder at all, too
+            # Any number of folders, none included; last in a pattern, every file below.
+            found = self.walk(folder, rest) if rest else []
             for entry in self.entries(folder):
-                if not entry.name.startswith(".") and entry.is_dir(follow_symlinks=False):
+                if entry.name.startswith("."):
+                    continue
+                if not rest and entry.is_file():
+                    found.append(Path(entry.path))
+                if entry.is_dir(follow_symlinks=False):
                     found += self.walk(Path(entry.path), parts)
             return found
         if not _MAGIC.search(head):

@@ -96,3 +96,30 @@ def test_plans_state_records_journals_and_locks_hold_no_secret(
     for secret in (SECRET, *tokens):
         assert secret not in everything
     assert "eyJ" not in everything
+
+
+def test_a_file_that_fails_to_parse_is_never_echoed(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A data file full of secrets (as /proc/self/environ would be, if it were read):
+    what validate prints quotes at most a short, cut excerpt of any header or cell."""
+    from click.testing import CliRunner
+
+    from loader.cli import cli
+    from tests.helpers import write_manifest
+
+    monkeypatch.chdir(tmp_path)
+    secret = "AWS_SECRET_ACCESS_KEY=" + "s3cr3t" * 20
+    texts = {
+        "a header of secrets": f"month,pcod,{secret}\n2021-01-01,EX01-01,1\n",
+        "a cell of secrets": f"month,pcod,residents\n2021-01-01,EX01-01,{secret}\n",
+        "a unit of secrets": f"month,pcod,residents\n2021-01-01,{secret},1\n",
+        "a date of secrets": f"month,pcod,residents\n{secret},EX01-01,1\n",
+        "a ragged row of secrets": f"month,pcod,residents\n2021-01-01,EX01-01,1,{secret}\n",
+        "NUL-separated, as environ is": "\0".join([secret, "PATH=/bin", secret]) + "\n",
+    }
+    for name, text in texts.items():
+        manifest = write_manifest(tmp_path, {"residents.csv": text})
+        result = CliRunner().invoke(cli, ["validate", str(manifest)])
+        assert result.exit_code == 1, (name, result.output)
+        assert "s3cr3t" * 10 not in result.output, (name, result.output)
