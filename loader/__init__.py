@@ -22,10 +22,10 @@ from typing import TYPE_CHECKING, Any
 if TYPE_CHECKING:
     from loader.model import LoaderError as LoaderError
     from loader.model import ManifestError as ManifestError
+    from loader.planfile import save_plan as save_plan
     from loader.session import apply as apply
     from loader.session import import_state as import_state
     from loader.session import plan as plan
-    from loader.session import save_plan as save_plan
     from loader.session import status as status
     from loader.validate import ValidationReport as ValidationReport
     from loader.validate import load_manifest as load_manifest
@@ -38,7 +38,7 @@ _EXPORTS = {
     "load_manifest": "loader.validate",
     "validate": "loader.validate",
     "plan": "loader.session",
-    "save_plan": "loader.session",
+    "save_plan": "loader.planfile",
     "apply": "loader.session",
     "import_state": "loader.session",
     "status": "loader.session",

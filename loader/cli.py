@@ -141,6 +141,7 @@ def _dataset_lines(report: ValidationReport) -> list[str]:
 @cli.command(name="check")
 @click.argument("manifest", type=click.Path(dir_okay=False))
 @click.option("--target", "-t", help="The target to check (default: the default).")
+@click.option("--state", help="Where the state record is (default: the target's).")
 @click.option(
     "--wait-ready",
     type=click.FloatRange(min=0),
@@ -148,44 +149,25 @@ def _dataset_lines(report: ValidationReport) -> list[str]:
     show_default=True,
     help="Seconds to wait for a service that starts on its first request.",
 )
-def check_command(manifest: str, target: str | None, wait_ready: float) -> None:
-    """Check that MANIFEST's target answers and that its credentials can do their work.
+def check_command(manifest: str, target: str | None, state: str | None, wait_ready: float) -> None:
+    """Check what plan and apply will use on MANIFEST's target; one line per thing checked.
 
-    A remote target: /heartbeat and the API version, then each role's token and the
-    scopes it must carry (admin: admin; updater: write:data; reader: read:free_data).
-    Nothing is written. Exit 1 when something is missing.
+    The target answers and its API version is known; each role's token has the scopes
+    apply needs (admin: admin; updater: write:data; reader: read:free_data, and the admin
+    permission, so that plan sees every dataset); each scope's reader (credentials.scopes)
+    can read and sees that scope's grants and no more; the state record reads, and a
+    probe beside it is written, locked, unlocked and removed. Nothing else is written.
+    Exit 1 when something fails.
     """
-    from loader.backends.factory import open_backend
-    from loader.session import SCOPES_OF
+    from loader.checks import check
     from loader.validate import load_manifest
 
     loaded = load_manifest(manifest, target=target)
-    chosen = loaded.target(target)
-    backend = open_backend(chosen, loaded.setup(target))
-    if chosen.is_local:
-        view = backend.read_setup()
-        click.echo(
-            f"{chosen.name}: embedded backend at {chosen.local_path}: "
-            f"{_plural(len(view.languages), 'language')}, "
-            f"{_plural(len(view.data_providers), 'data provider')}"
-        )
-        return
-    from loader.backends.remote import RemoteBackend
-
-    assert isinstance(backend, RemoteBackend)
-    try:
-        backend.wait_ready(wait_ready)
-        backend.preflight({role: scopes for role, scopes in SCOPES_OF.items()
-                           if role in backend.tokens})  # fmt: skip
-        click.echo(f"{chosen.name}: {chosen.url} is ready")
-        for role, provider in backend.tokens.items():
-            token = provider.current()
-            click.echo(
-                f"  {role.value}: {token.subject}, scopes {' '.join(sorted(token.scopes))}, "
-                f"sees {' '.join(sorted(token.permissions)) or 'nothing'}"
-            )
-    finally:
-        backend.close()
+    failed = False
+    for finding in check(loaded, target, state=state, wait_ready=wait_ready):
+        click.echo(finding.line())
+        failed = failed or not finding.ok
+    sys.exit(1 if failed else 0)
 
 
 # ---------------------------------------------------------------------------------------
@@ -237,18 +219,18 @@ def plan_command(
     detailed_exitcode: bool,
 ) -> None:  # fmt: skip
     """Show what applying MANIFEST would change on its target; nothing is written."""
-    from loader import session
-    from loader.render import plan_data, render
+    from loader import planfile, session
+    from loader.render import render
 
     if offline and verify:
         raise LoaderError("--verify reads the server: it cannot be --offline")
     made = session.plan(manifest, target=target, offline=offline, verify=verify, only=only,
                         state=state, wait_ready=wait_ready)  # fmt: skip
-    data = session.save_plan(made, out) if out else plan_data(made)
+    data = planfile.save_plan(made, out) if out else planfile.document(made)
     click.echo(render(data, fmt), nl=False)
     if out:  # on stderr: stdout is the plan alone (a PR comment, a JSON document)
-        click.echo(f"Saved to {out}: `flowkit-loader apply {out}` carries out exactly this plan.",
-                   err=True)  # fmt: skip
+        hint = planfile.how_to_apply(out, manifest, made.refreshed)
+        click.echo(f"Saved to {out}: {hint}.", err=True)
     sys.exit(2 if detailed_exitcode and made.has_changes else 0)
 
 
@@ -256,11 +238,13 @@ def plan_command(
 @click.argument("plan_file", metavar="PLAN", type=click.Path(dir_okay=False))
 @_FORMAT
 def show_command(plan_file: str, fmt: str) -> None:
-    """Render a saved plan (`plan --out`) as text, Markdown or JSON."""
+    """Render a saved plan (`plan --out`) as text, Markdown or JSON; refused when it was
+    changed after it was written (its digest), or is not signed with FLOWKIT_PLAN_KEY
+    when that is set."""
+    from loader import planfile
     from loader.render import render
-    from loader.validate import read_plan_file
 
-    click.echo(render(read_plan_file(plan_file), fmt), nl=False)
+    click.echo(render(planfile.read(plan_file), fmt), nl=False)
 
 
 class ApplyProgress:
@@ -318,6 +302,13 @@ class ApplyProgress:
     is_flag=True,
     help="Plan with every dataset's content read back (see plan --verify).",
 )
+@click.option(
+    "--reviewed",
+    metavar="PLAN",
+    type=click.Path(dir_okay=False),
+    help="A plan file that was reviewed (`plan --out`, offline too): refused unless the "
+    "fresh plan has exactly its changes.",
+)
 @click.option("--yes", "-y", is_flag=True, help="Do not ask for confirmation.")
 @click.option(
     "--allow-destroy", is_flag=True, help="Allow deletes and a setup replace (refused otherwise)."
@@ -339,24 +330,26 @@ class ApplyProgress:
 @click.option("--verbose", "-v", is_flag=True, help="Every change as it completes.")  # fmt: skip
 def apply_command(
     source: str, target: str | None, state: str | None, wait_ready: float,
-    only: tuple[str, ...], verify: bool, yes: bool, allow_destroy: bool,
+    only: tuple[str, ...], verify: bool, reviewed: str | None, yes: bool, allow_destroy: bool,
     max_destroy: int | None,
     parallelism: int, quiet: bool, verbose: bool,
 ) -> None:  # fmt: skip
     """Make the target match MANIFEST (plan, confirm, apply), or carry out a saved PLAN
-    exactly (refused when stale or made for another target)."""
+    exactly (refused when stale or made for another target). With --reviewed, MANIFEST is
+    planned and applied only if the plan has the reviewed plan's changes."""
     from loader import session
 
     if quiet and verbose:
         raise click.UsageError("--quiet and --verbose: choose one")
+    from loader.planfile import is_plan_file
     from loader.planner import Plan
     from loader.render import plan_data, render_result, render_text
 
-    saved = session.is_plan_file(source)
+    saved = is_plan_file(source)
 
     progress = ApplyProgress(quiet, verbose)
 
-    asks = not saved and not yes
+    asks = not saved and not reviewed and not yes  # a plan file was the confirmation
 
     def show(made: Plan) -> None:
         if asks or not quiet:
@@ -373,7 +366,7 @@ def apply_command(
     applied = session.apply(
         source, target=target, only=only, verify=verify, state=state,
         allow_destroy=allow_destroy, max_destroy=max_destroy, show=show, confirm=confirm,
-        parallelism=parallelism, wait_ready=wait_ready, progress=progress,
+        parallelism=parallelism, wait_ready=wait_ready, progress=progress, reviewed=reviewed,
     )  # fmt: skip
     if not applied.plan.has_changes:
         click.echo("No changes: the target matches the manifest.")
@@ -468,7 +461,8 @@ def schema_command(which: str) -> None:
     show_default=True,
     help="Address to bind; loopback unless told otherwise.",
 )
-@click.option("--port", default=8000, show_default=True, type=int, help="0 picks a free port.")
+@click.option("--port", default=8000, show_default=True, type=click.IntRange(0, 65535),
+              help="0 picks a free port.")  # fmt: skip
 @click.option(
     "--upstream-quirks",
     is_flag=True,
@@ -501,6 +495,13 @@ def schema_command(which: str) -> None:
     show_default=True,
     help="The audience the token endpoint accepts.",
 )
+@click.option(
+    "--max-body-bytes",
+    default=2 * 1024**3,
+    show_default=True,
+    type=click.IntRange(min=1),
+    help="Largest request body, once decompressed; larger ones answer 413.",
+)
 def serve_command(
     db: str,
     host: str,
@@ -510,18 +511,18 @@ def serve_command(
     request_cost: float,
     value_cost: float,
     audience: str,
+    max_body_bytes: int,
 ) -> None:
     """Serve the local backend under /v1 with the real service's REST contract, and an
-    OAuth2 token endpoint for development clients (secrets from FLOWKIT_SERVE_SECRET)."""
-    from pathlib import Path
-
+    OAuth2 token endpoint for development clients (secrets from FLOWKIT_SERVE_SECRET;
+    an empty one enables none)."""
     from loader.backends.server import CostModel, serve
 
-    Path(db).parent.mkdir(parents=True, exist_ok=True)
     cost = CostModel(request_cost, value_cost) if latency else None
     with contextlib.suppress(KeyboardInterrupt):  # Ctrl-C is how a server stops
         serve(db, host, port, quirks=upstream_quirks, cost=cost, audience=audience,
-              announce=lambda line: click.echo(line, err=True))  # fmt: skip
+              announce=lambda line: click.echo(line, err=True),
+              max_body=max_body_bytes)  # fmt: skip
 
 
 def main() -> None:

@@ -48,6 +48,7 @@ from loader.record import (
 DEFAULT_PARALLELISM = 4
 UNREACHABLE_AFTER = 3
 UNREACHABLE = "not started: the backend stopped answering"
+UNRECORDABLE = "not started: a change before it could not be recorded"
 
 
 class Status(enum.Enum):
@@ -67,10 +68,15 @@ class Outcome:
 class ApplyResult:
     outcomes: list[Outcome] = field(default_factory=list)
     interrupted: bool = False
+    stopped: str = ""  # why no new change was started (the journal could not be written)
 
     @property
     def ok(self) -> bool:
-        return not self.interrupted and all(o.status is Status.DONE for o in self.outcomes)
+        return (
+            not self.interrupted
+            and not self.stopped
+            and all(o.status is Status.DONE for o in self.outcomes)
+        )
 
     def counts(self) -> dict[str, int]:
         found = {status.value: 0 for status in Status}
@@ -112,6 +118,20 @@ class Executor:
         self.failed_keys: set[DatasetKey] = set()
         self.unanswered = 0  # failures in a row without any answer from the backend
 
+    # -- the journal --------------------------------------------------------------------------
+
+    def _record(self, entry: Mapping[str, Any]) -> None:
+        """Journal a change the backend has carried out. If the journal cannot be written
+        (a full or read-only disk, a store that refuses the upload), the change is still
+        done: it is reported so, and no new change starts, since none could be recorded
+        either (the caller still holds every entry for the record it writes at the end)."""
+        try:
+            self.journal(entry)
+        except LoaderError as error:
+            with self._lock:
+                if not self.result.stopped:
+                    self.result.stopped = f"the journal could not be written: {error}"
+
     # -- bookkeeping ------------------------------------------------------------------------
 
     def _report(self, change: Change, status: Status, message: str = "") -> None:
@@ -136,6 +156,12 @@ class Executor:
         its own retries first)."""
         return self.unanswered >= UNREACHABLE_AFTER
 
+    def _halted(self) -> str:
+        """Why no new change may start, or ''."""
+        if self.result.stopped:
+            return UNRECORDABLE
+        return UNREACHABLE if self.unreachable else ""
+
     def _skip_all(self, changes: Iterable[Change], why: str) -> None:
         for change in changes:
             self._report(change, Status.SKIPPED, why)
@@ -149,8 +175,8 @@ class Executor:
         blocks = _blocks(c for c in plan.changes if c.subject in (Subject.DATASET, Subject.GRANT))
         try:
             for change in head:
-                if self.unreachable:
-                    return self._skip_rest(plan, UNREACHABLE)
+                if self._halted():
+                    return self._skip_rest(plan, self._halted())
                 parent = self._failed_parent(change)
                 if parent:  # skipped, and what needs it is skipped in turn
                     self._report(change, Status.SKIPPED, parent)
@@ -159,8 +185,8 @@ class Executor:
                     return self._skip_rest(plan, "the setup failed")
             self._datasets(blocks)
             for change in tail:
-                if self.unreachable:
-                    return self._skip_rest(plan, UNREACHABLE)
+                if self._halted():
+                    return self._skip_rest(plan, self._halted())
                 self._entity_delete(change)
         except KeyboardInterrupt:
             self.result.interrupted = True
@@ -205,7 +231,7 @@ class Executor:
         for entity in self.entities:
             config[entity.kind.value].append(entity.body)
         self.backend.replace_setup(config)
-        self.journal(setup_entry(RecordedEntity.of(e) for e in self.entities))
+        self._record(setup_entry(RecordedEntity.of(e) for e in self.entities))
 
     def _write_entity(self, change: Change) -> None:
         entity = change.entity
@@ -216,7 +242,7 @@ class Executor:
                 self.backend.update_entity(entity.kind, entity.id, entity.body)
         else:
             self.backend.update_entity(entity.kind, entity.id, entity.body)
-        self.journal(entity_entry(RecordedEntity.of(entity)))
+        self._record(entity_entry(RecordedEntity.of(entity)))
 
     def _entity_delete(self, change: Change) -> None:
         assert change.entity_kind is not None and change.entity_id is not None
@@ -234,7 +260,7 @@ class Executor:
         except LoaderError as error:
             self._failed(change, error)
             return
-        self.journal(drop_entity_entry(kind, entity_id))
+        self._record(drop_entity_entry(kind, entity_id))
         self._report(change, Status.DONE)
 
     # -- datasets ---------------------------------------------------------------------------
@@ -290,8 +316,8 @@ class Executor:
         return ""
 
     def _block(self, block: list[Change], dataset: Dataset | None) -> None:
-        if self.unreachable:
-            self._skip_all(block, UNREACHABLE)
+        if self._halted():
+            self._skip_all(block, self._halted())
             return
         first = block[0]
         mdid = first.mdid
@@ -307,8 +333,11 @@ class Executor:
                 self._skip_all(grants, "its dataset write failed")
                 return
             self._report(first, Status.DONE)
-        for change in grants:
+        for index, change in enumerate(grants):
             assert change.key is not None and change.scope is not None and mdid is not None
+            if self._halted():
+                self._skip_all(grants[index:], self._halted())
+                return
             try:
                 if change.action is Action.DELETE:
                     self.backend.revoke(change.scope, mdid)
@@ -317,7 +346,7 @@ class Executor:
             except Exception as error:
                 self._failed(change, error)
                 continue
-            self.journal(
+            self._record(
                 grant_entry(change.key, change.scope, mdid, change.action is not Action.DELETE)
             )
             self._report(change, Status.DONE)
@@ -326,7 +355,7 @@ class Executor:
         if change.action is Action.DELETE:
             assert change.summary is not None
             self.backend.delete_dataset(change.summary)
-            self.journal(drop_dataset_entry(change.summary.key))
+            self._record(drop_dataset_entry(change.summary.key))
             return None
         assert dataset is not None and change.summary is not None
         if dataset.summary.digest != change.summary.digest:
@@ -337,7 +366,7 @@ class Executor:
             mdid = write.mdid if write.created else self.backend.update_dataset(dataset)
         else:
             mdid = self.backend.update_dataset(dataset)
-        self.journal(dataset_entry(RecordedDataset(dataset.summary, mdid)))
+        self._record(dataset_entry(RecordedDataset(dataset.summary, mdid)))
         return mdid
 
 

@@ -17,7 +17,6 @@ from loader.execute import ApplyResult, Status
 from loader.model import DatasetKey, DatasetStats, DatasetSummary, nanos_to_text
 from loader.planner import Change, Plan, Subject
 
-PLAN_FORMAT_VERSION = 1
 GITHUB_COMMENT_LIMIT = 65_536
 COLLAPSE_AFTER = 3  # more datasets than this of one indicator and action: one line
 SKIPPED_LISTED = 5  # more changes than this skipped for one reason: counted, not listed
@@ -72,8 +71,9 @@ def _change_data(change: Change) -> dict[str, Any]:
 
 
 def plan_data(plan: Plan) -> dict[str, Any]:
+    """What every format renders. A plan file is this in an envelope (format version,
+    digest, signature: loader/planfile.py)."""
     return {
-        "format_version": PLAN_FORMAT_VERSION,
         "fingerprint": plan.fingerprint,
         "manifest": plan.manifest,
         "target": plan.target,
@@ -345,6 +345,8 @@ def render_result(result: ApplyResult) -> str:
             out.append(f"  skipped: {_plural(len(changes), 'change')}: {why}")
         else:
             out += [f"  skipped: {change}: {why}" for change in changes]
+    if result.stopped:
+        out.append(f"  stopped: {result.stopped}; no change was started after it")
     state = "interrupted" if result.interrupted else "complete" if result.ok else "incomplete"
     out.append(
         f"Apply {state}: {counts['done']} done, {counts['failed']} failed, "

@@ -36,6 +36,7 @@ from loader.model import (
     excerpt,
     loader_version,
 )
+from loader.planfile import PlanRefused, SavedPlan, comparable_changes, is_plan_file
 from loader.planner import Plan, Selector, make_plan
 from loader.record import (
     Actual,
@@ -55,16 +56,12 @@ from loader.refresh import (
     import_record,
     refresh,
 )
-from loader.render import plan_data, render_json
-from loader.state import Document, Pending, StateStore
+from loader.render import plan_data
+from loader.state import Document, Pending, StateError, StateStore
 from loader.timegrid import from_backend_dt
-from loader.validate import ValidationReport, read_plan_file, validate
+from loader.validate import ValidationReport, validate
 
 SCOPES_OF = {Role.ADMIN: ["admin"], Role.UPDATER: ["write:data"], Role.READER: ["read:free_data"]}
-
-
-class PlanRefused(LoaderError):
-    """A saved plan that no longer describes the target, or a plan apply may not carry out."""
 
 
 @dataclass
@@ -175,14 +172,14 @@ def connect(
     wait = getattr(backend, "wait_ready", None)
     if wait is not None and wait_ready > 0:  # otherwise the first real request tells
         wait(wait_ready)
-    _check_reader_sees_everything(backend)
+    check_reader_sees_everything(backend)
     scopes = {s for d in run.record.datasets.values() for s in d.scopes}
     scopes |= {s for v in run.desired.scopes.values() for s in v}
     readers = open_readers(run.target, backend, scopes, environ=run.environ)
     return Connection(backend, readers)
 
 
-def _check_reader_sees_everything(backend: Backend) -> None:
+def check_reader_sees_everything(backend: Backend) -> None:
     """A refresh reads with the reader role: a token that cannot see every dataset (the
     automatic `admin` mapping) would make the loader take what it cannot see for gone."""
     tokens = getattr(backend, "tokens", None)
@@ -237,11 +234,7 @@ def fingerprint(run: Run, actual: Actual, only: Iterable[str], verify: bool, mad
         "loader": loader_version(),
         # The changes, without the data files' display paths (they depend on the working
         # directory, the content does not; the data digests are above).
-        "changes": [
-            {k: v for k, v in change.items() if k not in ("dataset", "before")}
-            | {k: {**change[k], "source": ""} for k in ("dataset", "before") if k in change}
-            for change in plan_data(made)["changes"]
-        ],
+        "changes": comparable_changes(plan_data(made)["changes"]),
     }
     text = json.dumps(parts, sort_keys=True, separators=(",", ":"))
     return hashlib.sha256(text.encode()).hexdigest()
@@ -291,57 +284,6 @@ def plan(
 
 # ---------------------------------------------------------------------------------------
 # Apply
-
-
-@dataclass(frozen=True)
-class SavedPlan:
-    """What a plan file says about how it was made (enough to make it again)."""
-
-    fingerprint: str
-    manifest: str
-    target: str
-    target_url: str
-    only: tuple[str, ...]
-    refreshed: bool
-    verify: bool
-
-    @classmethod
-    def read(cls, path: str | Path) -> SavedPlan:
-        """A plan file; its manifest is found beside it wherever the plan is applied from."""
-        data = read_plan_file(path)
-        manifest = data["manifest"]
-        beside = data.get("manifest_from_plan")
-        if beside is not None and (Path(path).parent / beside).is_file():
-            manifest = display_path(Path(path).parent / beside)
-        return cls(data["fingerprint"], manifest, data["target"], data["target_url"],
-                   tuple(data["only"]), data["refreshed"], data["verify"])  # fmt: skip
-
-
-def save_plan(made: Plan, path: str | Path) -> dict[str, Any]:
-    """The plan's JSON, written to `path` with where its manifest is from there."""
-    data = plan_data(made)
-    manifest = made.inputs.get("manifest_path")
-    if manifest:
-        data["manifest_from_plan"] = os.path.relpath(manifest, Path(path).absolute().parent)
-    try:
-        Path(path).write_text(render_json(data), encoding="utf-8")
-    except OSError as error:
-        raise LoaderError(f"{path}: cannot save the plan: {error.strerror or error}") from None
-    return data
-
-
-def is_plan_file(source: str | Path) -> bool:
-    """A saved plan, not a manifest: a .json file, or a JSON object with a fingerprint."""
-    if str(source).endswith(".json"):
-        return True
-    try:
-        with open(source, "rb") as handle:
-            if handle.read(64).lstrip()[:1] != b"{":
-                return False
-        data = json.loads(Path(source).read_text(encoding="utf-8"))
-    except (OSError, ValueError):
-        return False
-    return isinstance(data, dict) and "fingerprint" in data
 
 
 @dataclass
@@ -400,26 +342,34 @@ def apply(
     wait_ready: float = 0,
     holder: str | None = None,
     environ: Mapping[str, str] | None = None,
+    reviewed: str | Path | None = None,
 ) -> Applied:
     """Plan `manifest` against its target and carry the plan out, holding the state lock;
     given a saved plan (a `plan --out` file as `manifest`), only if that plan still
-    describes the target exactly. `show` sees the
+    describes the target exactly; given a `reviewed` plan file, only if the plan has its
+    changes (see loader/planfile.py). `show` sees the
     plan first (before any refusal), `confirm` may then decline it."""
-    saved = None
+    plan_file = reviewed
     if is_plan_file(manifest):  # a saved plan: everything comes from it
+        if reviewed is not None:
+            raise LoaderError(
+                "--reviewed needs a manifest to plan, not a saved plan: "
+                "`flowkit-loader apply MANIFEST --reviewed PLAN`"
+            )
+        plan_file = manifest
+    saved = None
+    if plan_file is not None:
         if only or verify or target:
             raise LoaderError(
                 "--target, --only and --verify come from the saved plan; they cannot be changed"
             )
-        saved = SavedPlan.read(manifest)
-        manifest = saved.manifest
-    if saved is not None:
-        if not saved.refreshed:
-            raise PlanRefused("the saved plan was made --offline: plan again with credentials")
+        saved = SavedPlan.read(plan_file, reviewed=reviewed is not None, environ=environ)
+        saved.check_source()
+        manifest = manifest if saved.reviewed else saved.manifest
         target, only, verify = saved.target, saved.only, saved.verify
     run = open_run(manifest, target=target, state=state, environ=environ)
-    if saved is not None and saved.target_url != run.target.url:
-        raise PlanRefused(f"the saved plan was made for {saved.target_url}, not {run.target.url}")
+    if saved is not None:
+        saved.check_target(run.target.url)
     # The lock first: it is the first thing apply writes, so that a state record that
     # cannot be written (a read-only folder, a lock held) refuses the apply before the
     # backend is touched (connecting creates an embedded database).
@@ -453,11 +403,8 @@ def _plan_and_apply(
         run.store.journal().discard()
         run.pending = Pending(None, [])
     the_plan = make_run_plan(run, connection, only=only, verify=verify)
-    if saved is not None and the_plan.fingerprint != saved.fingerprint:
-        raise PlanRefused(
-            "the saved plan is stale: the manifest, its data, the state record or the "
-            "server changed since it was made; plan again"
-        )
+    if saved is not None:
+        saved.check(the_plan)
     if show is not None and the_plan.has_changes:
         show(the_plan)
     _check_destroy(the_plan, allow_destroy, max_destroy)
@@ -495,8 +442,8 @@ def _execute(
     entries: list[Mapping[str, Any]] = []
 
     def record_change(entry: Mapping[str, Any]) -> None:
+        entries.append(entry)  # first: the record written at the end holds it in any case
         journal.append(entry)
-        entries.append(entry)
 
     executor = Executor(backend, record_change, run.datasets, run.setup.entities,
                         parallelism=parallelism, progress=progress)  # fmt: skip
@@ -515,9 +462,37 @@ def _execute(
     )
     record = replace(record, history=(*record.history, entry),
                      target_url=recorded_url(run.target, run.store.location))  # fmt: skip
-    run.document = run.store.write(run.document, record.to_content(), folded=journal.id)
-    journal.discard()
+    try:
+        run.document = run.store.write(run.document, record.to_content(), folded=journal.id)
+    except StateError as error:
+        raise UnrecordedChanges(result, len(entries) - journal.durable, error) from None
+    # The record names this journal as folded: one left behind is recognised as such.
+    with contextlib.suppress(StateError):
+        journal.discard()
     return Applied(the_plan, result, record)
+
+
+class UnrecordedChanges(LoaderError):
+    """The apply's record could not be written: what reached the backend, what is lost
+    to the record, and what the next apply does about it."""
+
+    def __init__(self, result: ApplyResult, lost: int, error: StateError) -> None:
+        counts = result.counts()
+        done = counts["done"]
+        if lost:
+            where = (
+                f"{lost} of them could not be recorded (the next apply plans them again: "
+                "what it finds on the server it writes once more)"
+            )
+        else:
+            where = "the journal holds them all (the next apply folds it into the record)"
+        super().__init__(
+            f"{error}: {done} change{'' if done == 1 else 's'} reached the backend and "
+            f"{where}; {counts['failed']} failed, {counts['skipped']} skipped. Apply again "
+            "once the state record can be written"
+        )
+        self.result = result
+        self.lost = lost
 
 
 # ---------------------------------------------------------------------------------------

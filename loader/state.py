@@ -24,7 +24,7 @@ import uuid
 from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Protocol
+from typing import Any, BinaryIO, Protocol
 
 from loader.model import LoaderError, excerpt, json_kind
 
@@ -205,6 +205,14 @@ class FileStorage:
         except OSError as error:
             raise StateError(f"{self.where}: cannot write: {_reason(error)}") from None
 
+    @staticmethod
+    def _write(handle: BinaryIO, data: bytes) -> None:
+        """The one place bytes go to the disk, and are synced there (where a full or
+        read-only disk fails, and where the tests' faulty disk fails on purpose)."""
+        handle.write(data)
+        handle.flush()
+        os.fsync(handle.fileno())
+
     def _make_parent(self) -> None:
         parent = self.path.parent
         try:
@@ -217,9 +225,7 @@ class FileStorage:
         with self._writing():
             try:
                 with open(temporary, "wb") as handle:
-                    handle.write(data)
-                    handle.flush()
-                    os.fsync(handle.fileno())
+                    self._write(handle, data)
                 os.replace(temporary, self.path)
             except BaseException:
                 with contextlib.suppress(OSError):
@@ -227,12 +233,10 @@ class FileStorage:
                 raise
 
     def append(self, data: bytes) -> None:
-        """Add to the end, durably: a journal line is kept once this returns."""
-        self.path.parent.mkdir(parents=True, exist_ok=True)
-        with open(self.path, "ab") as handle:
-            handle.write(data)
-            handle.flush()
-            os.fsync(handle.fileno())
+        """Add to the end, durably: a journal line is kept once this returns. A failed
+        write may leave part of the line, which readers drop (a line ends in \\n)."""
+        with self._writing(), open(self.path, "ab") as handle:
+            self._write(handle, data)
 
     def create(self, data: bytes) -> bool:
         with self._writing():
@@ -242,7 +246,7 @@ class FileStorage:
                 return False
             try:
                 with os.fdopen(descriptor, "wb") as handle:
-                    handle.write(data)
+                    self._write(handle, data)
             except BaseException:  # a lock that holds nothing would lock everyone out
                 with contextlib.suppress(OSError):
                     self.path.unlink(missing_ok=True)
@@ -287,23 +291,36 @@ class RemoteStorage:
             data: bytes = self.fs.cat_file(self.path)
         except FileNotFoundError:
             return None
+        except OSError as error:  # fsspec's stores report their failures as OSError
+            raise StateError(f"{self.where}: cannot read: {excerpt(str(error))}") from None
         return data
 
     def replace(self, data: bytes) -> None:
         parent = self.path.rsplit("/", 1)[0]
-        if parent and parent != self.path:
-            self.fs.makedirs(parent, exist_ok=True)
-        self.fs.pipe_file(self.path, data)
+        try:
+            if parent and parent != self.path:
+                self.fs.makedirs(parent, exist_ok=True)
+            self.fs.pipe_file(self.path, data)
+        except OSError as error:
+            raise StateError(f"{self.where}: cannot write: {excerpt(str(error))}") from None
 
     def create(self, data: bytes) -> bool:
-        if self.fs.exists(self.path):
+        try:
+            exists = self.fs.exists(self.path)
+        except OSError as error:
+            raise StateError(f"{self.where}: cannot read: {excerpt(str(error))}") from None
+        if exists:
             return False
         self.replace(data)
         return self.read() == data
 
     def delete(self) -> None:
-        with contextlib.suppress(FileNotFoundError):  # already gone is gone
+        try:
             self.fs.rm_file(self.path)
+        except FileNotFoundError:
+            return  # already gone is gone
+        except OSError as error:
+            raise StateError(f"{self.where}: cannot remove: {excerpt(str(error))}") from None
 
 
 def storage_for(location: str) -> Storage:
@@ -420,10 +437,18 @@ class StateStore:
         keeper.start()
         try:
             yield lock
-        finally:
+        except BaseException:
             stop.set()
             keeper.join()
-            self.release(lock)
+            # The error in flight says what went wrong; a lock that cannot be removed
+            # as well (a read-only disk) must not hide it. Its process is gone after
+            # this, so the next run of this machine takes the lock over.
+            with contextlib.suppress(StateError):
+                self.release(lock)
+            raise
+        stop.set()
+        keeper.join()
+        self.release(lock)
 
     def release(self, lock: Lock) -> None:
         existing = self.current_lock()
@@ -490,6 +515,8 @@ class Journal:
         self.chunks = 0
         self.flushed = 0.0
         self.closed = False
+        self.durable = 0  # entries kept by the store (a remote store's waiting ones are not)
+        self.broken = ""  # why appending stopped (a failed write), if it did
         self._lock = threading.Lock()
 
     def start(self, base: Document) -> None:
@@ -504,8 +531,17 @@ class Journal:
         with self._lock:
             if self.closed:
                 raise StateError("the journal was already folded into the record")
+            if self.broken:
+                raise StateError(self.broken)
             if self.appends is not None:
-                self.appends(line)
+                try:
+                    self.appends(line)
+                except StateError as error:
+                    # The file may end in part of this line now: another line after it
+                    # would make that part a damaged line inside the journal.
+                    self.broken = f"{error} (no line is added after a failed one)"
+                    raise
+                self.durable += 1
                 return
             self.waiting.append(line)
             if self.clock() - self.flushed >= REMOTE_FLUSH_SECONDS:
@@ -513,8 +549,10 @@ class Journal:
 
     def _flush(self) -> None:
         if self.waiting:
+            # Numbered only once stored: a failed upload leaves no gap in the numbers.
+            self.storage(f"{self.location}.{self.chunks + 1}").replace(b"".join(self.waiting))
             self.chunks += 1
-            self.storage(f"{self.location}.{self.chunks}").replace(b"".join(self.waiting))
+            self.durable += len(self.waiting)
             self.waiting = []
         self.flushed = self.clock()
 

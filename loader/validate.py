@@ -38,6 +38,7 @@ from loader.model import (
     Position,
     Problem,
     Severity,
+    excerpt,
 )
 from loader.yamlsrc import JsonPath, YamlDocument
 
@@ -323,22 +324,12 @@ def load_manifest(
     return validate(path, target=target, data=False, environ=environ).manifest_or_raise()
 
 
-def read_plan_file(path: str | Path) -> dict[str, Any]:
-    """A saved plan (`plan --out`), checked against schemas/plan.schema.json."""
-    shown = display_path(path)
-    try:
-        data = json.loads(Path(path).read_text(encoding="utf-8"))
-    except FileNotFoundError:
-        raise LoaderError(f"{shown}: no such plan file") from None
-    except (OSError, ValueError) as error:
-        raise LoaderError(f"{shown}: not a plan file: {error}") from None
-    if isinstance(data, dict) and data.get("format_version") not in (None, 1):
-        raise LoaderError(
-            f"{shown}: plan format version {data.get('format_version')!r}; this loader reads 1"
-        )
+def plan_schema_error(data: object) -> str | None:
+    """What is wrong with a plan document against schemas/plan.schema.json, as `where:
+    message` (cut: a hand-edited file may hold anything), or None. Reading and verifying
+    plan files is loader/planfile.py's; only the schema check lives here, with jsonschema."""
     wrong = jsonschema.exceptions.best_match(_validator("plan.schema.json").iter_errors(data))
-    if wrong is not None:
-        where = "/".join(map(str, wrong.absolute_path)) or "top level"
-        raise LoaderError(f"{shown}: not a valid plan ({where}: {wrong.message})")
-    result: dict[str, Any] = data
-    return result
+    if wrong is None:
+        return None
+    where = "/".join(map(str, wrong.absolute_path)) or "top level"
+    return f"{excerpt(where)}: {excerpt(wrong.message, 160)}"

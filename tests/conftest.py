@@ -24,5 +24,6 @@ def _isolated_cache(tmp_path_factory: pytest.TempPathFactory) -> Iterator[None]:
     """Every test session gets its own preparation cache, never the user's."""
     patcher = pytest.MonkeyPatch()
     patcher.setenv("FLOWKIT_LOADER_CACHE_DIR", str(tmp_path_factory.mktemp("cache")))
+    patcher.delenv("FLOWKIT_PLAN_KEY", raising=False)  # a developer's own would sign plans
     yield
     patcher.undo()

@@ -3,7 +3,8 @@ replayed step by step the way a runner would (bash -eo pipefail, the job's envir
 GITHUB_OUTPUT), take a manifest over pull requests and merges against `serve`.
 
 Steps that `uses:` an action (checkout, setup-python, artifacts, the PR comment) are
-done by the test itself; `Install` steps are skipped (the loader is installed here)."""
+done by the test itself; `Install` steps are skipped (the loader is installed here). A
+step that fails stops the job as on GitHub: only `if: always()` steps run after it."""
 
 from __future__ import annotations
 
@@ -60,6 +61,8 @@ class Runner:
         self.workflow = workflow
         self.expressions = expressions
         self.overrides = overrides  # the deployment's own values for the workflow's env
+        self.outputs: dict[str, str] = {}  # step name -> its output, of the last job run
+        self.failed: list[str] = []
 
     def value(self, text: Any) -> str:
         """A workflow value with its ${{ ... }} expressions put in."""
@@ -71,18 +74,23 @@ class Runner:
 
         return re.sub(r"\$\{\{(.*?)\}\}", put, str(text))
 
-    def job(self, name: str, checkout: Path, fake_bin: Path) -> list[str]:
+    def job(self, name: str, checkout: Path, fake_bin: Path, fails: str | None = None) -> list[str]:
+        """The steps that ran; `fails` names the one step expected to fail."""
         job = self.workflow["jobs"][name]
         env = {**os.environ, "PATH": f"{fake_bin}{os.pathsep}{BIN}{os.pathsep}{os.environ['PATH']}",
-               "GITHUB_REPOSITORY": "flowminder/examplia-deployment"}  # fmt: skip
+               "GITHUB_REPOSITORY": "flowminder/examplia-deployment",
+               "GITHUB_SHA": "0123456789abcdef0123456789abcdef01234567"}  # fmt: skip
         for key, value in {**self.workflow.get("env", {}), **job.get("env", {})}.items():
             env[key] = self.value(value)
         env.update(self.overrides)
         outputs = checkout / "github_output"
         env["GITHUB_STEP_SUMMARY"] = str(checkout / "step_summary")
-        ran = []
+        ran: list[str] = []
+        self.outputs, self.failed = {}, []
         for step in job["steps"]:
             condition = step.get("if")
+            if self.failed and condition != "always()":
+                continue
             if condition is not None and not self.holds(condition, env):
                 continue
             if "uses" in step or step.get("name", "").startswith("Install"):
@@ -95,8 +103,14 @@ class Runner:
                 cwd=checkout, env=step_env, capture_output=True, text=True, timeout=300,
                 check=False,
             )  # fmt: skip
-            assert done.returncode == 0, f"{name}/{step.get('name')}: {done.stdout}{done.stderr}"
-            ran.append(step.get("name", step["run"][:20]))
+            title = step.get("name", step["run"][:20])
+            output = f"{name}/{title}: {done.stdout}{done.stderr}"
+            assert (done.returncode != 0) == (title == fails), output
+            self.outputs[title] = done.stdout + done.stderr
+            if done.returncode != 0:
+                self.failed.append(title)
+            ran.append(title)
+        assert fails is None or fails in self.failed, f"{name}/{fails} did not run"
         return ran
 
     @staticmethod
@@ -169,11 +183,13 @@ def test_the_workflow_replayed_against_serve(tmp_path: Path) -> None:
         assert "**96 to create, 0 to update, 0 to delete" in comment
         assert "refreshed against the server" in comment and (pr / "plan.json").exists()
 
-        # 2. Merged: planned again and applied; the snapshot for forks is published.
+        # 2. Merged: planned again and applied, being the reviewed plan (the pull
+        # request's artifact, as download-artifact fetches it); the snapshot for forks is
+        # published.
         main = checkout(repository, tmp_path / "main")
+        review(pr, main)
         ran = runner.job("apply", main, fake_bin)
-        assert ran == ["Plan", "Apply the saved plan", "Status",
-                       "Publish a state snapshot for offline plans"]  # fmt: skip
+        assert ran == APPLY_STEPS
         assert store.exists() and (main / "snapshot" / "state.json").read_bytes() == (
             store.read_bytes()
         )
@@ -195,18 +211,69 @@ def test_the_workflow_replayed_against_serve(tmp_path: Path) -> None:
         assert "**2 to create, 1 to update, 0 to delete" in comment  # the update's re-grants
         assert "Saved to" not in comment
 
-        # 4. The same change from the repository itself, merged: one dataset rewritten.
+        # 4. Merged: the fork's offline plan is the reviewed one; one dataset rewritten.
         shutil.copy(csv, repository / "deploy" / "example" / "data" / csv.name)
         main = checkout(repository, tmp_path / "main")
-        runner.job("apply", main, fake_bin)
-        done = subprocess.run(
-            [str(BIN / "flowkit-loader"), "plan", str(manifest), "--detailed-exitcode"],
-            env={**os.environ, **overrides, "ADMIN_CLIENT_SECRET": SECRET,
-                 "UPDATER_CLIENT_SECRET": SECRET},
-            capture_output=True, text=True, check=False,
-        )  # fmt: skip
-        assert done.returncode == 0, done.stdout + done.stderr
+        review(forked, main)
+        assert runner.job("apply", main, fake_bin) == APPLY_STEPS
+        assert "Apply complete: 3 done, 0 failed, 0 skipped" in runner.outputs[APPLY_STEPS[1]]
+
+        def plan_exit_code() -> int:
+            done = subprocess.run(
+                [str(BIN / "flowkit-loader"), "plan", str(manifest), "--detailed-exitcode"],
+                env={**os.environ, **overrides, "ADMIN_CLIENT_SECRET": SECRET,
+                     "UPDATER_CLIENT_SECRET": SECRET},
+                capture_output=True, text=True, check=False,
+            )  # fmt: skip
+            return done.returncode
+
+        assert plan_exit_code() == 0
+
+        # 5. A pull request changes one value and is reviewed; another value is changed
+        # after the review (a commit pushed after approval). The merge refuses: the fresh
+        # plan has a change the reviewed one has not. Nothing is written.
+        edit_value(csv, f"{row}35660,", f"{row}35661,")
+        shutil.copy(csv, repository / "deploy" / "example" / "data" / csv.name)
+        pr = checkout(repository, tmp_path / "pr")
+        runner.job("plan", pr, fake_bin)
+        assert "**2 to create, 1 to update, 0 to delete" in (pr / "plan.md").read_text()
+        movements = repository / "deploy" / "example" / "data" / "movements_district_daily.csv"
+        edit_value(
+            movements, "2021-03-01,EX01-01,EX01-02,3607,", "2021-03-01,EX01-01,EX01-02,3608,"
+        )
+        main = checkout(repository, tmp_path / "main")
+        review(pr, main)
+        record = store.read_bytes()
+        ran = runner.job("apply", main, fake_bin, fails=APPLY_STEPS[1])
+        assert ran == APPLY_STEPS
+        assert runner.failed == [APPLY_STEPS[1]]
+        refusal = runner.outputs[APPLY_STEPS[1]].splitlines()[-1]
+        assert refusal == SNEAKED_IN
+        assert store.read_bytes() == record and plan_exit_code() == 2
     assert SECRET not in comment
+
+
+APPLY_STEPS = ["Find the plan of the merged pull request", "Apply what the pull request reviewed",
+               "Status", "Publish a state snapshot for offline plans"]  # fmt: skip
+SNEAKED_IN = (
+    "error: reviewed/plan.json: the reviewed plan differs from a fresh plan: change 1 "
+    "(~ dataset movements.travellers srid=2 trid=4 2021-03-01 00:00:00): what is "
+    '"dataset residents.residents srid=2 trid=2 2021-01-01 00:00:00" in the reviewed plan, '
+    '"dataset movements.travellers srid=2 trid=4 2021-03-01 00:00:00" in a fresh plan; '
+    "plan again"
+)
+
+
+def review(pull_request: Path, main: Path) -> None:
+    """What download-artifact does in the merge job: the pull request's plan, fetched."""
+    (main / "reviewed").mkdir()
+    shutil.copy(pull_request / "plan.json", main / "reviewed" / "plan.json")
+
+
+def edit_value(csv: Path, old: str, new: str) -> None:
+    text = csv.read_text()
+    assert text.count(old) == 1, old
+    csv.write_text(text.replace(old, new))
 
 
 def test_the_guides_target_without_its_variables_names_them(tmp_path: Path) -> None:

@@ -27,12 +27,16 @@ def run(*args: str, env: dict[str, str] | None = None) -> tuple[int, str]:
     return result.exit_code, result.output
 
 
+def copy_example(directory: Path) -> Path:
+    """A private copy of the example manifest and its data, its database beside it."""
+    shutil.copytree(ROOT / "manifests", directory / "manifests",
+                    ignore=shutil.ignore_patterns(".flowkit"))  # fmt: skip
+    return directory / "manifests" / "example.yaml"
+
+
 @pytest.fixture
 def example(tmp_path: Path) -> Path:
-    """A private copy of the example manifest and its data, its database beside it."""
-    shutil.copytree(ROOT / "manifests", tmp_path / "manifests",
-                    ignore=shutil.ignore_patterns(".flowkit"))  # fmt: skip
-    return tmp_path / "manifests" / "example.yaml"
+    return copy_example(tmp_path)
 
 
 def env_for(manifest: Path) -> dict[str, str]:
@@ -195,7 +199,8 @@ def test_a_saved_plan_applies_exactly_or_is_refused_when_stale(
     assert code == 1 and "stale" in output
 
 
-def test_an_offline_plan_cannot_be_applied(example: Path, tmp_path: Path) -> None:
+def test_an_offline_plan_is_for_review_not_for_apply(example: Path, tmp_path: Path) -> None:
+    """(What --reviewed then does with it: tests/test_planfile.py.)"""
     env = env_for(example)
     saved = tmp_path / "offline.json"
     code, output = run("plan", str(example), "--offline", "--out", str(saved), env=env)
@@ -204,7 +209,8 @@ def test_an_offline_plan_cannot_be_applied(example: Path, tmp_path: Path) -> Non
     code, output = run("apply", str(saved), env=env)
     assert (code, output.strip()) == (
         1,
-        "error: the saved plan was made --offline: plan again with credentials",
+        f"error: {saved}: an offline plan is for review: apply it with "
+        f"`flowkit-loader apply {example} --reviewed {saved}`",
     )
 
 
@@ -218,7 +224,7 @@ def test_a_plan_made_for_another_target_is_refused(example: Path, tmp_path: Path
 
 def test_a_broken_plan_file_is_one_line(tmp_path: Path) -> None:
     bad = tmp_path / "plan.json"
-    bad.write_text('{"format_version": 1, "changes": 3}')
+    bad.write_text('{"format_version": 2, "changes": 3}')
     code, output = run("show", str(bad))
     assert code == 1 and output.count("\n") == 1
     assert output.startswith(f"error: {bad}: not a valid plan (")

@@ -1,5 +1,6 @@
-"""Canary: a secret and the access tokens used in a run never appear in output, logs at
-the highest verbosity (httpx and httpcore debug logging on), error messages or reprs."""
+"""Canary: a secret, the access tokens used in a run and the plan-signing key never
+appear in output, logs at the highest verbosity (httpx and httpcore debug logging on),
+error messages, reprs or files."""
 
 from __future__ import annotations
 
@@ -58,21 +59,29 @@ def test_secrets_and_tokens_never_leak(
 def test_plans_state_records_journals_and_locks_hold_no_secret(
     tmp_path: Path, caplog: pytest.LogCaptureFixture
 ) -> None:
-    """Everything plan and apply write to disk or print, read back and searched."""
+    """Everything plan and apply write to disk or print, read back and searched; the plan
+    signed with FLOWKIT_PLAN_KEY, shown, refused for another key, and applied."""
     from click.testing import CliRunner
 
     from loader import session
     from loader.cli import cli
+    from loader.planfile import KEY_ENV
     from tests.test_check import remote_manifest
 
     caplog.set_level(logging.DEBUG)
     files: dict[str, str] = {}
+    key = "plan-signing-canary-" + SECRET[::-1]
     with serving(tmp_path / "serve.db", "--upstream-quirks") as base:
         manifest = remote_manifest(tmp_path, base, "dev-admin")
         runner = CliRunner()
         arguments = ["plan", str(manifest), "--out", str(tmp_path / "p.json"), "-f", "markdown"]
-        planned = runner.invoke(cli, arguments, env={SECRET_ENV: SECRET})
+        planned = runner.invoke(cli, arguments, env={SECRET_ENV: SECRET, KEY_ENV: key})
         assert planned.exit_code == 0, planned.output
+        outputs = [planned.output]
+        for env in ({KEY_ENV: key}, {KEY_ENV: "x" + key}, {KEY_ENV: None}):
+            shown = runner.invoke(cli, ["show", str(tmp_path / "p.json")], env=env)
+            assert shown.exit_code == (0 if env[KEY_ENV] == key else 1), shown.output
+            outputs.append(shown.output)
         state = Path(manifest.parent / "manifest.remote.state.json")
 
         def snapshot(_: object) -> None:  # mid-apply: the journal and the lock exist
@@ -80,8 +89,10 @@ def test_plans_state_records_journals_and_locks_hold_no_secret(
                 if path.exists():
                     files[path.name] = path.read_text()
 
-        applied = session.apply(manifest, environ={SECRET_ENV: SECRET}, progress=snapshot)
-        assert applied.result.ok
+        applied = session.apply(tmp_path / "p.json", environ={SECRET_ENV: SECRET, KEY_ENV: key},
+                                progress=snapshot)  # fmt: skip
+        assert applied.result.ok and applied.result.outcomes
+        outputs.append(repr(applied))
         shown = runner.invoke(cli, ["status", str(manifest)], env={SECRET_ENV: SECRET})
         tokens = {
             TokenProvider(credential(base, "dev-admin"), environ={SECRET_ENV: SECRET})
@@ -92,8 +103,9 @@ def test_plans_state_records_journals_and_locks_hold_no_secret(
     files["state"] = state.read_text()
     assert {f"{state.name}.journal", f"{state.name}.lock"} <= set(files)
     assert '"who": "dev-admin@clients"' in files["state"]  # the subject, not the token
-    everything = "\n".join([*files.values(), planned.output, shown.output, caplog.text])
-    for secret in (SECRET, *tokens):
+    everything = "\n".join([*files.values(), *outputs, shown.output, caplog.text])
+    assert '"signature": "' in files["plan"]
+    for secret in (SECRET, *tokens, key, key.encode().hex()):
         assert secret not in everything
     assert "eyJ" not in everything
 

@@ -1,98 +1,113 @@
-"""TLS is always verified; a custom CA bundle makes a private CA's certificate valid."""
+"""TLS is always verified; a target's `ca_bundle` adds a private CA to the public roots, for
+the backend and the token endpoint alike. `serve` behind a TLS proxy whose certificate a
+private CA signed stands for a self-hosted backend and issuer."""
 
 from __future__ import annotations
 
-import datetime
-import ipaddress
-import json
-import ssl
-import threading
+import time
 from collections.abc import Iterator
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
 import pytest
-from cryptography import x509
-from cryptography.hazmat.primitives import hashes, serialization
-from cryptography.hazmat.primitives.asymmetric import rsa
-from cryptography.x509.oid import NameOID
+from click.testing import CliRunner
 
+from loader.backends.auth import AuthError, TokenProvider
 from loader.backends.remote import RemoteBackend
-from loader.model import BackendError
+from loader.backends.transport import tls_context
+from loader.cli import cli
+from loader.model import BackendError, LoaderError, Role
+from tests.proxying import private_ca, proxy
+from tests.serving import SECRET, SECRET_ENV, credential, serving
+from tests.test_check import remote_manifest
 
-
-def certificate(
-    subject: str, key: rsa.RSAPrivateKey, issuer: x509.Name | None, signer: rsa.RSAPrivateKey,
-    ca: bool,
-) -> x509.Certificate:  # fmt: skip
-    name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, subject)])
-    now = datetime.datetime.now(datetime.timezone.utc)
-    builder = (
-        x509.CertificateBuilder()
-        .subject_name(name)
-        .issuer_name(issuer or name)
-        .public_key(key.public_key())
-        .serial_number(x509.random_serial_number())
-        .not_valid_before(now - datetime.timedelta(minutes=5))
-        .not_valid_after(now + datetime.timedelta(days=1))
-        .add_extension(x509.BasicConstraints(ca=ca, path_length=None), critical=True)
-    )
-    if not ca:
-        builder = builder.add_extension(
-            x509.SubjectAlternativeName([x509.IPAddress(ipaddress.ip_address("127.0.0.1"))]),
-            critical=False,
-        )
-    return builder.sign(signer, hashes.SHA256())
-
-
-class Heartbeat(BaseHTTPRequestHandler):
-    def do_GET(self) -> None:
-        body = json.dumps({"datetime": "now", "config": {"api_version": "1.3.0"}}).encode()
-        self.send_response(200)
-        self.send_header("Content-Type", "application/json")
-        self.send_header("Content-Length", str(len(body)))
-        self.end_headers()
-        self.wfile.write(body)
-
-    def log_message(self, *args: object) -> None:
-        pass
+UNTRUSTED = "certificate not trusted (unable to get local issuer certificate)"
 
 
 @pytest.fixture
 def tls_server(tmp_path: Path) -> Iterator[tuple[str, Path]]:
-    ca_key = rsa.generate_private_key(public_exponent=65537, key_size=2048)
-    ca = certificate("test CA", ca_key, None, ca_key, ca=True)
-    key = rsa.generate_private_key(public_exponent=65537, key_size=2048)
-    cert = certificate("127.0.0.1", key, ca.subject, ca_key, ca=False)
-    (tmp_path / "ca.pem").write_bytes(ca.public_bytes(serialization.Encoding.PEM))
-    (tmp_path / "server.pem").write_bytes(
-        cert.public_bytes(serialization.Encoding.PEM)
-        + key.private_bytes(
-            serialization.Encoding.PEM,
-            serialization.PrivateFormat.PKCS8,
-            serialization.NoEncryption(),
-        )
-    )
-    context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
-    context.load_cert_chain(tmp_path / "server.pem")
-    server = ThreadingHTTPServer(("127.0.0.1", 0), Heartbeat)
-    server.socket = context.wrap_socket(server.socket, server_side=True)
-    thread = threading.Thread(target=server.serve_forever, daemon=True)
-    thread.start()
-    try:
-        yield f"https://127.0.0.1:{server.server_address[1]}/v1", tmp_path / "ca.pem"
-    finally:
-        server.shutdown()
-        server.server_close()
+    """(https base URL of `serve` behind a privately signed certificate, the CA's PEM)."""
+    ca, context = private_ca(tmp_path)
+    with serving(tmp_path / "serve.db") as base, proxy(base, tls=context) as front:
+        yield front.url, ca
 
 
-def test_an_unknown_ca_is_refused(tls_server: tuple[str, Path]) -> None:
+def provider(base: str, ca_bundle: str | None = None) -> TokenProvider:
+    return TokenProvider(credential(base, "dev-admin"), environ={SECRET_ENV: SECRET},
+                         ca_bundle=ca_bundle)  # fmt: skip
+
+
+def test_an_unknown_ca_is_refused_at_once_naming_the_url_and_the_reason(
+    tls_server: tuple[str, Path],
+) -> None:
     base, _ = tls_server
-    backend = RemoteBackend(base, {}, sleep=lambda s: None)
-    with pytest.raises(BackendError, match="not ready after 0 s: ConnectError"):
-        backend.wait_ready(deadline=0)
+    backend = RemoteBackend(f"{base}/v1", {}, sleep=lambda s: None)
+    started = time.monotonic()
+    with pytest.raises(BackendError) as refused:
+        backend.wait_ready(deadline=30)  # waiting cannot make a certificate trusted
+    assert time.monotonic() - started < 5
+    assert str(refused.value) == (
+        f"GET /heartbeat: cannot connect to {base}/v1/heartbeat: {UNTRUSTED}: set ca_bundle "
+        "in the target to the CA that signed it"
+    )
+    with pytest.raises(AuthError) as token:
+        provider(base).current()
+    assert str(token.value) == (
+        f"token request for client dev-admin: cannot connect to {base}/oauth/token: "
+        f"{UNTRUSTED}: set ca_bundle in the target to the CA that signed it"
+    )
 
 
-def test_a_custom_ca_bundle_is_trusted(tls_server: tuple[str, Path]) -> None:
+def test_a_bundle_without_the_signing_ca_says_so(
+    tls_server: tuple[str, Path], tmp_path: Path
+) -> None:
+    base, _ = tls_server
+    other, _ = private_ca(tmp_path, "other.pem")
+    with pytest.raises(AuthError) as token:
+        provider(base, str(other)).current()
+    assert str(token.value) == (
+        f"token request for client dev-admin: cannot connect to {base}/oauth/token: "
+        f"{UNTRUSTED}: add the CA that signed it to {other}"
+    )
+
+
+def test_a_private_ca_is_trusted_by_the_backend_and_the_token_endpoint(
+    tls_server: tuple[str, Path],
+) -> None:
     base, ca = tls_server
-    RemoteBackend(base, {}, ca_bundle=str(ca)).wait_ready(deadline=5)
+    backend = RemoteBackend(f"{base}/v1", dict.fromkeys(Role, provider(base, str(ca))),
+                            ca_bundle=str(ca))  # fmt: skip
+    backend.wait_ready(deadline=5)
+    backend.preflight({Role.ADMIN: ["admin"]})  # a token, fetched over TLS
+    assert backend.read_setup().languages == ()
+    backend.close()
+
+
+def test_check_trusts_the_targets_ca_bundle_for_both_endpoints(
+    tls_server: tuple[str, Path], tmp_path: Path
+) -> None:
+    base, ca = tls_server
+    manifest = remote_manifest(tmp_path, base, "dev-admin")
+    url = f"    url: {base}/v1\n"
+    manifest.write_text(manifest.read_text().replace(url, f"{url}    ca_bundle: {ca.name}\n"))
+    result = CliRunner().invoke(cli, ["check", str(manifest)], env={SECRET_ENV: SECRET})
+    assert result.exit_code == 0, result.output
+    assert result.output.splitlines()[0] == f"remote: {base}/v1 is ready"
+
+
+def test_a_ca_bundle_adds_to_the_public_roots(tmp_path: Path) -> None:
+    """A hosted issuer (Auth0) still needs the public roots beside the private CA."""
+    ca, _ = private_ca(tmp_path)
+    public = tls_context(None).cert_store_stats()["x509_ca"]
+    assert public > 50  # certifi's roots (or $SSL_CERT_FILE's)
+    assert tls_context(str(ca)).cert_store_stats()["x509_ca"] == public + 1
+
+
+def test_a_bundle_that_holds_no_certificate_is_one_line(tmp_path: Path) -> None:
+    bad = tmp_path / "bad.pem"
+    bad.write_text("not a certificate\n")
+    with pytest.raises(LoaderError) as refused:
+        RemoteBackend("https://127.0.0.1:9/v1", {}, ca_bundle=str(bad))
+    assert str(refused.value) == (
+        f"ca_bundle {bad} cannot be read as PEM certificates (NO_CERTIFICATE_OR_CRL_FOUND): "
+        "set ca_bundle in the target to a PEM file of the private CA's certificate"
+    )

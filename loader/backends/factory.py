@@ -35,7 +35,9 @@ def open_backend(
     # One credential for several roles is one provider: one token, obtained once.
     providers: dict[Credential, TokenProvider] = {}
     tokens = {
-        role: providers.setdefault(credential, TokenProvider(credential, environ=environ))
+        role: providers.setdefault(
+            credential, TokenProvider(credential, environ=environ, ca_bundle=target.ca_bundle)
+        )
         for role, credential in target.credentials.items()
     }
     return RemoteBackend(
@@ -87,7 +89,7 @@ def open_readers(
     return {
         scope: RemoteBackend(
             target.url,
-            {Role.READER: TokenProvider(credential, environ=environ)},
+            {Role.READER: TokenProvider(credential, environ=environ, ca_bundle=target.ca_bundle)},
             date_formats=backend.date_formats,
             ca_bundle=target.ca_bundle,
         )

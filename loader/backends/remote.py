@@ -3,14 +3,17 @@ contract (`reference/backend-contract.md`), hazards included. httpx lives here.
 
 - Requests: JSON bodies, gzip when large, pooled connections, timeouts; retries with
   exponential backoff and jitter on connection errors before the request was sent and on
-  429, 502, 503, 504.
+  429, 502, 503, 504. A TLS failure is not retried: it stays until someone changes
+  something. A connection error names the URL and its cause (`transport.py`).
 - A 500, a timeout or a reset on a write is an unknown outcome (Hazards 3, 5, 7), never
   blindly repeated: a config create is posted again and must answer 303 with the stored
   object; a dataset create is sent again only after two existence checks some seconds
   apart agree it is absent. Idempotent writes (updates, deletes, grants) are repeated.
 - Errors name the call, the status and the server's text; a 401 names the missing scope.
 - Each role (admin for config, updater for data and grants, reader for reads) has its
-  own token; a token's scopes are checked before the first call that needs them.
+  own token; a token's scopes are checked before the first call that needs them. A 401
+  other than a missing scope renews the token (once per token value, see auth.py) and
+  sends the request once more: a 401 is answered before anything is written.
 """
 
 from __future__ import annotations
@@ -19,7 +22,6 @@ import contextlib
 import gzip
 import json
 import random
-import ssl
 import threading
 import time
 from collections.abc import Callable, Iterable, Mapping
@@ -28,6 +30,7 @@ from typing import Any
 import httpx
 
 from loader.backends.auth import Token, TokenProvider
+from loader.backends.transport import describe, is_permanent, tls_context
 from loader.model import (
     BackendError,
     Content,
@@ -53,10 +56,26 @@ GATEWAY_TIMEOUTS = {502, 504}  # on a write: an unknown outcome, not a refusal
 SETTLE_ROUNDS = 10  # reads of a dataset's existence before giving up on it settling
 GZIP_ABOVE = 1024  # bytes of JSON body
 READ, WRITE, ADMIN = "read:free_data", "write:data", "admin"
+# A 401 that names a missing scope: a renewed token would carry the same scopes.
+MISSING_SCOPE = "Required permissions"
+
+
+class Unanswered(BackendError):
+    """No usable answer (a connection error, a timeout, a service not ready in time):
+    status 0, and the message says why and names the URL in place of a status."""
+
+    def __init__(self, call: str, text: str) -> None:
+        super().__init__(call, 0, text)
+        self.args = (f"{call}: {text}",)
 
 
 class UnknownOutcome(BackendError):
     """A write whose effect is unknown (500, timeout, reset): resolved by reading."""
+
+    def __init__(self, call: str, status: int, text: str) -> None:
+        super().__init__(call, status, text)
+        if status == 0:  # no answer: the text names the URL and the cause
+            self.args = (f"{call}: {text}",)
 
 
 def dataset_body(dataset: Dataset) -> bytes:
@@ -118,10 +137,13 @@ class RemoteBackend:
         self.backoff = backoff
         self.existence_delay = existence_delay
         self.sleep = sleep
+        self.ca_bundle = ca_bundle
+        self.timeout = timeout
         limits = httpx.Limits(max_connections=parallelism, max_keepalive_connections=parallelism)
         self.http = httpx.Client(
-            # TLS verification is never off; a custom CA bundle only adds what to trust.
-            verify=ssl.create_default_context(cafile=ca_bundle) if ca_bundle else True,
+            # TLS verification is never off; a CA bundle adds a private CA to the public
+            # roots (the token endpoint trusts the same, see auth.py).
+            verify=tls_context(ca_bundle),
             timeout=httpx.Timeout(timeout, connect=min(timeout, 30.0)),
             limits=limits,
             follow_redirects=False,  # 303 means "exists", not "go there"
@@ -167,15 +189,17 @@ class RemoteBackend:
         self,
         method: str,
         path: str,
-        role: Role,
+        role: Role | None,
         scope: str,
         body: Any = None,
         *,
         raw: bytes | None = None,
         write: bool = False,
     ) -> httpx.Response:
-        """One call with retries; a write whose outcome is unknown raises UnknownOutcome."""
+        """One call with retries; a write whose outcome is unknown raises UnknownOutcome.
+        A `role` of None sends no token (the calls that need none)."""
         call = f"{method} {path}"
+        url = self.base_url + path
         content = raw if raw is not None else None if body is None else json.dumps(body).encode()
         headers = {"Accept-Encoding": "gzip", "Accept": "application/json"}
         if content is not None:
@@ -183,27 +207,30 @@ class RemoteBackend:
             if len(content) > GZIP_ABOVE:
                 content = gzip.compress(content, compresslevel=5)
                 headers["Content-Encoding"] = "gzip"
-        refreshed = False
-        for attempt in range(self.retries + 1):
-            token = self.token(role, scope, call)
-            headers["Authorization"] = f"Bearer {token.value}"
+        attempt = 0  # transient failures so far, each followed by a pause
+        renewed = False  # sent again with a renewed token after a 401: once, no more
+        while True:
+            token = None
+            if role is not None:
+                token = self.token(role, scope, call)
+                headers["Authorization"] = f"Bearer {token.value}"
             try:
-                response = self.http.request(
-                    method, self.base_url + path, content=content, headers=headers
-                )
+                response = self.http.request(method, url, content=content, headers=headers)
             except (httpx.ConnectError, httpx.ConnectTimeout, httpx.PoolTimeout) as error:
-                # Not sent: safe to try again.
-                if attempt == self.retries:
-                    raise BackendError(call, 0, f"cannot connect: {type(error).__name__}") from None
+                # Not sent: safe to try again, unless waiting cannot make it work.
+                if attempt == self.retries or is_permanent(error):
+                    raise Unanswered(call, self.explain(error, url)) from None
                 self.pause(attempt)
+                attempt += 1
                 continue
             except httpx.TransportError as error:
                 # Sent, perhaps processed: a read is repeated, a write is not.
                 if write:
-                    raise UnknownOutcome(call, 0, type(error).__name__) from None
+                    raise UnknownOutcome(call, 0, self.explain(error, url)) from None
                 if attempt == self.retries:
-                    raise BackendError(call, 0, type(error).__name__) from None
+                    raise Unanswered(call, self.explain(error, url)) from None
                 self.pause(attempt)
+                attempt += 1
                 continue
             status = response.status_code
             if status in GATEWAY_TIMEOUTS and write:
@@ -211,17 +238,28 @@ class RemoteBackend:
                 raise UnknownOutcome(call, status, _text(response))
             if status in RETRY_STATUSES and attempt < self.retries:
                 self.pause(attempt, response.headers.get("retry-after"))
-                continue
-            if status == 401 and not refreshed and "expired" in response.text.lower():
-                self.tokens[role].invalidate()
-                refreshed = True
+                attempt += 1
                 continue
             if status == 401:
-                raise ScopeError(call, 401, _text(response))
+                text = _text(response)
+                if role is None or token is None or MISSING_SCOPE in text:
+                    raise ScopeError(call, 401, text)  # a new token has the same scopes
+                # Refused before anything was done (a rotated signing key, a restarted
+                # issuer, an expired token): renew it, send once more.
+                provider = self.tokens[role]
+                if renewed or provider.renew(token) is None:
+                    raise ScopeError(call, 401, f"{text} ({provider.refusal_hint()})")
+                renewed = True
+                continue
+            if token is not None and role is not None:
+                self.tokens[role].accepted(token)
             if status == 500 and write:
                 raise UnknownOutcome(call, 500, _text(response))
             return response
-        raise BackendError(call, 0, "gave up")  # pragma: no cover - the loop returns
+
+    def explain(self, error: httpx.TransportError, url: str) -> str:
+        """A connection failure in one line: the URL, the cause, what to do."""
+        return describe(error, url, ca_bundle=self.ca_bundle)
 
     def pause(self, attempt: int, retry_after: str | None = None) -> None:
         """Exponential backoff with full jitter (or what the server asks for)."""
@@ -241,20 +279,24 @@ class RemoteBackend:
 
     def wait_ready(self, deadline: float) -> None:
         """Poll /heartbeat until it answers (services that start on first request), then
-        check that the API version is one this loader knows."""
+        check that the API version is one this loader knows. A TLS failure ends the wait at
+        once: waiting cannot make a certificate trusted."""
+        url = self.base_url + "/heartbeat"
         end = time.monotonic() + deadline
         attempt = 0
         while True:
             try:
-                response = self.http.get(self.base_url + "/heartbeat", timeout=10)
+                # Each poll is bounded by the client's timeout too (short in tests).
+                response = self.http.get(url, timeout=min(10.0, self.timeout))
                 if response.status_code == 200:
                     break
                 problem = f"{response.status_code} {_text(response)}"
             except httpx.TransportError as error:
-                problem = type(error).__name__
+                problem = self.explain(error, url)
+                if is_permanent(error):
+                    raise Unanswered("GET /heartbeat", problem) from None
             if time.monotonic() > end:
-                raise BackendError("GET /heartbeat", 0, f"not ready after {deadline:.0f} s: "
-                                   f"{problem}")  # fmt: skip
+                raise Unanswered("GET /heartbeat", f"not ready after {deadline:g} s: {problem}")
             self.sleep(min(0.5 * 2**attempt, 5.0))
             attempt += 1
         version = _api_version(response)
@@ -269,7 +311,7 @@ class RemoteBackend:
     # -- config -----------------------------------------------------------------------------
 
     def read_setup(self) -> SetupView:
-        response = self.expect(self.http.get(self.base_url + "/setup"), 200)
+        response = self.expect(self.request("GET", "/setup", None, ""), 200)
         body = response.json()
         return SetupView(tuple(body["languages"]), tuple(body["data_providers"]))
 

@@ -22,14 +22,19 @@ from __future__ import annotations
 
 import asyncio
 import base64
-import gzip
+import errno
+import ipaddress
 import json
 import os
 import secrets
+import socket
+import sqlite3
 import time
+import zlib
 from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
+from pathlib import Path
 from typing import Any
 
 import jwt
@@ -43,13 +48,19 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, PlainTextResponse, Response
 from starlette.routing import Route
 
+from loader.backends.factory import SQLITE_HEADER
 from loader.backends.store import INTERNAL_ERROR, InvalidBody, Principal, Reply, Store
-from loader.model import EntityKind
+from loader.model import EntityKind, LoaderError
 
 API_VERSION = "1.3.0"
 KEY_ID = "flowkit-loader-serve"
 DEFAULT_AUDIENCE = "https://flowkit-ui-backend.local"
 TOKEN_LIFETIME = 3600
+SECRET_ENV = "FLOWKIT_SERVE_SECRET"
+# A request body's bound once decompressed: well above the largest body the loader sends
+# (a national origin-destination dataset is hundreds of MB of JSON), and what one request
+# may make the server hold in memory.
+MAX_BODY_BYTES = 2 * 1024**3
 
 
 @dataclass(frozen=True)
@@ -74,9 +85,12 @@ DEFAULT_CLIENTS = (
 
 
 def client_secret(client_id: str, environ: Mapping[str, str]) -> str | None:
-    """A development client's secret: FLOWKIT_SERVE_SECRET_<ID> or FLOWKIT_SERVE_SECRET."""
+    """A development client's secret: FLOWKIT_SERVE_SECRET_<ID> or FLOWKIT_SERVE_SECRET.
+
+    An empty value is no secret: CI systems expand a missing secret to "", and an empty
+    secret would hand admin tokens to anyone who sends an empty one."""
     own = "FLOWKIT_SERVE_SECRET_" + client_id.upper().replace("-", "_")
-    return environ.get(own) or environ.get("FLOWKIT_SERVE_SECRET")
+    return environ.get(own) or environ.get(SECRET_ENV) or None
 
 
 @dataclass
@@ -121,6 +135,13 @@ class Authority:
             ]
         }  # fmt: skip
 
+    @property
+    def lifetime(self) -> int:
+        """Seconds a token lives: an hour, or $FLOWKIT_SERVE_TOKEN_LIFETIME (short-lived
+        tokens, as some issuers give machines, for testing a client's renewal)."""
+        text = self.environ.get("FLOWKIT_SERVE_TOKEN_LIFETIME", "")
+        return int(text) if text.isdigit() and int(text) > 0 else TOKEN_LIFETIME
+
     def issue(self, client: DevClient, lifetime: int = TOKEN_LIFETIME) -> str:
         now = int(time.time())
         claims = {
@@ -155,8 +176,8 @@ class Authority:
                 "error_description": (f"Service not enabled within domain: {body.get('audience')}"),
             }
         return 200, {
-            "access_token": self.issue(client),
-            "expires_in": TOKEN_LIFETIME,
+            "access_token": self.issue(client, self.lifetime),
+            "expires_in": self.lifetime,
             "token_type": "Bearer",
             "scope": client.scope,
         }
@@ -196,19 +217,21 @@ def _respond(reply: Reply) -> Response:
 class Api:
     """The routes, over one store, one authority and an optional cost model."""
 
-    def __init__(self, store: Store, authority: Authority, cost: CostModel | None) -> None:
+    def __init__(
+        self,
+        store: Store,
+        authority: Authority,
+        cost: CostModel | None,
+        max_body: int = MAX_BODY_BYTES,
+    ) -> None:
         self.store = store
         self.authority = authority
         self.cost = cost
+        self.max_body = max_body
 
     async def body(self, request: Request) -> Any:
-        raw = await request.body()
-        if request.headers.get("content-encoding", "").lower() == "gzip":
-            try:
-                raw = gzip.decompress(raw)
-            except (OSError, EOFError):
-                raise _Refused(JSONResponse({"detail": "There was an error parsing the body"},
-                                            status_code=400)) from None  # fmt: skip
+        gzipped = request.headers.get("content-encoding", "").lower() == "gzip"
+        raw = await read_body(request, self.max_body, gzipped=gzipped)
         if not raw:
             return None
         if not _is_json(request.headers.get("content-type")):
@@ -373,7 +396,9 @@ class Api:
 
     async def token(self, request: Request) -> Response:
         try:
-            body = json.loads(await request.body() or b"null")
+            body = json.loads(await read_body(request, self.max_body, gzipped=False) or b"null")
+        except _Refused as refused:
+            return refused.response
         except ValueError:
             body = None
         status, answer = self.authority.token_reply(body)
@@ -405,6 +430,57 @@ class _Refused(Exception):
         self.response = response
 
 
+_GZIP = 16 + zlib.MAX_WBITS  # zlib's window bits for the gzip format
+
+
+def _too_large(limit: int, gzipped: bool) -> _Refused:
+    after = " once decompressed" if gzipped else ""
+    return _Refused(JSONResponse(
+        {"detail": f"Request body too large: more than {limit} bytes{after} "
+                   "(serve --max-body-bytes)"},
+        status_code=413,
+    ))  # fmt: skip
+
+
+async def read_body(request: Request, limit: int, *, gzipped: bool) -> bytearray:
+    """The request's body, gunzipped when `gzipped`, as it streams in: never more than
+    `limit` bytes of it are held (a gzip bomb stops at the bound, not in memory), and a
+    body past the bound is refused with 413. A damaged gzip stream answers 400, as
+    upstream (FastAPI) does."""
+    declared = request.headers.get("content-length", "")
+    if not gzipped and declared.isdigit() and int(declared) > limit:
+        raise _too_large(limit, gzipped)  # refused before a byte of it is read
+    body = bytearray()
+    inflater = zlib.decompressobj(_GZIP)
+    compressed = False  # whether any compressed byte came (an empty body is no stream)
+    try:
+        async for chunk in request.stream():
+            if not gzipped:
+                if len(body) + len(chunk) > limit:
+                    raise _too_large(limit, gzipped)
+                body += chunk
+                continue
+            compressed = compressed or bool(chunk)
+            data = chunk
+            while data:
+                # At most one byte past the bound comes out, whatever the ratio.
+                body += inflater.decompress(data, limit - len(body) + 1)
+                if len(body) > limit:
+                    raise _too_large(limit, gzipped)
+                if inflater.eof:  # a member ended: what follows is the next member
+                    data = inflater.unused_data
+                    if data:
+                        inflater = zlib.decompressobj(_GZIP)
+                else:
+                    data = inflater.unconsumed_tail
+        if compressed and not inflater.eof:
+            raise zlib.error("truncated gzip stream")
+    except zlib.error:
+        raise _Refused(JSONResponse({"detail": "There was an error parsing the body"},
+                                    status_code=400)) from None  # fmt: skip
+    return body
+
+
 def _written_values(body: Any, reply: Reply) -> int:
     """Values a write stores (none when it was refused or the identity existed)."""
     if reply.status != 201:
@@ -425,9 +501,13 @@ def _read_values(body: Any, reply: Reply) -> int:
 
 
 def create_app(
-    store: Store, authority: Authority | None = None, cost: CostModel | None = None
+    store: Store,
+    authority: Authority | None = None,
+    cost: CostModel | None = None,
+    *,
+    max_body: int = MAX_BODY_BYTES,
 ) -> Starlette:
-    api = Api(store, authority or Authority(), cost)
+    api = Api(store, authority or Authority(), cost, max_body)
     return Starlette(
         routes=api.routes(),
         middleware=[Middleware(GZipMiddleware, minimum_size=500)],
@@ -444,33 +524,128 @@ def serve(
     cost: CostModel | None,
     audience: str,
     announce: Callable[[str], None],
+    max_body: int = MAX_BODY_BYTES,
 ) -> None:
-    """Run the server until interrupted."""
+    """Run the server until interrupted. What a user can get wrong (a database that is not
+    one, a folder that cannot be made, a port in use) is a LoaderError, one line."""
     import uvicorn
 
+    if not is_loopback(host):
+        announce(
+            f"warning: --host {host} is not a loopback address: anyone who can reach it "
+            f"can call this API (and, with {SECRET_ENV} set, obtain admin tokens)"
+        )
+    # Bound here, not by uvicorn: its bind failure is a log line and a sys.exit from
+    # inside the event loop, where this one says what to do. First: a port in use then
+    # leaves no database behind.
+    listener = listen(host, port)
+    try:
+        store = open_store(db, quirks=quirks)
+    except LoaderError:
+        listener.close()
+        raise
     authority = Authority(audience=audience)
-    app = create_app(Store(db, quirks=quirks), authority, cost)
-    config = uvicorn.Config(app, host=host, port=port, log_level="warning", access_log=False)
+    app = create_app(store, authority, cost, max_body=max_body)
+    config = uvicorn.Config(app, log_level="warning", access_log=False)
     server = uvicorn.Server(config)
 
     async def run() -> None:
-        task = asyncio.create_task(server.serve())
+        task = asyncio.create_task(server.serve(sockets=[listener]))
         while not server.started:
             if task.done():
                 await task
                 return
             await asyncio.sleep(0.05)
-        bound = server.servers[0].sockets[0].getsockname()[1] if server.servers else port
-        base = f"http://{host}:{bound}"
+        bound = listener.getsockname()[1]
+        base = f"http://[{host}]:{bound}" if ":" in host else f"http://{host}:{bound}"
         announce(f"serving {db} on {base}/v1 (bound to {host})")
         announce(f"token URL: {base}/oauth/token  audience: {audience}")
         ready = [
             c.client_id for c in authority.clients if client_secret(c.client_id, authority.environ)
         ]
-        announce("development clients: " + (", ".join(ready) if ready else
-                 "none (set FLOWKIT_SERVE_SECRET to enable them)"))  # fmt: skip
+        if ready:
+            announce("development clients: " + ", ".join(ready))
+        elif authority.environ.get(SECRET_ENV) == "":
+            announce(f"development clients: none ({SECRET_ENV} is empty, and an empty secret "
+                     "is no secret: set it to enable them)")  # fmt: skip
+        else:
+            announce(f"development clients: none (set {SECRET_ENV} to enable them)")
         if quirks:
             announce("upstream quirks on: the server reproduces the real service's hazards")
         await task
 
     asyncio.run(run())
+
+
+def open_store(db: str, *, quirks: bool) -> Store:
+    """The store in the SQLite file `db`, created with its folder when absent; anything
+    else there (a folder, another kind of file, a path through a file) is one line."""
+    where = Path(db)
+    try:
+        where.parent.mkdir(parents=True, exist_ok=True)
+    except (FileExistsError, NotADirectoryError):
+        # A file where a folder must be; mkdir names neither it nor the reason well.
+        blocking = next(p for p in where.parents if p.exists())
+        raise LoaderError(f"--db {db}: cannot create it: {blocking} is not a directory") from None
+    except OSError as error:
+        raise LoaderError(f"--db {db}: cannot create it: {error.strerror or error}") from None
+    if where.is_dir():
+        raise LoaderError(f"--db {db}: a directory, not a database file")
+    try:
+        with open(where, "rb") as handle:
+            header = handle.read(len(SQLITE_HEADER))
+    except FileNotFoundError:
+        header = b""  # a new database
+    except OSError as error:
+        raise LoaderError(f"--db {db}: cannot read it: {error.strerror or error}") from None
+    if header and header != SQLITE_HEADER:
+        raise LoaderError(
+            f"--db {db}: not a SQLite database: give the path of a serve database, or a new one"
+        )
+    try:
+        return Store(db, quirks=quirks)
+    except sqlite3.Error as error:
+        raise LoaderError(f"--db {db}: cannot open it: {error}") from None
+
+
+def is_loopback(host: str) -> bool:
+    """Whether `host` names only this machine's loopback addresses."""
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        pass
+    if host == "localhost":
+        return True
+    try:
+        found = socket.getaddrinfo(host, None, type=socket.SOCK_STREAM)
+    except OSError:
+        return False  # unknown: listening fails and says so
+    return bool(found) and all(ipaddress.ip_address(f[4][0]).is_loopback for f in found)
+
+
+def listen(host: str, port: int) -> socket.socket:
+    """A socket bound to `host`:`port` (0: a free port), or a LoaderError saying why not."""
+    try:
+        found = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM, flags=socket.AI_PASSIVE)
+    except OSError as error:
+        raise LoaderError(
+            f"--host {host}: not an address to listen on: {error.strerror or error}"
+        ) from None
+    family, kind, protocol, _, address = found[0]
+    listener = socket.socket(family, kind, protocol)
+    try:
+        # As uvicorn does: a port whose last connections are in TIME_WAIT is free again,
+        # one that a running server holds is not.
+        listener.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        listener.bind(address)
+    except OSError as error:
+        listener.close()
+        hint = (
+            ": another process holds it (stop it, or choose another --port; 0 picks a free one)"
+            if error.errno == errno.EADDRINUSE
+            else ""
+        )
+        raise LoaderError(
+            f"cannot listen on {host}:{port}: {error.strerror or error}{hint}"
+        ) from None
+    return listener
