@@ -1,5 +1,6 @@
-"""A loopback proxy in front of `flowkit-loader serve` for the token and connection tests:
-it notes each request it forwards (a token request with its client), can switch to
+"""A loopback proxy in front of `flowkit-loader serve`: how tests count what a command
+sent (each request's method and path, a token request with its client), cut the network
+(`close`: from then on connections are refused), switch to
 another server at once (an issuer that rotated its signing key, a backend restarted with
 a new one, without a gap in which connections are refused) and can speak TLS with a
 private CA's certificate."""
@@ -13,7 +14,7 @@ import json
 import ssl
 import threading
 from collections import Counter
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
@@ -43,6 +44,8 @@ class Proxy:
     refusal_gate: int = 0
     gate_open: threading.Event = field(default_factory=threading.Event)
     lock: threading.Lock = field(default_factory=threading.Lock)
+    shut: threading.Event = field(default_factory=threading.Event)
+    close: Callable[[], None] = lambda: None  # the network goes away: the port is shut
 
     def switch(self, upstream: str) -> None:
         """From the next request on, forward to `upstream`."""
@@ -72,6 +75,9 @@ def proxy(upstream: str, tls: ssl.SSLContext | None = None) -> Iterator[Proxy]:
         def forward(self) -> None:
             length = int(self.headers.get("Content-Length") or 0)
             body = self.rfile.read(length) if length else b""
+            if state.shut.is_set():  # closed: kept-alive connections drop without an answer
+                self.close_connection = True
+                return
             with state.lock:
                 state.seen.append((self.command, self.path))
                 if self.path == "/oauth/token":
@@ -109,11 +115,18 @@ def proxy(upstream: str, tls: ssl.SSLContext | None = None) -> Iterator[Proxy]:
     thread.start()
     scheme = "https" if tls is not None else "http"
     state.url = f"{scheme}://127.0.0.1:{server.server_address[1]}"
+
+    def close() -> None:
+        if not state.shut.is_set():
+            state.shut.set()
+            server.shutdown()
+            server.server_close()
+
+    state.close = close
     try:
         yield state
     finally:
-        server.shutdown()
-        server.server_close()
+        close()
         client.close()
 
 

@@ -14,7 +14,6 @@ import sqlite3
 import subprocess
 import sys
 from collections import Counter
-from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -270,17 +269,17 @@ def test_a_backend_that_stops_answering_stops_the_apply_soon(tmp_path: Path) -> 
     one is started and the summary says why; with the network back, the next apply
     finishes the job."""
     from loader import session
-    from tests.serving import counting_proxy
+    from tests.proxying import proxy as loopback_proxy
     from tests.test_end_to_end import example_manifest
 
     with serving(tmp_path / "serve.db", "--latency", "--request-cost", "0.05") as base:
-        closers: list[Callable[[], None]] = []
-        with counting_proxy(base, closers) as (proxy, seen):
+        with loopback_proxy(base) as network:
+            proxy = network.url
             manifest = example_manifest(tmp_path, proxy)
 
             def cut(outcome: object) -> None:
-                if len(seen) > 30:  # well into the datasets
-                    closers[0]()
+                if len(network.seen) > 30:  # well into the datasets
+                    network.close()
 
             applied = session.apply(manifest, environ={SECRET_ENV: SECRET}, progress=cut)
         counts = applied.result.counts()

@@ -19,7 +19,8 @@ from loader.backends.store import Principal
 from loader.cli import cli
 from loader.model import QueryRange, Role
 from tests.conftest import ROOT, UPSTREAM_DATA, need_reference
-from tests.serving import AUDIENCE, SECRET, SECRET_ENV, counting_proxy, remote, serving
+from tests.proxying import proxy as loopback_proxy
+from tests.serving import AUDIENCE, SECRET, SECRET_ENV, remote, serving
 
 UPSTREAM_MANIFEST = ROOT / "tests" / "data" / "upstream" / "manifest.yaml"
 GROUPS = 23  # (indicator, srid, trid) of the upstream synthetic data
@@ -166,7 +167,8 @@ def test_a_no_change_plan_reads_once_per_indicator_and_resolution(
 ) -> None:
     manifest = upstream_manifest(tmp_path, server)
     assert run("apply", str(manifest), "--yes")[0] == 0
-    with counting_proxy(server) as (proxy, seen):
+    with loopback_proxy(server) as network:
+        proxy, seen = network.url, network.seen
         through_proxy = upstream_manifest(tmp_path, proxy)
         # The same server behind a proxy: the record names the URL it was applied to.
         state = tmp_path / "served.state.json"

@@ -23,7 +23,8 @@ from loader.record import groups
 from loader.refresh import Grids, content_matches
 from loader.session import open_run
 from tests.conftest import ROOT, need_reference
-from tests.serving import SECRET, SECRET_ENV, counting_proxy, remote, serving
+from tests.proxying import proxy as loopback_proxy
+from tests.serving import SECRET, SECRET_ENV, remote, serving
 from tests.test_drift import upstream_manifest
 
 READS = {"/v1/query", "/v1/csv"}  # POSTs that write nothing
@@ -140,7 +141,8 @@ def test_apply_reads_back_exactly_and_then_writes_nothing(
         if base is None:
             return
         # Over HTTP, through a counting proxy: a second apply writes nothing ...
-        with counting_proxy(base) as (proxy, seen):
+        with loopback_proxy(base) as network:
+            proxy, seen = network.url, network.seen
             state = Path(loaded.store.location)
             state.write_text(state.read_text().replace(base, proxy))
             manifest.write_text(manifest.read_text().replace(base, proxy))

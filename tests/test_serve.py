@@ -4,12 +4,11 @@ documented differences from upstream (expiry checked, no token answers 401)."""
 from __future__ import annotations
 
 import os
-import re
 import subprocess
 import sys
 import time
 from collections.abc import Iterator
-from contextlib import contextmanager
+from contextlib import AbstractContextManager
 from pathlib import Path
 
 import httpx
@@ -17,6 +16,7 @@ import jwt
 import pytest
 
 from tests.conftest import ROOT
+from tests.serving import started as serving_started
 
 SECRET = "canary-serve-secret-5d1f"
 AUDIENCE = "https://flowkit-ui-backend.local"
@@ -25,29 +25,8 @@ AUDIENCE = "https://flowkit-ui-backend.local"
 @pytest.fixture(scope="module")
 def served(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[str, list[str]]]:
     db = tmp_path_factory.mktemp("serve") / "serve.db"
-    process = subprocess.Popen(
-        [sys.executable, "-m", "loader", "serve", "--db", str(db), "--port", "0"],
-        cwd=ROOT,
-        env={**os.environ, "FLOWKIT_SERVE_SECRET": SECRET},
-        stderr=subprocess.PIPE,
-        stdout=subprocess.PIPE,
-        text=True,
-    )
-    lines: list[str] = []
-    try:
-        assert process.stderr is not None
-        deadline = time.monotonic() + 60
-        while time.monotonic() < deadline and not any("development clients" in x for x in lines):
-            line = process.stderr.readline()
-            if not line:
-                break
-            lines.append(line.rstrip("\n"))
-        match = re.search(r"on (http://127\.0\.0\.1:\d+)/v1", "\n".join(lines))
-        assert match, lines
-        yield match.group(1), lines
-    finally:
-        process.terminate()
-        process.wait(timeout=30)
+    with started(db, env={**os.environ, "FLOWKIT_SERVE_SECRET": SECRET}) as (_, base, lines):
+        yield base, lines
 
 
 def grant(client: str, secret: str, audience: str) -> dict[str, str]:
@@ -249,35 +228,11 @@ def test_empty_secrets_in_process() -> None:
 # -- request bodies are bounded as they stream in -----------------------------------------
 
 
-@contextmanager
 def started(
     db: Path, *extra: str, env: dict[str, str] | None = None
-) -> Iterator[tuple[subprocess.Popen[str], str, list[str]]]:
-    """A serve of its own: the process, its base URL and what it announced."""
-    process = subprocess.Popen(
-        [sys.executable, "-m", "loader", "serve", "--db", str(db), "--port", "0", *extra],
-        cwd=ROOT, env=env or {**CLEAN_ENV, "FLOWKIT_SERVE_SECRET": SECRET},
-        stderr=subprocess.PIPE, stdout=subprocess.DEVNULL, text=True,
-    )  # fmt: skip
-    try:
-        assert process.stderr is not None
-        lines: list[str] = []
-        deadline = time.monotonic() + 60
-        while time.monotonic() < deadline and not any("development clients" in x for x in lines):
-            line = process.stderr.readline()
-            if not line:
-                break
-            lines.append(line.rstrip("\n"))
-        match = re.search(r"on (http://127\.0\.0\.1:\d+)/v1", "\n".join(lines))
-        assert match, lines
-        yield process, match.group(1), lines
-    finally:
-        process.terminate()
-        try:
-            process.wait(timeout=20)
-        except subprocess.TimeoutExpired:
-            process.kill()
-            process.wait(timeout=20)
+) -> AbstractContextManager[tuple[subprocess.Popen[str], str, list[str]]]:
+    """A serve of its own, with this module's secret unless `env` is given."""
+    return serving_started(db, *extra, env=env or {**CLEAN_ENV, "FLOWKIT_SERVE_SECRET": SECRET})
 
 
 def peak_memory(pid: int) -> int:
