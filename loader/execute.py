@@ -69,12 +69,14 @@ class ApplyResult:
     outcomes: list[Outcome] = field(default_factory=list)
     interrupted: bool = False
     stopped: str = ""  # why no new change was started (the journal could not be written)
+    others: str = ""  # what another writer did meanwhile, found after the last change
 
     @property
     def ok(self) -> bool:
         return (
             not self.interrupted
             and not self.stopped
+            and not self.others
             and all(o.status is Status.DONE for o in self.outcomes)
         )
 

@@ -538,6 +538,21 @@ class _PlanBuilder:
                 f"removed behind the loader's back would not show for {', '.join(unchecked)}"
                 " (configure a reader credential per scope under credentials.scopes to check)"
             )
+        if observed.duplicated:
+            key, mdids = min(observed.duplicated.items())
+            self.notes.append(
+                f"another writer: {len(observed.duplicated)} identit"
+                f"{'y is' if len(observed.duplicated) == 1 else 'ies are'} on the server more "
+                f"than once ({key}: mdids {', '.join(map(str, sorted(mdids)))}); apply refuses "
+                "until they are removed"
+            )
+        if observed.unexplained:
+            key, mdid = min(observed.unexplained.items())
+            self.notes.append(
+                f"another writer: {len(observed.unexplained)} dataset(s) of the manifest on "
+                f"the server that no apply of this record wrote ({key}: mdid {mdid}); apply "
+                "refuses (`import` takes over data loaded by other means)"
+            )
         for (indicator, srid, trid), count in sorted(observed.unrecorded.items()):
             self.notes.append(
                 f"{count} dataset(s) of {indicator} srid={srid} trid={trid} on the server are "

@@ -199,6 +199,10 @@ class Record:
     datasets: Mapping[DatasetKey, RecordedDataset] = field(default_factory=dict)
     history: tuple[ApplyEntry, ...] = ()
     target_url: str | None = None
+    # Dataset identities an apply set out to write and never recorded as written: a
+    # dataset found on the server for one of them may be that apply's (killed, or its
+    # write's outcome unknown), not another writer's.
+    in_doubt: frozenset[DatasetKey] = frozenset()
 
     @property
     def empty(self) -> bool:
@@ -211,10 +215,18 @@ class Record:
         return replace(self, entities={k: v for k, v in self.entities.items() if k != ref})
 
     def with_dataset(self, dataset: RecordedDataset) -> Record:
-        return replace(self, datasets={**self.datasets, dataset.key: dataset})
+        return replace(
+            self,
+            datasets={**self.datasets, dataset.key: dataset},
+            in_doubt=self.in_doubt - {dataset.key},
+        )
 
     def without_dataset(self, key: DatasetKey) -> Record:
-        return replace(self, datasets={k: v for k, v in self.datasets.items() if k != key})
+        return replace(
+            self,
+            datasets={k: v for k, v in self.datasets.items() if k != key},
+            in_doubt=self.in_doubt - {key},
+        )
 
     # -- JSON -----------------------------------------------------------------------------
 
@@ -231,6 +243,7 @@ class Record:
             "target_url": self.target_url,
             "config": config,
             "datasets": [_dataset_json(d) for _, d in sorted(self.datasets.items())],
+            "in_doubt": [_key_json(k) for k in sorted(self.in_doubt)],
             "history": [_entry_json(e) for e in self.history],
         }
 
@@ -257,9 +270,10 @@ class Record:
                 datasets[dataset.key] = dataset
             history = tuple(_entry_from_json(entry) for entry in raw.objects("history"))
             target_url = raw.optional_text("target_url")
+            in_doubt = frozenset(_key_from_json(key) for key in raw.objects("in_doubt"))
         except _Shape as error:
             raise RecordError(f"{where}: {error}") from None
-        return cls(entities, datasets, history, target_url)
+        return cls(entities, datasets, history, target_url, in_doubt)
 
 
 def _dataset_json(dataset: RecordedDataset) -> dict[str, Any]:
@@ -357,6 +371,11 @@ class Observed:
     scopes_checked: frozenset[str] = frozenset()
     # visible mdids the record does not know, per (indicator, srid, trid)
     unrecorded: Mapping[tuple[str, int, int], int] = field(default_factory=dict)
+    # Another writer's work, read date by date where the record does not know an mdid:
+    # identities on the server more than once, and identities of the manifest on the
+    # server that no apply of this record wrote or set out to write.
+    duplicated: Mapping[DatasetKey, frozenset[int]] = field(default_factory=dict)
+    unexplained: Mapping[DatasetKey, int] = field(default_factory=dict)
     # a digest of everything read, for the plan's fingerprint
     view_digest: str = ""
     notes: tuple[str, ...] = ()
@@ -426,6 +445,11 @@ def drop_dataset_entry(key: DatasetKey) -> dict[str, Any]:
     return {"op": "drop_dataset", **_key_json(key)}
 
 
+def writing_entry(keys: Iterable[DatasetKey]) -> dict[str, Any]:
+    """An apply is about to write these datasets (journaled before the first of them)."""
+    return {"op": "writing", "keys": [_key_json(k) for k in sorted(keys)]}
+
+
 def grant_entry(key: DatasetKey, scope: str, mdid: int, granted: bool) -> dict[str, Any]:
     return {"op": "grant" if granted else "revoke", "scope": scope, "mdid": mdid,
             **_key_json(key)}  # fmt: skip
@@ -466,6 +490,9 @@ def _replay_one(record: Record, entry: _Object) -> Record:
         return record.with_dataset(_dataset_from_json(entry))
     if op == "drop_dataset":
         return record.without_dataset(_key_from_json(entry))
+    if op == "writing":
+        keys = {_key_from_json(key) for key in entry.objects("keys")}
+        return replace(record, in_doubt=record.in_doubt | keys)
     if op in ("grant", "revoke"):
         key = _key_from_json(entry)
         mdid, scope = entry.integer("mdid"), entry.text("scope")

@@ -113,6 +113,7 @@ def refresh(
     seen: dict[str, Any] = {}
     notes: list[str] = []
     ranges: dict[tuple[str, str, int, int], QueryRange] = {}
+    unknown: list[list[DatasetKey]] = []  # the groups where the server shows mdids we do not
     for group, keys in groups([*record.datasets, *desired.datasets]).items():
         query = grids.query(keys)
         if query is None:
@@ -127,6 +128,7 @@ def refresh(
         extra = visible - {d.mdid for d in mine.values()}
         if extra:
             unrecorded[(query.indicator_id, query.srid, query.trid)] = len(extra)
+            unknown.append(keys)
         for scope, reader in (readers or {}).items():
             reader_sees = reader.visible_mdids(query)
             seen[f"{scope}:" + "/".join(map(str, group))] = sorted(reader_sees)
@@ -138,6 +140,7 @@ def refresh(
     differs: set[DatasetKey] = set()
     if verify is not None:
         differs = _differing(backend, verify, ranges, grids, desired.datasets)
+    duplicated, unexplained = other_writers(backend, record, desired.datasets, grids, unknown)
     view_digest = hashlib.sha256(
         json.dumps(
             [languages, providers, seen, sorted(map(str, differs))], sort_keys=True, default=str
@@ -152,9 +155,60 @@ def refresh(
         grants_missing=frozenset(missing),
         scopes_checked=frozenset(readers or {}),
         unrecorded=unrecorded,
+        duplicated=duplicated,
+        unexplained=unexplained,
         view_digest=view_digest,
         notes=tuple(notes),
     )
+
+
+def other_writers(
+    backend: Backend,
+    record: Record,
+    wanted: Iterable[DatasetKey],
+    grids: Grids,
+    unknown: Iterable[list[DatasetKey]],
+) -> tuple[dict[DatasetKey, frozenset[int]], dict[DatasetKey, int]]:
+    """Whose are the mdids the record does not know? Read date by date, only in the
+    groups (`unknown`) where the server shows some: the identities that exist more than
+    once (two writers created them at once; every later write of them fails on the real
+    service), and the identities of the manifest (`wanted`) that exist once, unrecorded,
+    while no apply of this record set out to write them (someone else wrote them: another
+    state record, or other means). A recorded identity whose mdid changed is drift (it
+    was rewritten behind the loader's back), which a plan repairs: neither."""
+    wanted = set(wanted)
+    explained = {*record.datasets, *record.in_doubt}
+    duplicated: dict[DatasetKey, frozenset[int]] = {}
+    unexplained: dict[DatasetKey, int] = {}
+    for keys in unknown:
+        for key in keys:
+            query = grids.query([key])
+            if query is None:
+                continue
+            found = backend.visible_mdids(query)
+            if len(found) > 1:
+                duplicated[key] = found
+            elif found and key in wanted and key not in explained:
+                unexplained[key] = next(iter(found))
+    return duplicated, unexplained
+
+
+def other_writers_now(
+    backend: Backend, record: Record, wanted: Iterable[DatasetKey], setup: SetupConfig
+) -> tuple[dict[DatasetKey, frozenset[int]], dict[DatasetKey, int]]:
+    """`other_writers` as the server stands now (after an apply): the visible mdids of
+    each indicator and resolution first, date by date only where the record lacks some."""
+    grids = Grids(setup)
+    wanted = list(wanted)
+    unknown = []
+    for keys in groups([*record.datasets, *wanted]).values():
+        query = grids.query(keys)
+        if query is None:
+            continue
+        known = {record.datasets[k].mdid for k in keys if k in record.datasets}
+        if backend.visible_mdids(query) - known:
+            unknown.append(keys)
+    return other_writers(backend, record, wanted, grids, unknown)
 
 
 def adopt_languages(record: Record, desired: Desired, observed: Observed) -> Record:

@@ -347,6 +347,8 @@ def render_result(result: ApplyResult) -> str:
             out += [f"  skipped: {change}: {why}" for change in changes]
     if result.stopped:
         out.append(f"  stopped: {result.stopped}; no change was started after it")
+    if result.others:
+        out.append(f"  {result.others}")
     state = "interrupted" if result.interrupted else "complete" if result.ok else "incomplete"
     out.append(
         f"Apply {state}: {counts['done']} done, {counts['failed']} failed, "
@@ -362,6 +364,8 @@ def render_status(status: Any) -> str:
     if status.pending:
         out.append(f"  an interrupted apply left {_plural(status.pending, 'change')} in the "
                    "journal: the next apply folds them in")  # fmt: skip
+    if status.another_writer:
+        out.append(f"  {status.another_writer}")
     if not status.series:
         out.append("  nothing loaded by flowkit-loader yet")
     for s in status.series:

@@ -21,8 +21,10 @@ from pathlib import Path
 from typing import Any
 
 from loader.backends.factory import open_backend, open_readers
+from loader.backends.local import apply_lock
 from loader.data import read_datasets
 from loader.execute import DEFAULT_PARALLELISM, ApplyResult, Executor, Progress
+from loader.execute import Status as ChangeStatus
 from loader.manifest import display_path
 from loader.model import (
     Backend,
@@ -37,7 +39,7 @@ from loader.model import (
     loader_version,
 )
 from loader.planfile import PlanRefused, SavedPlan, comparable_changes, is_plan_file
-from loader.planner import Plan, Selector, make_plan
+from loader.planner import Action, Plan, Selector, Subject, make_plan
 from loader.record import (
     Actual,
     ApplyEntry,
@@ -47,6 +49,7 @@ from loader.record import (
     entity_digest,
     groups,
     replay,
+    writing_entry,
 )
 from loader.refresh import (
     Grids,
@@ -54,6 +57,7 @@ from loader.refresh import (
     adopt_languages,
     desired_state,
     import_record,
+    other_writers_now,
     refresh,
 )
 from loader.render import plan_data
@@ -370,10 +374,12 @@ def apply(
     run = open_run(manifest, target=target, state=state, environ=environ)
     if saved is not None:
         saved.check_target(run.target.url)
-    # The lock first: it is the first thing apply writes, so that a state record that
-    # cannot be written (a read-only folder, a lock held) refuses the apply before the
-    # backend is touched (connecting creates an embedded database).
-    with run.store.held(StateStore.holder(holder)):
+    # The locks first, so that a refused apply has touched neither the backend
+    # (connecting creates an embedded database) nor its state record: an embedded
+    # database's OS lock (one writer per database, whatever state record the other writer
+    # uses; a local check that leaves nothing behind), then the state record's lock, the
+    # first thing apply writes (a folder that cannot be written, a lock held, refuse).
+    with apply_lock(run.target, holder), run.store.held(StateStore.holder(holder)):
         connection = connect(run, wait_ready=wait_ready, parallelism=max(parallelism, 1) * 2)
         try:
             return _plan_and_apply(run, connection, saved, only, verify, allow_destroy,
@@ -403,6 +409,8 @@ def _plan_and_apply(
         run.store.journal().discard()
         run.pending = Pending(None, [])
     the_plan = make_run_plan(run, connection, only=only, verify=verify)
+    if run.observed.duplicated or run.observed.unexplained:
+        raise AnotherWriter(run.observed.duplicated, run.observed.unexplained, run.store.location)
     if saved is not None:
         saved.check(the_plan)
     if show is not None and the_plan.has_changes:
@@ -445,11 +453,32 @@ def _execute(
         entries.append(entry)  # first: the record written at the end holds it in any case
         journal.append(entry)
 
+    # Before the first write: what this apply sets out to write. Killed before recording
+    # one of them, the next run knows whose a dataset it finds on the server is.
+    writing = [c.key for c in the_plan.changes if c.subject is Subject.DATASET
+               and c.action is not Action.DELETE and c.key is not None]  # fmt: skip
+    if writing:
+        record_change(writing_entry(writing))
     executor = Executor(backend, record_change, run.datasets, run.setup.entities,
                         parallelism=parallelism, progress=progress)  # fmt: skip
     result = executor.run(the_plan)
     record = adopt_languages(replay(run.record, list(entries), run.store.location),
                              run.desired, run.observed)  # fmt: skip
+    never_sent = {o.change.key for o in result.outcomes if o.status is ChangeStatus.SKIPPED
+                  and o.change.subject is Subject.DATASET}  # fmt: skip
+    record = replace(record, in_doubt=record.in_doubt - never_sent)
+    if result.outcomes and not result.interrupted and not result.stopped:
+        # Two writers that started together both saw nothing of the other's: the end
+        # of an apply is where their collisions show (one query per indicator, more
+        # only where the server holds datasets the record does not know). A backend that
+        # stopped answering cannot tell; the record is written all the same, and the
+        # next plan looks again.
+        with contextlib.suppress(LoaderError):
+            duplicated, unexplained = other_writers_now(backend, record, run.desired.datasets,
+                                                        run.setup)  # fmt: skip
+            if duplicated or unexplained:
+                result.others = another_writer_message(duplicated, unexplained,
+                                                       run.store.location)  # fmt: skip
     outcome = "interrupted" if result.interrupted else "complete" if result.ok else "partial"
     entry = ApplyEntry(
         when=datetime.now(timezone.utc).isoformat(timespec="seconds"),
@@ -470,6 +499,49 @@ def _execute(
     with contextlib.suppress(StateError):
         journal.discard()
     return Applied(the_plan, result, record)
+
+
+class AnotherWriter(LoaderError):
+    """Datasets on the server that another writer made: apply refuses to add to them."""
+
+    def __init__(
+        self,
+        duplicated: Mapping[DatasetKey, frozenset[int]],
+        unexplained: Mapping[DatasetKey, int],
+        state: str,
+    ) -> None:
+        super().__init__(
+            another_writer_message(duplicated, unexplained, state) + "; nothing was written"
+        )
+
+
+def another_writer_message(
+    duplicated: Mapping[DatasetKey, frozenset[int]],
+    unexplained: Mapping[DatasetKey, int],
+    state: str,
+) -> str:
+    """What another writer did, and what to do, in one line."""
+    parts = []
+    if duplicated:
+        key, mdids = min(duplicated.items())
+        more = f", and {len(duplicated) - 1} more" if len(duplicated) > 1 else ""
+        parts.append(
+            f"{len(duplicated)} identit{'y is' if len(duplicated) == 1 else 'ies are'} on the "
+            f"server more than once ({key}: mdids {', '.join(map(str, sorted(mdids)))}{more}; "
+            "only database access can remove all but one)"
+        )
+    if unexplained:
+        key, mdid = min(unexplained.items())
+        more = f", and {len(unexplained) - 1} more" if len(unexplained) > 1 else ""
+        parts.append(
+            f"{len(unexplained)} dataset{'' if len(unexplained) == 1 else 's'} of the manifest "
+            f"on the server that no apply of this record wrote ({key}: mdid {mdid}{more}; "
+            "`import` takes over data loaded by other means)"
+        )
+    return (
+        "another writer: " + "; ".join(parts) + f". If another apply uses a state record other "
+        f"than {state}, give every apply of this target the same one"
+    )
 
 
 class UnrecordedChanges(LoaderError):
@@ -554,6 +626,7 @@ class Status:
     refreshed: bool
     pending: int  # journal entries of an interrupted apply
     notes: tuple[str, ...] = ()
+    another_writer: str = ""  # what another writer left on the server, and what to do
 
 
 def status(
@@ -598,4 +671,7 @@ def status(
         run.target.name, run.target.url, run.store.location, series, len(run.record.entities),
         run.record.history[-1] if run.record.history else None, actual.observed.refreshed,
         len(run.pending.entries), actual.observed.notes,
+        another_writer_message(actual.observed.duplicated, actual.observed.unexplained,
+                               run.store.location)
+        if actual.observed.duplicated or actual.observed.unexplained else "",
     )  # fmt: skip

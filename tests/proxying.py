@@ -45,6 +45,12 @@ class Proxy:
     gate_open: threading.Event = field(default_factory=threading.Event)
     lock: threading.Lock = field(default_factory=threading.Lock)
     shut: threading.Event = field(default_factory=threading.Event)
+    # With a hold of (method, path, n), the n-th such request and every request after it
+    # wait (holding is set) until release is set (or 60 s passed) before they are
+    # forwarded: a client stopped at a known request.
+    hold: tuple[str, str, int] | None = None
+    holding: threading.Event = field(default_factory=threading.Event)
+    release: threading.Event = field(default_factory=threading.Event)
     close: Callable[[], None] = lambda: None  # the network goes away: the port is shut
 
     def switch(self, upstream: str) -> None:
@@ -83,6 +89,11 @@ def proxy(upstream: str, tls: ssl.SSLContext | None = None) -> Iterator[Proxy]:
                 if self.path == "/oauth/token":
                     state.token_clients.append(str(json.loads(body).get("client_id")))
                 target = state.upstream
+                if state.hold is not None and state.seen.count(state.hold[:2]) == state.hold[2]:
+                    state.holding.set()
+                held = state.holding.is_set() and not state.release.is_set()
+            if held:  # the held request and every one after it, until released
+                state.release.wait(timeout=60)
             headers = {k: v for k, v in self.headers.items() if k.lower() not in HOP_BY_HOP}
             if self.headers.get("Content-Encoding"):
                 headers["Content-Encoding"] = self.headers["Content-Encoding"]

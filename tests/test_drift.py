@@ -82,7 +82,7 @@ def test_import_takes_over_what_the_notebook_loaded(tmp_path: Path, server: str)
     notebook_fills(server)
     manifest = upstream_manifest(tmp_path, server, readers=True)
     code, output = run("plan", str(manifest))
-    assert code == 0 and "149 dataset(s)" not in output
+    assert code == 0 and "another writer: 149 dataset(s) of the manifest on" in output
     assert "on the server are not in the state record" in output
     code, output = run("import", str(manifest))
     assert code == 0, output

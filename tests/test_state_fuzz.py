@@ -40,7 +40,9 @@ from tests.statecases import STATE, run_command, snapshot, write_base_manifest
 
 PROGRESS = re.compile(r"^apply: \d+/\d+ ")  # apply's log line off a terminal
 ERROR = re.compile(r"^error: \S.*$")
-MAX_ERROR = 300  # characters: a message names a path and says what is wrong, no more
+# Characters: a message names a path (twice at most), says what is wrong and what to do,
+# and quotes a file's text only cut short (model.excerpt: 60 characters); no more.
+MAX_ERROR = 400
 JOURNAL, LOCK = f"{STATE}.journal", f"{STATE}.lock"
 
 

@@ -8,10 +8,12 @@ no JSON on the way, which is what makes it fast.
 
 from __future__ import annotations
 
+import contextlib
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
+from loader.backends import oslock
 from loader.backends.store import Incoming, InvalidBody, Principal, Reply, Store
 from loader.model import (
     BackendError,
@@ -24,11 +26,30 @@ from loader.model import (
     QueryRange,
     ScopeError,
     SetupView,
+    Target,
     content_of,
     metadata_of,
 )
 
 READ, WRITE, ADMIN = "read:free_data", "write:data", "admin"
+APPLY_LOCK_SUFFIX = ".apply.lock"  # the sidecar beside the database that apply locks
+
+
+def apply_lock(target: Target, who: str | None = None) -> contextlib.AbstractContextManager[None]:
+    """One writer per embedded backend: for a `local:` target, the operating-system lock
+    an apply holds from before it opens the database until it ends, so that two applies
+    with different state records (whose own locks cannot see each other) never write one
+    database at once; the second refuses at once, naming the first (see oslock.py). For
+    any other target, nothing: a remote backend is its server's to guard.
+
+    Only apply takes it. plan, status and validate write nothing. import writes its state
+    record only, under that record's lock, and nothing to the backend: what an apply
+    writes meanwhile it reads as it finds it, and a dataset rewritten behind it is drift
+    that the next plan sees (its recorded mdid vanished) and repairs."""
+    if not target.is_local:
+        return contextlib.nullcontext()
+    path = target.local_path
+    return oslock.exclusive(path + APPLY_LOCK_SUFFIX, f"local:{path}", who)
 
 
 def scope_message(scope: str) -> str:
@@ -172,7 +193,7 @@ class LocalBackend:
         self._expect("DELETE /scope_mapping", self.store.delete_mapping(scope, mdid), 204)
 
 
-__all__ = ["InvalidBody", "LocalBackend"]
+__all__ = ["InvalidBody", "LocalBackend", "apply_lock"]
 
 
 class AbsentBackend:
