@@ -15,13 +15,12 @@ from dataclasses import dataclass, field
 from functools import cache
 from importlib import resources
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import jsonschema
 from referencing import Registry, Resource
 
 from loader.access import RuleSelector
-from loader.data import FileReport, summarize_file
 from loader.manifest import (
     ManifestBuilder,
     SetupSource,
@@ -41,6 +40,9 @@ from loader.model import (
     excerpt,
 )
 from loader.yamlsrc import JsonPath, YamlDocument
+
+if TYPE_CHECKING:
+    from loader.data import FileReport
 
 SCHEMA_NAMES = ("manifest.schema.json", "config.schema.json", "plan.schema.json")
 
@@ -268,6 +270,10 @@ def _setup_name(manifest: Manifest, target: str | None) -> str:
 def _check_data(
     report: ValidationReport, manifest: Manifest, target: str | None, document: YamlDocument
 ) -> None:
+    # pandas only here: the manifest alone (`load_manifest`, and through it the CLI's
+    # --help, schema and unlock) is read without it.
+    from loader.data import summarize_file
+
     setup = manifest.setups[_setup_name(manifest, target)]
     for spec in manifest.datasets:
         for file in spec.files:

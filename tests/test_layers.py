@@ -25,7 +25,8 @@ ALLOWED = {
     "loader.manifest": {"yaml"},
     "loader.config": {"yaml"},
     "loader.data": {"pandas", "numpy", "dateutil", "yaml"},
-    "loader.validate": {"pandas", "numpy", "dateutil", "yaml", "jsonschema"},
+    # The data step imports pandas when it runs: the manifest alone is read without it.
+    "loader.validate": {"yaml", "jsonschema"},
     # The embedded backend is the standard library's sqlite3: no web stack in its path.
     "loader.backends.store": set(),
     "loader.backends.local": set(),
@@ -81,3 +82,35 @@ def test_every_module_says_its_role() -> None:
         if not ast.get_docstring(ast.parse(path.read_text()))
     ]
     assert missing == []
+
+
+# The commands that never read data: a fresh interpreter runs each through `main`, as the
+# console script does, and reports which of the data libraries it loaded.
+CLI_WITHOUT_DATA = [
+    ["--help"],
+    ["schema"],
+    ["schema", "--config"],
+    ["unlock", "{manifest}", "--state", "{state}"],
+]
+
+
+@pytest.mark.parametrize("args", CLI_WITHOUT_DATA, ids=lambda a: " ".join(a[:1] + a[1:2]))
+def test_the_cli_imports_no_pandas_without_data(args: list[str], tmp_path: Path) -> None:
+    manifest = ROOT / "tests" / "data" / "upstream" / "manifest.yaml"
+    argv = [a.format(manifest=manifest, state=tmp_path / "state.json") for a in args]
+    code = (
+        "import json, sys\n"
+        "import loader.cli\n"
+        f"sys.argv = ['flowkit-loader', *{argv!r}]\n"
+        "try:\n"
+        "    loader.cli.main()\n"
+        "except SystemExit as end:\n"
+        "    code = end.code\n"
+        "sys.stdout.flush()\n"
+        "sys.stderr.write(json.dumps([code, sorted({'pandas', 'numpy'} & set(sys.modules))]))\n"
+    )
+    done = subprocess.run(
+        [sys.executable, "-c", code], cwd=tmp_path, capture_output=True, text=True, check=True
+    )
+    exit_code, loaded = json.loads(done.stderr.splitlines()[-1])
+    assert (exit_code, loaded) == (0, []), done.stdout + done.stderr
