@@ -34,7 +34,7 @@ from typing import Any
 from common import SERVE_AUDIENCE, SERVE_SECRET_ENV, fail, served_manifest, serving
 from notebook_flow import fetch_token, run_notebook_flow, upstream_config
 
-from loader import session
+import loader
 
 MIN_RATIO = 2.0
 SERVE_OPTIONS = ("--upstream-quirks", "--latency")
@@ -58,7 +58,7 @@ def ours(directory: Path, secret: str) -> float:
     with serving(directory / "ours.db", secret, *SERVE_OPTIONS) as base:
         manifest = served_manifest(directory, base)
         start = time.perf_counter()
-        applied = session.apply(manifest, environ={SERVE_SECRET_ENV: secret})
+        applied = loader.apply(manifest, environ={SERVE_SECRET_ENV: secret})
         seconds = time.perf_counter() - start
     if not applied.result.ok:
         fail(f"our apply did not complete: {applied.result.counts()}")

@@ -20,13 +20,13 @@ import importlib
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
+    from loader.applying import apply as apply
+    from loader.applying import import_state as import_state
+    from loader.inventory import status as status
     from loader.model import LoaderError as LoaderError
     from loader.model import ManifestError as ManifestError
     from loader.planfile import save_plan as save_plan
-    from loader.session import apply as apply
-    from loader.session import import_state as import_state
-    from loader.session import plan as plan
-    from loader.session import status as status
+    from loader.run import plan as plan
     from loader.validate import ValidationReport as ValidationReport
     from loader.validate import load_manifest as load_manifest
     from loader.validate import validate as validate
@@ -37,11 +37,11 @@ _EXPORTS = {
     "ValidationReport": "loader.validate",
     "load_manifest": "loader.validate",
     "validate": "loader.validate",
-    "plan": "loader.session",
+    "plan": "loader.run",
     "save_plan": "loader.planfile",
-    "apply": "loader.session",
-    "import_state": "loader.session",
-    "status": "loader.session",
+    "apply": "loader.applying",
+    "import_state": "loader.applying",
+    "status": "loader.inventory",
 }
 __all__ = [
     "LoaderError",

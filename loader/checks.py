@@ -1,41 +1,44 @@
-"""`flowkit-loader check`: every credential and the state store, tested the way plan and
-apply will use them, one finding per thing checked.
+"""`flowkit-loader check` and `unlock`: a target's surroundings tested or repaired without
+planning. `check` makes one finding per thing checked (the backend, each role's
+credential, each scope's reader, the state store) the way plan and apply will use them;
+`unlock` breaks a state lock whose run is gone.
 
 What plan and apply require is asked of the same code where it exists (a role's scopes
-through `RemoteBackend.preflight`, the reader's view through the session's own test, the
-record through `session.read_record`), so that check passes exactly when they would.
-Nothing here prints; the CLI renders the findings.
+through the backend's `preflight`, the reader's view through the run's own test, the
+record through `run.read_record`), so that check passes exactly when they would; and
+only through the Backend protocol, so that it checks any kind of target alike. Nothing
+here prints; the CLI renders the findings.
 """
 
 from __future__ import annotations
 
 import contextlib
-import re
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING
 
-from loader.backends.auth import Token, TokenProvider
-from loader.backends.factory import open_backend, open_readers
+from loader.backends.factory import Opening, open_backend
+from loader.contract import READ_FREE_DATA, SEES_EVERYTHING
 from loader.model import (
     Backend,
     BackendError,
     EntityKind,
+    Identity,
     LoaderError,
     Manifest,
     Role,
-    SetupConfig,
     Target,
-    excerpt,
+    plural,
 )
-from loader.session import SCOPES_OF, check_reader_sees_everything, read_record, recorded_url
-from loader.state import Document, StateError, StateStore
+from loader.run import (
+    check_reader_sees_everything,
+    is_targets_record,
+    other_target_message,
+    read_record,
+    unset_variables,
+)
+from loader.state import Document, Lock, StateError, StateStore
 
-if TYPE_CHECKING:
-    from loader.backends.remote import RemoteBackend
-
-READ = "read:free_data"  # the scope every read (/query, config entities) needs
 PROBE_SUFFIX = ".check-probe"
 # Any category id: a live read only has to show that the server accepts the token
 # (404 for an id it does not hold is an answer).
@@ -69,156 +72,93 @@ def check(
     """The findings for `manifest`'s target, as each is made (a slow server shows which
     check it holds up)."""
     chosen = manifest.target(target)
-    setup = manifest.setup(chosen.name)
-    if chosen.is_local:
-        yield _local(chosen, setup)
+    unset = unset_variables(chosen.url)
+    if unset:
+        needs = f"{', '.join(unset)} not set in the environment (its url needs it)"
+        yield Finding(chosen.name, False, needs, nested=False)
     else:
-        unset = _unset(chosen.url)
-        if unset:
-            needs = f"{unset} not set in the environment (its url needs it)"
-            yield Finding(chosen.name, False, needs, nested=False)
+        try:
+            opening = Opening(environ=environ, read_only=True)  # check creates nothing
+            backend = open_backend(chosen, manifest.setup(chosen.name), opening)
+        except LoaderError as error:
+            yield Finding(chosen.name, False, str(error), nested=False)
         else:
-            try:
-                backend = open_backend(chosen, setup, environ=environ)
-            except LoaderError as error:
-                yield Finding(chosen.name, False, str(error), nested=False)
-            else:
-                try:
-                    yield from _remote(chosen, backend, wait_ready, environ)
-                finally:
-                    _close(backend)
+            with backend:
+                yield from _backend(chosen, backend, wait_ready)
     yield _state(chosen, state or chosen.state)
 
 
-def _unset(text: str) -> str:
-    """The `${VAR}`s left in `text` because the environment does not set them."""
-    return ", ".join(sorted(set(re.findall(r"\$\{(\w+)", text))))
-
-
-def _close(backend: Backend) -> None:
-    close = getattr(backend, "close", None)
-    if close is not None:
-        close()
-
-
-def _local(target: Target, setup: SetupConfig) -> Finding:
-    name, path = target.name, target.local_path
-    if not Path(path).exists():
-        # Opening it would create it: check leaves that to apply.
-        text = f"embedded backend at {path}: no database yet (the first apply creates it)"
-        return Finding(name, True, text, nested=False)
+def _backend(target: Target, backend: Backend, wait_ready: float) -> Iterator[Finding]:
     try:
-        backend = open_backend(target, setup, read_only=True)
-        try:
-            view = backend.read_setup()
-        finally:
-            _close(backend)
-    except LoaderError as error:
-        return Finding(name, False, str(error), nested=False)
-    return Finding(
-        name,
-        True,
-        f"embedded backend at {path}: {_plural(len(view.languages), 'language')}, "
-        f"{_plural(len(view.data_providers), 'data provider')}",
-        nested=False,
-    )
-
-
-def _plural(count: int, word: str, words: str | None = None) -> str:
-    return f"{count:,} {word if count == 1 else words or word + 's'}"
-
-
-def _remote(
-    target: Target, backend: Backend, wait_ready: float, environ: Mapping[str, str] | None
-) -> Iterator[Finding]:
-    from loader.backends.remote import RemoteBackend
-
-    assert isinstance(backend, RemoteBackend)  # open_backend's, for an http(s) target
-    try:
-        backend.wait_ready(wait_ready)
+        answered = backend.wait_ready(wait_ready)
     except LoaderError as error:
         ready = False
         yield Finding(target.name, False, str(error), nested=False)
     else:
         ready = True
-        yield Finding(target.name, True, f"{target.url} is ready", nested=False)
-    # One credential for several roles is one provider: its token is asked for once,
-    # and a token request that failed is not sent again for the next role.
-    tokens: dict[int, Token | LoaderError] = {}
-
-    def token_of(provider: TokenProvider) -> Token | LoaderError:
-        if id(provider) not in tokens:
-            try:
-                tokens[id(provider)] = provider.current()
-            except LoaderError as error:
-                tokens[id(provider)] = error
-        return tokens[id(provider)]
-
-    for role in Role:
-        provider = backend.tokens.get(role)
-        if provider is None:
-            continue  # validation requires admin and updater; reader defaults to admin's
-        token = token_of(provider)
-        if isinstance(token, LoaderError):
-            yield Finding(role.value, False, str(token))
+        yield Finding(target.name, True, answered, nested=False)
+    # A backend without credentials (the embedded one) has no identities to check.
+    for role, identity in backend.identities(list(Role)).items():
+        if isinstance(identity, LoaderError):
+            yield Finding(role.value, False, str(identity))
+        else:
+            yield _role(role, identity, backend, ready)
+    for scope in sorted(target.scope_readers):
+        reader = backend.reader(scope)
+        if reader is None:
+            yield Finding(f"scope {scope}", False, "no way to read as this scope's readers")
             continue
-        yield _role(role, token, backend, ready)
-    if target.scope_readers:
-        readers = open_readers(target, backend, target.scope_readers, environ=environ)
-        for scope, reader in readers.items():
-            assert isinstance(reader, RemoteBackend)  # open_readers', for a remote target
-            try:
-                token = token_of(reader.tokens[Role.READER])
-                if isinstance(token, LoaderError):
-                    yield Finding(f"scope {scope}", False, str(token))
-                    continue
-                yield _scope_reader(scope, token, reader, ready)
-            finally:
-                _close(reader)
+        seen = reader.identities([Role.READER]).get(Role.READER)
+        if seen is None:
+            continue  # a backend that looks as anyone, without credentials to check
+        if isinstance(seen, LoaderError):
+            yield Finding(f"scope {scope}", False, str(seen))
+        else:
+            yield _scope_reader(scope, seen, reader, ready)
 
 
-def _shown(token: Token) -> str:
-    scopes = " ".join(sorted(token.scopes))
-    sees = " ".join(sorted(token.permissions)) or "nothing"
-    return f"{token.subject}, scopes {scopes}, sees {sees}"
+def _shown(identity: Identity) -> str:
+    scopes = " ".join(sorted(identity.scopes))
+    sees = " ".join(sorted(identity.permissions)) or "nothing"
+    return f"{identity.subject}, scopes {scopes}, sees {sees}"
 
 
-def _role(role: Role, token: Token, backend: RemoteBackend, ready: bool) -> Finding:
+def _role(role: Role, identity: Identity, backend: Backend, ready: bool) -> Finding:
     """A role's token as apply's preflight checks it; the reader's also as plan's refresh
     needs it (every dataset visible) and as the server takes it (one live read: no write
     can be tried without writing, so the admin's and updater's stop at their scopes)."""
     try:
-        backend.preflight({role: SCOPES_OF[role]})
+        backend.preflight([role])
         if role is Role.READER:
-            check_reader_sees_everything(backend)
+            check_reader_sees_everything(identity)
             if ready:
                 backend.read_entity(EntityKind.CATEGORY, PROBE_CATEGORY)
     except BackendError as error:
         text = error.text if error.call.startswith("preflight") else str(error)
-        return Finding(role.value, False, f"{token.subject}: {text}")
+        return Finding(role.value, False, f"{identity.subject}: {text}")
     except LoaderError as error:
-        return Finding(role.value, False, f"{token.subject}: {error}")
-    return Finding(role.value, True, _shown(token))
+        return Finding(role.value, False, f"{identity.subject}: {error}")
+    return Finding(role.value, True, _shown(identity))
 
 
-def _scope_reader(scope: str, token: Token, reader: RemoteBackend, ready: bool) -> Finding:
+def _scope_reader(scope: str, identity: Identity, reader: Backend, ready: bool) -> Finding:
     """A scope's reader shows which grants still hold: it must be able to read, see what
     the scope is granted, and not see everything (then a removed grant never shows)."""
     name = f"scope {scope}"
-    who = token.subject
-    if READ not in token.scopes:
-        held = ", ".join(sorted(token.scopes)) or "none"
-        text = f"its token lacks the '{READ}' scope every read needs (it has: {held})"
+    who = identity.subject
+    if READ_FREE_DATA not in identity.scopes:
+        held = ", ".join(sorted(identity.scopes)) or "none"
+        text = f"its token lacks the '{READ_FREE_DATA}' scope every read needs (it has: {held})"
         return Finding(name, False, f"{who}: {text}")
-    if "admin" in token.permissions:
+    if SEES_EVERYTHING in identity.permissions:
         text = (
             f"its token has the admin permission, so it sees every dataset and a grant "
             f"removed from {scope} would never show: give this credential a token without "
             f"it that holds {scope}"
         )
         return Finding(name, False, f"{who}: {text}")
-    if scope not in token.permissions:
-        seen = ", ".join(sorted(token.permissions)) or "none"
+    if scope not in identity.permissions:
+        seen = ", ".join(sorted(identity.permissions)) or "none"
         text = (
             f"its token cannot see what is granted to {scope} (its permissions: {seen}): "
             "every grant would look removed and every plan would grant it again; give this "
@@ -230,13 +170,13 @@ def _scope_reader(scope: str, token: Token, reader: RemoteBackend, ready: bool) 
             reader.read_entity(EntityKind.CATEGORY, PROBE_CATEGORY)
         except LoaderError as error:
             return Finding(name, False, f"{who}: {error}")
-    return Finding(name, True, _shown(token))
+    return Finding(name, True, _shown(identity))
 
 
 def _state(target: Target, location: str) -> Finding:
     """The state record as plan reads it, and a probe beside it written, locked, unlocked
     and removed as apply writes and locks the record."""
-    unset = _unset(location)
+    unset = ", ".join(unset_variables(location))
     if unset:
         text = f"{location}: {unset} not set in the environment (the target's state needs it)"
         return Finding("state", False, text)
@@ -250,13 +190,9 @@ def _state(target: Target, location: str) -> Finding:
         lock = store.current_lock()
     except LoaderError as error:
         return Finding("state", False, f"{error} (apply refuses it too)")
-    if record.target_url not in (None, target.url, recorded_url(target, location)):
-        text = (  # as session.open_run words it
-            f"{location}: this state record was applied to {excerpt(record.target_url)}, not "
-            f"{target.url}: give each target its own state (if it is the same backend at a "
-            "new address, set target_url in the record) (plan and apply refuse it too)"
-        )
-        return Finding("state", False, text)
+    if not is_targets_record(record, target, location):
+        text = other_target_message(location, record.target_url, target.url)
+        return Finding("state", False, f"{text} (plan and apply refuse it too)")
     if lock is not None and lock.unreadable:
         text = (
             f"{store.lock_storage.where}: not a lock ({lock.unreadable}); `flowkit-loader "
@@ -272,11 +208,11 @@ def _state(target: Target, location: str) -> Finding:
         held = "no record yet (the first apply writes it)"
     else:
         held = (
-            f"serial {document.serial}, {_plural(len(record.datasets), 'dataset')}, "
-            f"{_plural(len(record.entities), 'config entity', 'config entities')}"
+            f"serial {document.serial}, {plural(len(record.datasets), 'dataset')}, "
+            f"{plural(len(record.entities), 'config entity', 'config entities')}"
         )
     if pending.entries:
-        entries = _plural(len(pending.entries), "journal entry", "journal entries")
+        entries = plural(len(pending.entries), "journal entry", "journal entries")
         held += f", {entries} of an interrupted apply (the next apply folds them in)"
     if lock is not None:
         held += f"; locked now, {lock.describe(store.clock)}"
@@ -322,3 +258,21 @@ def _missing_folders(location: str) -> list[Path]:
         missing.append(folder)
         folder = folder.parent
     return missing
+
+
+@dataclass(frozen=True)
+class Unlocked:
+    """What `unlock` did: the state record's location, and the lock broken (None: there
+    was none)."""
+
+    location: str
+    broken: Lock | None
+
+
+def unlock(
+    manifest: Manifest, target: str | None = None, *, state: str | None = None, force: bool = False
+) -> Unlocked:
+    """Break the state lock of a run that is gone; one that has not expired only with
+    `force` (a StateError otherwise, saying whose it is)."""
+    store = StateStore(state or manifest.target(target).state)
+    return Unlocked(store.location, store.break_lock(force=force))

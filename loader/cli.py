@@ -219,12 +219,12 @@ def plan_command(
     detailed_exitcode: bool,
 ) -> None:  # fmt: skip
     """Show what applying MANIFEST would change on its target; nothing is written."""
-    from loader import planfile, session
+    from loader import planfile, run
     from loader.render import render
 
     if offline and verify:
         raise LoaderError("--verify reads the server: it cannot be --offline")
-    made = session.plan(manifest, target=target, offline=offline, verify=verify, only=only,
+    made = run.plan(manifest, target=target, offline=offline, verify=verify, only=only,
                         state=state, wait_ready=wait_ready)  # fmt: skip
     data = planfile.save_plan(made, out) if out else planfile.document(made)
     click.echo(render(data, fmt), nl=False)
@@ -337,13 +337,13 @@ def apply_command(
     """Make the target match MANIFEST (plan, confirm, apply), or carry out a saved PLAN
     exactly (refused when stale or made for another target). With --reviewed, MANIFEST is
     planned and applied only if the plan has the reviewed plan's changes."""
-    from loader import session
+    from loader import applying
 
     if quiet and verbose:
         raise click.UsageError("--quiet and --verbose: choose one")
-    from loader.planfile import is_plan_file
+    from loader.planfile import is_plan_file, plan_data
     from loader.planner import Plan
-    from loader.render import plan_data, render_result, render_text
+    from loader.render import render_result, render_text
 
     saved = is_plan_file(source)
 
@@ -363,7 +363,7 @@ def apply_command(
             raise LoaderError("not on a terminal: apply needs --yes (or a saved plan)")
         return click.confirm("Apply these changes?", default=False)
 
-    applied = session.apply(
+    applied = applying.apply(
         source, target=target, only=only, verify=verify, state=state,
         allow_destroy=allow_destroy, max_destroy=max_destroy, show=show, confirm=confirm,
         parallelism=parallelism, wait_ready=wait_ready, progress=progress, reviewed=reviewed,
@@ -387,10 +387,10 @@ def import_command(manifest: str, target: str | None, state: str | None, wait_re
     """Take over a deployment filled by other means: record the config and datasets of
     MANIFEST that the server already holds. Nothing is written to the server; nothing
     unmanaged is ever deleted."""
-    from loader import session
+    from loader import applying
     from loader.render import render_import
 
-    report = session.import_state(manifest, target=target, state=state, wait_ready=wait_ready)
+    report = applying.import_state(manifest, target=target, state=state, wait_ready=wait_ready)
     click.echo(render_import(report), nl=False)
 
 
@@ -403,10 +403,10 @@ def status_command(
 ) -> None:
     """What the target holds: per indicator and resolution the dates loaded, gaps and
     grants, and the last apply."""
-    from loader import session
+    from loader import inventory
     from loader.render import render_status
 
-    found = session.status(manifest, target=target, state=state, offline=offline,
+    found = inventory.status(manifest, target=target, state=state, offline=offline,
                            wait_ready=wait_ready)  # fmt: skip
     click.echo(render_status(found), nl=False)
 
@@ -419,13 +419,12 @@ def status_command(
 def unlock_command(manifest: str, target: str | None, state: str | None, force: bool) -> None:
     """Break the state lock of a run that is gone (killed, or its machine lost). A lock
     that has not expired needs --force: be sure its run is really gone."""
-    from loader.state import StateStore
+    from loader.checks import unlock
     from loader.validate import load_manifest
 
-    loaded = load_manifest(manifest, target=target)
-    store = StateStore(state or loaded.target(target).state)
-    broken = store.break_lock(force=force)
-    click.echo(f"{store.location}: " + (f"lock of {broken.holder} broken" if broken else "no lock"))
+    done = unlock(load_manifest(manifest, target=target), target, state=state, force=force)
+    broken = f"lock of {done.broken.holder} broken" if done.broken else "no lock"
+    click.echo(f"{done.location}: {broken}")
 
 
 @cli.command(name="schema")

@@ -61,7 +61,7 @@ from loader.timegrid import DateError, Grid, backend_dt, parse_data_date
 # frames weigh little beside one date's datasets (bench/prepare.py --large measures it).
 CHUNK_ROWS = 250_000
 SINGLE_PASS_BYTES = 16 * 2**20  # files above this are read in two passes
-CACHE_VERSION = 2
+CACHE_VERSION = 3  # 3: keys as DatasetKey.to_json objects
 RACY_NANOS = 2 * 10**9  # the coarsest timestamps a filesystem may keep (FAT: 2 s)
 
 
@@ -783,7 +783,7 @@ def _save(path: Path, report: FileReport, racy: bool) -> None:
         "missing_cells": report.missing_cells,
         "summaries": [
             {
-                "key": [s.key.category_id, s.key.indicator_id, s.key.srid, s.key.trid, s.key.dt],
+                "key": s.key.to_json(),
                 "data_type": s.data_type,
                 "revision": s.revision,
                 "digest": s.digest,
@@ -815,7 +815,7 @@ def _load(path: Path, report: FileReport) -> bool:
         }
         report.summaries = [
             DatasetSummary(
-                key=DatasetKey(*s["key"]),
+                key=DatasetKey.from_json(s["key"]),
                 data_type=s["data_type"],
                 revision=s["revision"],
                 digest=s["digest"],

@@ -19,7 +19,9 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
 
+from loader.backends.factory import kind_of, url_forms
 from loader.config import ConfigBuilder
+from loader.contract import SEES_EVERYTHING
 from loader.fileroot import FileRoot, OutsideRoot
 from loader.jsonpos import JsonPositions
 from loader.model import (
@@ -36,6 +38,7 @@ from loader.model import (
     SetupConfig,
     Severity,
     Target,
+    excerpt,
 )
 from loader.timegrid import DateError, Grid
 from loader.yamlsrc import JsonPath, YamlDocument, YamlSyntaxError, load_yaml
@@ -245,6 +248,12 @@ class ManifestBuilder:
         path: JsonPath = ("targets", name)
         url: str = spec["url"]
         resolvable = not self.doc.unresolved((*path, "url"))
+        kind = kind_of(url)
+        if kind is None and resolvable:
+            # The schema takes any scheme: which ones are served is known here, where
+            # a kind registered by a plugin or a test is accepted too.
+            shown = json.dumps(excerpt(url), ensure_ascii=False)
+            self.error((*path, "url"), f"target url must be {url_forms()}, not {shown}")
         if url.startswith("local:"):
             url = f"local:{self.resolve_path(url.removeprefix('local:'))}"
         elif resolvable and url.startswith("http://"):
@@ -270,7 +279,7 @@ class ManifestBuilder:
             for role in (Role.ADMIN, Role.UPDATER)
             if role.value not in declared and "all" not in declared
         ]
-        if missing and not url.startswith("local:"):
+        if missing and kind is not None and kind.needs_credentials:
             self.error(
                 path,
                 f"target '{name}' has no credential for the {' and '.join(missing)} "
@@ -601,7 +610,7 @@ class ManifestBuilder:
         setup = next(iter(setups.values()))
         indicators = sorted(i for c in setup.categories.values() for i in c.indicators)
         for scope, entries in section.items() if isinstance(section, dict) else ():
-            if scope == "admin":
+            if scope == SEES_EVERYTHING:
                 self.error(
                     ("access", scope),
                     "the admin scope is mapped to every dataset automatically and must not "

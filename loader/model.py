@@ -14,10 +14,10 @@ import enum
 import hashlib
 import json
 import reprlib
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from decimal import ROUND_HALF_UP, Decimal, localcontext
-from typing import Any, Literal, Protocol
+from typing import Any, Literal, Protocol, TypeVar
 
 NANOS_PER_UNIT = 10**9
 # The backend keeps each dataset's min and max in INT columns: a value beyond this is a 500.
@@ -62,6 +62,11 @@ def excerpt(value: object, limit: int = 60) -> str:
     else:
         text = _EXCERPT.repr(value)
     return text if len(text) <= limit else text[: limit - 3] + "..."
+
+
+def plural(count: int, word: str, words: str | None = None) -> str:
+    """`1 dataset`, `2 datasets`, `1,024 config entities` (`words` when not just `+s`)."""
+    return f"{count:,} {word if count == 1 else words or word + 's'}"
 
 
 def json_kind(value: object) -> str:
@@ -182,6 +187,38 @@ class DatasetKey:
     def __str__(self) -> str:
         return f"{self.indicator_id} srid={self.srid} trid={self.trid} {self.dt}"
 
+    def to_json(self) -> dict[str, Any]:
+        """The key as every JSON the loader writes or sends holds it: the record, the
+        journal, plan files, the data cache, content digests and /data metadata."""
+        return {"category_id": self.category_id, "indicator_id": self.indicator_id,
+                "srid": self.srid, "trid": self.trid, "dt": self.dt}  # fmt: skip
+
+    @classmethod
+    def from_json(cls, raw: Mapping[str, Any]) -> DatasetKey:
+        """`to_json`'s output read back, each field's type checked and nothing converted;
+        a KeyShapeError names the first field that is missing or not of its type."""
+        values: list[Any] = []
+        for name, kind in _KEY_FIELDS:
+            value = raw.get(name)
+            if not isinstance(value, kind) or isinstance(value, bool):
+                raise KeyShapeError(name, "a string" if kind is str else "an integer")
+            values.append(value)
+        return cls(*values)
+
+
+_KEY_FIELDS = (("category_id", str), ("indicator_id", str), ("srid", int), ("trid", int),
+               ("dt", str))  # fmt: skip
+
+
+class KeyShapeError(ValueError):
+    """A dataset key's field that is missing or of another type (`name`, and what was
+    `expected` there: "a string", "an integer")."""
+
+    def __init__(self, name: str, expected: str) -> None:
+        super().__init__(f"{name}: {expected} expected")
+        self.name = name
+        self.expected = expected
+
 
 @dataclass(frozen=True)
 class DatasetStats:
@@ -216,15 +253,7 @@ def dataset_digest(
     It covers the identity, the revision, the data type, the sorted units (one line each,
     origin and destination separated by a tab) and the values as little-endian int64 nanos.
     """
-    header = {
-        "category_id": key.category_id,
-        "indicator_id": key.indicator_id,
-        "srid": key.srid,
-        "trid": key.trid,
-        "dt": key.dt,
-        "revision": revision,
-        "data_type": data_type,
-    }
+    header = {**key.to_json(), "revision": revision, "data_type": data_type}
     digest = hashlib.sha256(json.dumps(header, sort_keys=True).encode())
     digest.update(b"\0")
     digest.update(unit_lines.encode())
@@ -544,14 +573,7 @@ def content_of(data_by_date: Mapping[str, Mapping[str, Any]]) -> Content:
 def metadata_of(key: DatasetKey, revision: str) -> dict[str, Any]:
     """A dataset's metadata as the service wants it: never an mdid (Hazard 6), `dt` as
     `YYYY-MM-DD HH:MM:SS`."""
-    return {
-        "revision": revision,
-        "category_id": key.category_id,
-        "indicator_id": key.indicator_id,
-        "srid": key.srid,
-        "trid": key.trid,
-        "dt": key.dt,
-    }
+    return {"revision": revision, **key.to_json()}
 
 
 def stored_matches(desired: Mapping[str, Any], stored: Mapping[str, Any]) -> bool:
@@ -569,8 +591,66 @@ def stored_matches(desired: Mapping[str, Any], stored: Mapping[str, Any]) -> boo
     return True
 
 
+_Opened = TypeVar("_Opened", bound="Backend")
+
+
+@dataclass(frozen=True)
+class Identity:
+    """Who a backend calls as for one role, as the server sees the caller: the subject its
+    history names, the scopes it may call with, the permissions that decide what it sees."""
+
+    subject: str
+    scopes: frozenset[str]
+    permissions: frozenset[str]
+
+
 class Backend(Protocol):
-    """The operations of a FlowKit-UI backend that a loader may use."""
+    """The operations of a FlowKit-UI backend that a loader may use, and the connection
+    they go over. Every kind implements all of it (a kind that cannot do something says
+    so by value: no identities, no reader), so that no caller has to ask which kind it
+    holds; `loader/backends/factory.py` opens one by its target's URL scheme.
+
+    Opened backends are context managers: `with open_backend(...) as backend:` closes
+    it, and every reader it opened, on the way out.
+    """
+
+    # -- the connection -----------------------------------------------------------------
+
+    def wait_ready(self, seconds: float) -> str:
+        """Wait up to `seconds` (0: ask once) for the backend to answer, and say in one
+        line what answered; a LoaderError when it does not answer in time, or answers
+        with an API this loader does not know."""
+        ...
+
+    def identities(self, roles: Iterable[Role]) -> dict[Role, Identity | LoaderError]:
+        """Each of `roles` that has a credential of its own, as its token shows it (or why
+        none could be had). One credential for several roles is asked once. Empty for a
+        backend without credentials (the embedded one: one principal answers for all)."""
+        ...
+
+    def acting_as(self, roles: Iterable[Role]) -> str:
+        """Who the apply history names for work done with `roles`."""
+        ...
+
+    def preflight(self, roles: Iterable[Role]) -> None:
+        """Before anything is written: every role holds the scopes its work needs
+        (`contract.ROLE_SCOPES`); a ScopeError naming the first one missing."""
+        ...
+
+    def reader(self, scope: str) -> Backend | None:
+        """This backend as `scope`'s readers see it, to check grants (which the server
+        cannot list); None when it has no way to look as them. Closed with this one."""
+        ...
+
+    def close(self) -> None: ...
+
+    def __enter__(self: _Opened) -> _Opened:
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        self.close()
+
+    # -- the service --------------------------------------------------------------------
 
     def read_setup(self) -> SetupView: ...
 

@@ -31,9 +31,18 @@ from pathlib import Path
 from typing import Any
 
 from loader.manifest import display_path
-from loader.model import LoaderError, excerpt
-from loader.planner import Plan
-from loader.render import plan_data, render_json
+from loader.model import (
+    DatasetStats,
+    DatasetSummary,
+    LoaderError,
+    Target,
+    excerpt,
+    loader_version,
+    nanos_to_text,
+)
+from loader.planner import Change, Plan, Subject
+from loader.record import Actual, Desired, Record, entity_digest
+from loader.render import render_json
 from loader.validate import plan_schema_error
 
 FORMAT_VERSION = 2
@@ -51,6 +60,105 @@ REVIEWED = ("changes", "summary", "roles")
 
 class PlanRefused(LoaderError):
     """A saved plan that no longer describes the target, or a plan apply may not carry out."""
+
+
+# ---------------------------------------------------------------------------------------
+# The JSON form
+
+
+def _stats_data(stats: DatasetStats) -> dict[str, Any]:
+    # Exact decimal text: sums of nanos exceed what a JSON number keeps exactly.
+    return {"count": stats.count, "sum": nanos_to_text(stats.sum),
+            "min": nanos_to_text(stats.min), "max": nanos_to_text(stats.max)}  # fmt: skip
+
+
+def _summary_data(summary: DatasetSummary) -> dict[str, Any]:
+    return {**summary.key.to_json(), "data_type": summary.data_type,
+            "revision": summary.revision, "digest": summary.digest, "source": summary.source,
+            "stats": _stats_data(summary.stats)}  # fmt: skip
+
+
+def _change_data(change: Change) -> dict[str, Any]:
+    data: dict[str, Any] = {
+        "action": change.action.word,
+        "symbol": change.action.value,
+        "subject": change.subject.value,
+        "what": change.describe(),
+        "reason": change.reason.value,
+        "detail": change.detail,
+        "destructive": change.destructive,
+        "role": change.role.value,
+    }
+    if change.subject is Subject.ENTITY:
+        assert change.entity_kind is not None
+        data["entity"] = {"kind": change.entity_kind.value, "id": change.entity_id,
+                          "label": change.label}  # fmt: skip
+    if change.key is not None:
+        data["key"] = change.key.to_json()
+    if change.summary is not None:
+        data["dataset"] = _summary_data(change.summary)
+    if change.before is not None:
+        data["before"] = {**_summary_data(change.before), "mdid": change.mdid}
+    if change.scope is not None:
+        data["scope"] = change.scope
+    if change.mdid is not None:
+        data["mdid"] = change.mdid
+    return data
+
+
+def plan_data(plan: Plan) -> dict[str, Any]:
+    """What every format renders (loader/render.py). A plan file is this in an envelope:
+    format version, where its manifest is, signature and digest."""
+    return {
+        "fingerprint": plan.origin.fingerprint,
+        "manifest": plan.origin.manifest,
+        "target": plan.origin.target,
+        "target_url": plan.origin.url,
+        "refreshed": plan.refreshed,
+        "verify": plan.origin.verify,
+        "only": list(plan.only),
+        "summary": {**plan.counts(), "destructive": len(plan.destructive)},
+        "unchanged": dict(plan.unchanged),
+        "roles": [role.value for role in plan.roles()],
+        "notes": list(plan.notes),
+        "changes": [_change_data(c) for c in plan.changes],
+    }
+
+
+def record_digest(record: Record) -> str:
+    content = {k: v for k, v in record.to_content().items() if k != "history"}
+    return hashlib.sha256(json.dumps(content, sort_keys=True).encode()).hexdigest()
+
+
+def fingerprint(
+    manifest: Path, target: Target, desired: Desired, actual: Actual, made: Plan, *, verify: bool
+) -> str:
+    """A digest of every input of a plan: manifest, config, data, target, state record and
+    what the server showed. A saved plan applies only while it is unchanged (and plans
+    saved by earlier versions of this module must still match: its parts never change)."""
+    parts = {
+        "manifest": hashlib.sha256(manifest.read_bytes()).hexdigest(),
+        "target": [target.name, target.url],
+        "config": sorted(
+            [e.kind.value, str(e.id), entity_digest(e.body)] for e in desired.entities
+        ),
+        "data": sorted([str(k), s.digest] for k, s in desired.datasets.items()),
+        "grants": sorted([str(k), sorted(v)] for k, v in desired.scopes.items()),
+        # What the record says, not its serial: folding a journal left behind changes the
+        # serial, not the content.
+        "state": record_digest(actual.record),
+        "server": actual.observed.view_digest,
+        "only": sorted(made.only),
+        "verify": verify,
+        # The plan itself, and the code that made it: the same inputs planned by another
+        # loader version may not give the same changes.
+        "loader": loader_version(),
+        # The changes, without the data files' display paths (they depend on the working
+        # directory, the content does not; the data digests are above).
+        "changes": comparable_changes(plan_data(made)["changes"]),
+    }
+    text = json.dumps(parts, sort_keys=True, separators=(",", ":"))
+    return hashlib.sha256(text.encode()).hexdigest()
 
 
 # ---------------------------------------------------------------------------------------
@@ -85,7 +193,7 @@ def document(
     """The plan's JSON document, sealed: with where its manifest is from `path` (where it
     will be saved), signed when FLOWKIT_PLAN_KEY is set, and its digest last."""
     data: dict[str, Any] = {"format_version": FORMAT_VERSION, **plan_data(made)}
-    manifest = made.inputs.get("manifest_path")
+    manifest = made.origin.manifest_path
     if path is not None and manifest:
         data["manifest_from_plan"] = os.path.relpath(manifest, Path(path).absolute().parent)
     return seal(data, environ=environ)

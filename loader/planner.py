@@ -12,11 +12,11 @@ from __future__ import annotations
 
 import enum
 from collections.abc import Iterable, Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, replace
 from datetime import date
 from fnmatch import fnmatchcase
-from typing import Any
 
+from loader.contract import ADMIN, SEES_EVERYTHING, WRITE_DATA, entity_write_scope, role_for
 from loader.model import (
     ConfigEntity,
     DatasetKey,
@@ -27,7 +27,6 @@ from loader.model import (
     stored_matches,
 )
 from loader.record import (
-    ADMIN_SCOPE,
     Actual,
     Desired,
     EntityRef,
@@ -96,10 +95,12 @@ class Change:
     def role(self) -> Role:
         """The credential the change is written with."""
         if self.subject in (Subject.DATASET, Subject.GRANT):
-            return Role.UPDATER
-        if self.entity_kind is EntityKind.DATA_PROVIDER and self.action is Action.UPDATE:
-            return Role.UPDATER
-        return Role.ADMIN
+            return role_for(WRITE_DATA)
+        if self.subject is Subject.ENTITY and self.entity_kind is not None:
+            return role_for(
+                entity_write_scope(self.entity_kind, update=self.action is Action.UPDATE)
+            )
+        return role_for(ADMIN)  # the setup
 
     def describe(self) -> str:
         """The thing changed, in words: `dataset residents.residents srid=2 ...`."""
@@ -188,6 +189,23 @@ def selected(selectors: Iterable[Selector], key: DatasetKey) -> bool:
 
 
 @dataclass(frozen=True)
+class Origin:
+    """What a plan was made from, as its file records it: the target (name and URL), the
+    manifest (as shown, and where it is), whether data was verified, and the fingerprint
+    of every input (loader/planfile.py), without which a saved plan does not apply."""
+
+    target: str
+    url: str
+    manifest: str  # relative to the working directory, for people
+    manifest_path: str  # absolute, to find it again beside a saved plan
+    verify: bool
+    fingerprint: str
+
+
+NO_ORIGIN = Origin("", "", "", "", False, "")  # a plan made by make_plan alone
+
+
+@dataclass(frozen=True)
 class Plan:
     """The changes in apply order (no-ops are only counted)."""
 
@@ -196,11 +214,23 @@ class Plan:
     notes: tuple[str, ...] = ()
     refreshed: bool = False
     only: tuple[str, ...] = ()
-    # set by the caller that saved or loaded it: what it was made from
-    fingerprint: str = ""
-    target: str = ""
-    manifest: str = ""
-    inputs: Mapping[str, Any] = field(default_factory=dict)
+    origin: Origin = NO_ORIGIN  # set by the run that made it
+
+    def made_from(self, origin: Origin) -> Plan:
+        return replace(self, origin=origin)
+
+    # The Python API's names from before `origin`.
+    @property
+    def fingerprint(self) -> str:
+        return self.origin.fingerprint
+
+    @property
+    def target(self) -> str:
+        return self.origin.target
+
+    @property
+    def manifest(self) -> str:
+        return self.origin.manifest
 
     @property
     def has_changes(self) -> bool:
@@ -437,7 +467,7 @@ class _PlanBuilder:
             if not selected(self.selectors, key):
                 continue
             recorded = self.record.datasets.get(key)
-            scopes = self.desired.scopes.get(key, frozenset()) - {ADMIN_SCOPE}
+            scopes = self.desired.scopes.get(key, frozenset()) - {SEES_EVERYTHING}
             write = self.dataset_write(summary, recorded)
             if write is None:
                 assert recorded is not None
@@ -530,7 +560,7 @@ class _PlanBuilder:
             self.notes.append("not refreshed: planned against the state record alone (--offline)")
             return
         scopes = {s for d in self.record.datasets.values() for s in d.scopes}
-        scopes |= {s for v in self.desired.scopes.values() for s in v} - {ADMIN_SCOPE}
+        scopes |= {s for v in self.desired.scopes.values() for s in v} - {SEES_EVERYTHING}
         unchecked = sorted(scopes - observed.scopes_checked)
         if unchecked:
             self.notes.append(

@@ -30,13 +30,11 @@ from loader.model import (
     DatasetSummary,
     DataType,
     EntityKind,
+    KeyShapeError,
     LoaderError,
     excerpt,
     json_kind,
 )
-
-# The scope every dataset is mapped to by the server itself: never granted, never revoked.
-ADMIN_SCOPE = "admin"
 
 
 class RecordError(LoaderError):
@@ -243,7 +241,7 @@ class Record:
             "target_url": self.target_url,
             "config": config,
             "datasets": [_dataset_json(d) for _, d in sorted(self.datasets.items())],
-            "in_doubt": [_key_json(k) for k in sorted(self.in_doubt)],
+            "in_doubt": [k.to_json() for k in sorted(self.in_doubt)],
             "history": [_entry_json(e) for e in self.history],
         }
 
@@ -280,11 +278,7 @@ def _dataset_json(dataset: RecordedDataset) -> dict[str, Any]:
     summary = dataset.summary
     key = summary.key
     return {
-        "category_id": key.category_id,
-        "indicator_id": key.indicator_id,
-        "srid": key.srid,
-        "trid": key.trid,
-        "dt": key.dt,
+        **key.to_json(),
         "data_type": summary.data_type,
         "revision": summary.revision,
         "digest": summary.digest,
@@ -413,14 +407,11 @@ def groups(keys: Iterable[DatasetKey]) -> dict[tuple[str, str, int, int], list[D
 # Journal entries: one completed change each, replayed onto the record it amends
 
 
-def _key_json(key: DatasetKey) -> dict[str, Any]:
-    return {"category_id": key.category_id, "indicator_id": key.indicator_id,
-            "srid": key.srid, "trid": key.trid, "dt": key.dt}  # fmt: skip
-
-
 def _key_from_json(raw: _Object) -> DatasetKey:
-    return DatasetKey(raw.text("category_id"), raw.text("indicator_id"), raw.integer("srid"),
-                      raw.integer("trid"), raw.text("dt"))  # fmt: skip
+    try:
+        return DatasetKey.from_json(raw.raw)
+    except KeyShapeError as error:
+        raise raw._wrong(error.name, error.expected) from None
 
 
 def entity_entry(entity: RecordedEntity) -> dict[str, Any]:
@@ -442,17 +433,17 @@ def dataset_entry(dataset: RecordedDataset) -> dict[str, Any]:
 
 
 def drop_dataset_entry(key: DatasetKey) -> dict[str, Any]:
-    return {"op": "drop_dataset", **_key_json(key)}
+    return {"op": "drop_dataset", **key.to_json()}
 
 
 def writing_entry(keys: Iterable[DatasetKey]) -> dict[str, Any]:
     """An apply is about to write these datasets (journaled before the first of them)."""
-    return {"op": "writing", "keys": [_key_json(k) for k in sorted(keys)]}
+    return {"op": "writing", "keys": [k.to_json() for k in sorted(keys)]}
 
 
 def grant_entry(key: DatasetKey, scope: str, mdid: int, granted: bool) -> dict[str, Any]:
     return {"op": "grant" if granted else "revoke", "scope": scope, "mdid": mdid,
-            **_key_json(key)}  # fmt: skip
+            **key.to_json()}  # fmt: skip
 
 
 def replay(

@@ -20,6 +20,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from loader.access import grants
+from loader.contract import SEES_EVERYTHING
 from loader.model import (
     Backend,
     BackendError,
@@ -37,7 +38,6 @@ from loader.model import (
     value_nanos,
 )
 from loader.record import (
-    ADMIN_SCOPE,
     Desired,
     Observed,
     Record,
@@ -58,7 +58,7 @@ def desired_state(
     by_scope = grants(manifest.access, datasets, setup)
     scopes: dict[DatasetKey, set[str]] = {}
     for scope, keys in by_scope.items():
-        if scope == ADMIN_SCOPE:  # the server maps it itself; never ours to grant
+        if scope == SEES_EVERYTHING:  # the server maps it itself; never ours to grant
             continue
         for key in keys:
             scopes.setdefault(key, set()).add(scope)

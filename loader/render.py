@@ -1,8 +1,8 @@
 """Plans and apply results -> text for terminals, Markdown for pull requests, versioned
 JSON for machines. Strings only: the CLI prints them.
 
-Every format is drawn from the plan's JSON form (`plan_data`), so that a saved plan
-(`show plan.json`) renders exactly as the plan did when it was made.
+Every format is drawn from the plan's JSON form (`planfile.plan_data`), so that a saved
+plan (`show plan.json`) renders exactly as the plan did when it was made.
 """
 
 from __future__ import annotations
@@ -14,79 +14,10 @@ from itertools import groupby
 from typing import Any
 
 from loader.execute import ApplyResult, Status
-from loader.model import DatasetKey, DatasetStats, DatasetSummary, nanos_to_text
-from loader.planner import Change, Plan, Subject
 
 GITHUB_COMMENT_LIMIT = 65_536
 COLLAPSE_AFTER = 3  # more datasets than this of one indicator and action: one line
 SKIPPED_LISTED = 5  # more changes than this skipped for one reason: counted, not listed
-
-# ---------------------------------------------------------------------------------------
-# The JSON form
-
-
-def _key_data(key: DatasetKey) -> dict[str, Any]:
-    return {"category_id": key.category_id, "indicator_id": key.indicator_id,
-            "srid": key.srid, "trid": key.trid, "dt": key.dt}  # fmt: skip
-
-
-def _stats_data(stats: DatasetStats) -> dict[str, Any]:
-    # Exact decimal text: sums of nanos exceed what a JSON number keeps exactly.
-    return {"count": stats.count, "sum": nanos_to_text(stats.sum),
-            "min": nanos_to_text(stats.min), "max": nanos_to_text(stats.max)}  # fmt: skip
-
-
-def _summary_data(summary: DatasetSummary) -> dict[str, Any]:
-    return {**_key_data(summary.key), "data_type": summary.data_type,
-            "revision": summary.revision, "digest": summary.digest, "source": summary.source,
-            "stats": _stats_data(summary.stats)}  # fmt: skip
-
-
-def _change_data(change: Change) -> dict[str, Any]:
-    data: dict[str, Any] = {
-        "action": change.action.word,
-        "symbol": change.action.value,
-        "subject": change.subject.value,
-        "what": change.describe(),
-        "reason": change.reason.value,
-        "detail": change.detail,
-        "destructive": change.destructive,
-        "role": change.role.value,
-    }
-    if change.subject is Subject.ENTITY:
-        assert change.entity_kind is not None
-        data["entity"] = {"kind": change.entity_kind.value, "id": change.entity_id,
-                          "label": change.label}  # fmt: skip
-    if change.key is not None:
-        data["key"] = _key_data(change.key)
-    if change.summary is not None:
-        data["dataset"] = _summary_data(change.summary)
-    if change.before is not None:
-        data["before"] = {**_summary_data(change.before), "mdid": change.mdid}
-    if change.scope is not None:
-        data["scope"] = change.scope
-    if change.mdid is not None:
-        data["mdid"] = change.mdid
-    return data
-
-
-def plan_data(plan: Plan) -> dict[str, Any]:
-    """What every format renders. A plan file is this in an envelope (format version,
-    digest, signature: loader/planfile.py)."""
-    return {
-        "fingerprint": plan.fingerprint,
-        "manifest": plan.manifest,
-        "target": plan.target,
-        "target_url": plan.inputs.get("target_url", ""),
-        "refreshed": plan.refreshed,
-        "verify": bool(plan.inputs.get("verify", False)),
-        "only": list(plan.only),
-        "summary": {**plan.counts(), "destructive": len(plan.destructive)},
-        "unchanged": dict(plan.unchanged),
-        "roles": [role.value for role in plan.roles()],
-        "notes": list(plan.notes),
-        "changes": [_change_data(c) for c in plan.changes],
-    }
 
 
 def render_json(data: Mapping[str, Any]) -> str:

@@ -13,10 +13,10 @@ import re
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 
+from loader.contract import BACKEND_DT_FORMAT
 from loader.model import TemporalResolution, excerpt
 
 UNITS = ("years", "months", "weeks", "days", "hours")
-BACKEND_DT_FORMAT = "%Y-%m-%d %H:%M:%S"
 FIRST_YEAR, LAST_YEAR = 1000, 9999  # what MySQL's DATETIME holds (and %Y writes as 4 digits)
 
 _ISO = re.compile(

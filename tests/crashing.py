@@ -22,7 +22,7 @@ import threading
 from collections.abc import Callable
 from typing import Any
 
-import loader.session
+import loader.applying
 import loader.state
 from loader.cli import main
 
@@ -96,14 +96,14 @@ def arm(point: str) -> None:
         return
     when, call, n = parts[0], parts[1], int(parts[2])
     assert when in ("before", "during", "after") and call in WRITES, point
-    opened = loader.session.connect
+    opened = loader.applying.connect
 
     def connect(*args: Any, **kwargs: Any) -> Any:
         connection = opened(*args, **kwargs)
         connection.backend = KillingBackend(connection.backend, when, call, n)
         return connection
 
-    loader.session.connect = connect
+    loader.applying.connect = connect
 
 
 if __name__ == "__main__":

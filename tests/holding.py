@@ -19,7 +19,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-import loader.session
+import loader.applying
 from loader.backends.local import apply_lock
 from loader.cli import main
 from loader.model import Target
@@ -61,14 +61,14 @@ class HeldBackend:
 
 
 def arm_apply(ready: Path, go: Path) -> None:
-    opened = loader.session.connect
+    opened = loader.applying.connect
 
     def connect(*args: Any, **kwargs: Any) -> Any:
         connection = opened(*args, **kwargs)
         connection.backend = HeldBackend(connection.backend, ready, go)
         return connection
 
-    loader.session.connect = connect
+    loader.applying.connect = connect
 
 
 if __name__ == "__main__":

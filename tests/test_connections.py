@@ -89,7 +89,7 @@ def test_a_refused_connection(closed_port: int) -> None:
     assert failure(remote.read_setup) == (
         f"GET /setup: cannot connect to {base}/v1/setup: connection refused"
     )
-    assert failure(lambda: remote.preflight({Role.ADMIN: ["admin"]})) == (
+    assert failure(lambda: remote.preflight([Role.ADMIN])) == (
         f"token request for client dev-admin: cannot connect to {base}/oauth/token: "
         "connection refused"
     )
@@ -125,7 +125,7 @@ def test_an_answer_that_never_comes(silent_port: int) -> None:
     assert failure(remote.read_setup) == (
         f"GET /setup: no answer from {base}/v1/setup: timed out after 0.5 s"
     )
-    assert failure(lambda: remote.preflight({Role.ADMIN: ["admin"]})) == (
+    assert failure(lambda: remote.preflight([Role.ADMIN])) == (
         f"token request for client dev-admin: no answer from {base}/oauth/token: "
         "timed out after 0.5 s"
     )
@@ -162,7 +162,7 @@ def test_a_name_that_does_not_resolve() -> None:
         r"/v1/heartbeat: " + NO_NAME.format(where="the target's url")
     )
     assert re.fullmatch(shape, message), message
-    message = failure(lambda: remote.preflight({Role.ADMIN: ["admin"]}))
+    message = failure(lambda: remote.preflight([Role.ADMIN]))
     shape = (
         r"token request for client dev-admin: cannot connect to https://flowkit\.invalid"
         r"/oauth/token: " + NO_NAME.format(where=r"the target's auth\.token_url")

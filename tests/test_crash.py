@@ -20,13 +20,13 @@ from typing import Any
 import pytest
 from click.testing import CliRunner
 
-from loader import session
+from loader import applying
 from loader.backends.local import LocalBackend
 from loader.cli import cli
 from loader.execute import DEFAULT_PARALLELISM
 from loader.record import groups
 from loader.refresh import Grids, content_matches
-from loader.session import open_run
+from loader.run import open_run
 from tests.conftest import ROOT
 from tests.helpers import edit_column
 from tests.serving import SECRET, SECRET_ENV, serving
@@ -139,7 +139,7 @@ class Resent:
 def crash_and_resume(directory: Path, scenario: str, point: str) -> None:
     manifest, env = prepared(directory, scenario)
     crash(manifest, env, point)
-    connect = session.connect
+    connect = applying.connect
     counted: list[Resent] = []
 
     def counting(*args: Any, **kwargs: Any) -> Any:
@@ -148,11 +148,11 @@ def crash_and_resume(directory: Path, scenario: str, point: str) -> None:
         counted.append(connection.backend)
         return connection
 
-    session.connect = counting  # type: ignore[assignment]
+    applying.connect = counting  # type: ignore[assignment]
     try:
         code, output = cli_run("apply", str(manifest), "--yes", "--allow-destroy", env=env)
     finally:
-        session.connect = connect  # type: ignore[assignment]
+        applying.connect = connect  # type: ignore[assignment]
     assert code == 0, f"{point}: {output}"
     # Only what was in flight at the kill (at most one per worker) is sent again.
     assert sum(c.existing for c in counted) <= DEFAULT_PARALLELISM, point
@@ -268,7 +268,7 @@ def test_a_backend_that_stops_answering_stops_the_apply_soon(tmp_path: Path) -> 
     """The network goes away mid-apply: after a few changes without any answer, no new
     one is started and the summary says why; with the network back, the next apply
     finishes the job."""
-    from loader import session
+    from loader import applying
     from tests.proxying import proxy as loopback_proxy
     from tests.test_end_to_end import example_manifest
 
@@ -281,12 +281,12 @@ def test_a_backend_that_stops_answering_stops_the_apply_soon(tmp_path: Path) -> 
                 if len(network.seen) > 30:  # well into the datasets
                     network.close()
 
-            applied = session.apply(manifest, environ={SECRET_ENV: SECRET}, progress=cut)
+            applied = applying.apply(manifest, environ={SECRET_ENV: SECRET}, progress=cut)
         counts = applied.result.counts()
         assert not applied.result.ok and counts["failed"] <= 2 * 4  # a few per worker
         assert any("stopped answering" in o.message for o in applied.result.outcomes)
         assert sum(counts.values()) == 96
         for path in (tmp_path / "example.served.state.json", manifest):
             path.write_text(path.read_text().replace(proxy, base))
-        again = session.apply(manifest, environ={SECRET_ENV: SECRET})
+        again = applying.apply(manifest, environ={SECRET_ENV: SECRET})
         assert again.result.ok and again.plan.has_changes

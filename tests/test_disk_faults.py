@@ -21,7 +21,7 @@ import fsspec
 import pytest
 from fsspec.implementations.memory import MemoryFileSystem
 
-from loader import session, state
+from loader import run, state
 from loader.state import FileStorage, StateStore, Storage, storage_for
 from tests.test_crash import assert_exactly_desired, cli_run, prepared
 
@@ -81,7 +81,7 @@ def faulty_disk(monkeypatch: pytest.MonkeyPatch) -> Iterator[Callable[[Disk], No
             def __init__(self, location: str, **kwargs: Any) -> None:
                 super().__init__(location, storage=storage, **kwargs)
 
-        monkeypatch.setattr(session, "StateStore", FaultyStore)
+        monkeypatch.setattr(run, "StateStore", FaultyStore)
 
     yield use
     monkeypatch.undo()

@@ -21,7 +21,7 @@ from loader.cli import cli
 from loader.model import Backend, Role
 from loader.record import groups
 from loader.refresh import Grids, content_matches
-from loader.session import open_run
+from loader.run import open_run
 from tests.conftest import ROOT, need_reference
 from tests.proxying import proxy as loopback_proxy
 from tests.serving import SECRET, SECRET_ENV, remote, serving

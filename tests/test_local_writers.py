@@ -23,7 +23,7 @@ from typing import Any
 import pytest
 from click.testing import CliRunner, Result
 
-from loader import session
+from loader import applying
 from loader.backends import oslock
 from loader.backends.local import APPLY_LOCK_SUFFIX
 from loader.cli import cli
@@ -194,7 +194,7 @@ def test_the_lock_is_released_however_the_apply_ends(
     db = tmp_path / "backend" / "test.db"
     ended: BaseException | None = None
     try:
-        session.apply(manifest, parallelism=1, **kwargs)
+        applying.apply(manifest, parallelism=1, **kwargs)
     except (RuntimeError, KeyboardInterrupt, LoaderError) as error:
         ended = error
     # Ctrl-C while writing may also end with a result (the writes in flight finished).
@@ -203,7 +203,7 @@ def test_the_lock_is_released_however_the_apply_ends(
     # Taken again at once, in this same process: nothing of the first is left holding it.
     with oslock.exclusive(str(db) + APPLY_LOCK_SUFFIX, f"local:{db}"):
         pass
-    applied = session.apply(manifest)
+    applied = applying.apply(manifest)
     assert applied.result.ok, how
 
 

@@ -13,7 +13,8 @@ import pytest
 from click.testing import CliRunner
 
 from loader.cli import cli
-from loader.render import plan_data, render_markdown
+from loader.planfile import plan_data
+from loader.render import render_markdown
 from loader.validate import schema_text
 from tests.conftest import ROOT
 from tests.helpers import edit_column, write_manifest
@@ -470,10 +471,10 @@ def test_a_partial_failure_goes_on_skips_dependants_and_reports(
 ) -> None:
     """One dataset the server refuses: its grants are skipped, everything else is done,
     the summary says so, the exit is 1, and the next apply finishes the job."""
-    from loader import session
+    from loader import applying
     from loader.model import BackendError
 
-    connect = session.connect
+    connect = applying.connect
     refused = "2021-02-01 00:00:00"
 
     class Refusing:
@@ -494,7 +495,7 @@ def test_a_partial_failure_goes_on_skips_dependants_and_reports(
         connection.backend = Refusing(connection.backend)  # type: ignore[assignment]
         return connection
 
-    monkeypatch.setattr(session, "connect", refusing_connect)
+    monkeypatch.setattr(applying, "connect", refusing_connect)
     env = env_for(example)
     code, output = run("apply", str(example), "--yes", "-q", env=env)
     assert code == 1
@@ -510,7 +511,7 @@ def test_a_partial_failure_goes_on_skips_dependants_and_reports(
         "its dataset write failed",
     ]
     assert lines[-1] == "Apply incomplete: 93 done, 1 failed, 2 skipped"
-    monkeypatch.setattr(session, "connect", connect)
+    monkeypatch.setattr(applying, "connect", connect)
     data = plan_json(example)
     assert data["summary"]["create"] == 3  # what did not happen, and nothing else
     code, output = run("apply", str(example), "--yes", "-q", env=env)
@@ -648,10 +649,10 @@ def test_the_history_names_the_commit_and_the_plan(example: Path, tmp_path: Path
 def test_a_failed_category_skips_its_indicators_and_their_datasets(
     example: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    from loader import session
+    from loader import applying
     from loader.model import BackendError, EntityKind
 
-    connect = session.connect
+    connect = applying.connect
 
     class Refusing:
         def __init__(self, inner: object) -> None:
@@ -684,7 +685,7 @@ def test_a_failed_category_skips_its_indicators_and_their_datasets(
     assert run("apply", str(example), "--yes", "-q", env=env)[0] == 0
     config.write_text(full)
     example.write_text(text)
-    monkeypatch.setattr(session, "connect", refusing_connect)
+    monkeypatch.setattr(applying, "connect", refusing_connect)
     code, output = run("apply", str(example), "--yes", "-q", env=env)
     assert code == 1
     assert "  failed: category movements: POST /categories: 500 Internal Server Error" in output

@@ -63,7 +63,7 @@ def test_plans_state_records_journals_and_locks_hold_no_secret(
     signed with FLOWKIT_PLAN_KEY, shown, refused for another key, and applied."""
     from click.testing import CliRunner
 
-    from loader import session
+    from loader import applying
     from loader.cli import cli
     from loader.planfile import KEY_ENV
     from tests.test_check import remote_manifest
@@ -89,7 +89,7 @@ def test_plans_state_records_journals_and_locks_hold_no_secret(
                 if path.exists():
                     files[path.name] = path.read_text()
 
-        applied = session.apply(tmp_path / "p.json", environ={SECRET_ENV: SECRET, KEY_ENV: key},
+        applied = applying.apply(tmp_path / "p.json", environ={SECRET_ENV: SECRET, KEY_ENV: key},
                                 progress=snapshot)  # fmt: skip
         assert applied.result.ok and applied.result.outcomes
         outputs.append(repr(applied))

@@ -76,7 +76,7 @@ def test_a_private_ca_is_trusted_by_the_backend_and_the_token_endpoint(
     backend = RemoteBackend(f"{base}/v1", dict.fromkeys(Role, provider(base, str(ca))),
                             ca_bundle=str(ca))  # fmt: skip
     backend.wait_ready(deadline=5)
-    backend.preflight({Role.ADMIN: ["admin"]})  # a token, fetched over TLS
+    backend.preflight([Role.ADMIN])  # a token, fetched over TLS
     assert backend.read_setup().languages == ()
     backend.close()
 

@@ -18,9 +18,9 @@ from pathlib import Path
 
 import pytest
 
-from loader import session
+from loader import applying
 from loader.backends.auth import AuthError, TokenProvider, renewal_margin
-from loader.backends.remote import READ, WRITE, RemoteBackend
+from loader.backends.remote import RemoteBackend
 from loader.execute import Outcome, Status
 from loader.model import Credential, Role, ScopeError
 from tests.helpers import example
@@ -53,7 +53,7 @@ def test_dozens_of_concurrent_refusals_renew_each_token_once(tmp_path: Path) -> 
     ):
         backend = client(front.url, ROLES, parallelism=32)
         backend.replace_setup(config)
-        backend.preflight({Role.UPDATER: [WRITE], Role.READER: [READ]})
+        backend.preflight([Role.UPDATER, Role.READER])
         assert front.tokens() == {"dev-admin": 1, "dev-updater": 1}
         front.switch(second)  # a new signing key: every token held is refused from now on
         front.refusal_gate = 24  # two dozen refusals answered together
@@ -96,7 +96,7 @@ def test_an_apply_rides_out_a_restart_with_a_new_signing_key(tmp_path: Path) -> 
         proxy(first) as front,
     ):
         manifest = split_manifest(tmp_path, front.url)
-        assert session.apply(manifest, environ=ENVIRON).result.ok
+        assert applying.apply(manifest, environ=ENVIRON).result.ok
         # A new revision rewrites every dataset and re-grants it (the updater's work);
         # two new labels are two config updates, one at a time (the admin's).
         manifest.write_text(manifest.read_text().replace("revision: v1.0-example",
@@ -115,7 +115,7 @@ def test_an_apply_rides_out_a_restart_with_a_new_signing_key(tmp_path: Path) -> 
                     held.update(front.tokens())
                     front.switch(second)
 
-        applied = session.apply(manifest, environ=ENVIRON, progress=restart_after_the_first_change)
+        applied = applying.apply(manifest, environ=ENVIRON, progress=restart_after_the_first_change)
     failed = [o.message for o in applied.result.outcomes if o.status is not Status.DONE]
     assert applied.result.ok, failed[:3]
     assert len(applied.result.outcomes) >= 90  # the 46 datasets, their grants, two labels

@@ -16,7 +16,7 @@ import httpx
 import pytest
 from click.testing import CliRunner
 
-from loader import session
+from loader import applying
 from loader.cli import cli
 from loader.data import read_datasets
 from loader.validate import validate
@@ -60,9 +60,9 @@ def test_a_second_apply_with_another_state_record_writes_nothing(tmp_path: Path)
         network.hold = ("POST", "/v1/data", 5)  # the first apply, stopped mid-datasets
         first = clone(tmp_path / "a", network.url)
         second = clone(tmp_path / "b", other.url)
-        done: dict[str, session.Applied] = {}
+        done: dict[str, applying.Applied] = {}
         worker = threading.Thread(
-            target=lambda: done.update(applied=session.apply(first, environ=ENV))
+            target=lambda: done.update(applied=applying.apply(first, environ=ENV))
         )
         worker.start()
         try:
@@ -150,9 +150,9 @@ def test_the_end_of_an_apply_sees_a_writer_that_started_with_it(tmp_path: Path) 
     with serving(db, "--upstream-quirks") as base, proxy(base) as network:
         manifest = example_manifest(tmp_path, network.url)
         network.hold = ("POST", "/v1/data", 30)
-        done: dict[str, session.Applied] = {}
+        done: dict[str, applying.Applied] = {}
         worker = threading.Thread(
-            target=lambda: done.update(applied=session.apply(manifest, environ=ENV))
+            target=lambda: done.update(applied=applying.apply(manifest, environ=ENV))
         )
         worker.start()
         try:

@@ -9,13 +9,15 @@ no JSON on the way, which is what makes it fast.
 from __future__ import annotations
 
 import contextlib
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from pathlib import Path
 from typing import Any
 
 from loader.backends import oslock
 from loader.backends.store import Incoming, InvalidBody, Principal, Reply, Store
+from loader.contract import ADMIN, READ_FREE_DATA, ROLE_SCOPES, WRITE_DATA, entity_write_scope
 from loader.model import (
+    Backend,
     BackendError,
     Content,
     Dataset,
@@ -23,15 +25,18 @@ from loader.model import (
     DatasetWrite,
     EntityKind,
     EntityWrite,
+    Identity,
+    LoaderError,
     QueryRange,
+    Role,
     ScopeError,
     SetupView,
     Target,
     content_of,
     metadata_of,
+    plural,
 )
 
-READ, WRITE, ADMIN = "read:free_data", "write:data", "admin"
 APPLY_LOCK_SUFFIX = ".apply.lock"  # the sidecar beside the database that apply locks
 
 
@@ -60,7 +65,7 @@ def entity_path(kind: EntityKind, entity_id: int | str | None = None) -> str:
     return f"/{kind.value}" + ("" if entity_id is None else f"/{entity_id}")
 
 
-class LocalBackend:
+class LocalBackend(Backend):
     """A FlowKit-UI backend in one SQLite file, as seen by one principal."""
 
     def __init__(
@@ -78,6 +83,35 @@ class LocalBackend:
     def as_principal(self, principal: Principal) -> LocalBackend:
         """The same backend seen by someone else (another token)."""
         return LocalBackend(self.store.path, principal, store=self.store)
+
+    # -- the connection -----------------------------------------------------------------
+
+    def wait_ready(self, seconds: float) -> str:
+        view = self.read_setup()
+        return (
+            f"embedded backend at {self.store.path}: {plural(len(view.languages), 'language')}, "
+            f"{plural(len(view.data_providers), 'data provider')}"
+        )
+
+    def identities(self, roles: Iterable[Role]) -> dict[Role, Identity | LoaderError]:
+        return {}  # no credentials: every call is the principal's
+
+    def acting_as(self, roles: Iterable[Role]) -> str:
+        return self.principal.subject
+
+    def preflight(self, roles: Iterable[Role]) -> None:
+        for role in roles:
+            for scope in ROLE_SCOPES[role]:
+                self._need(scope, f"preflight ({role.value})")
+
+    def reader(self, scope: str) -> LocalBackend:
+        """As the service would show a token with `read:free_data` and `scope`'s permission."""
+        return self.as_principal(
+            Principal(frozenset({READ_FREE_DATA}), frozenset({scope}), f"reader:{scope}")
+        )
+
+    def close(self) -> None:
+        """Nothing to release: the store opens a connection per call."""
 
     # -- plumbing -----------------------------------------------------------------------
 
@@ -111,7 +145,7 @@ class LocalBackend:
         self, kind: EntityKind, entity_id: int | str, body: Mapping[str, Any]
     ) -> None:
         call = f"PATCH {entity_path(kind, entity_id)}"
-        self._need(WRITE if kind is EntityKind.DATA_PROVIDER else ADMIN, call)
+        self._need(entity_write_scope(kind, update=True), call)
         self._expect(call, self.store.patch_entity(kind, entity_id, body), 204)
 
     def delete_entity(self, kind: EntityKind, entity_id: int | str) -> None:
@@ -121,7 +155,7 @@ class LocalBackend:
 
     def read_entity(self, kind: EntityKind, entity_id: int | str) -> Mapping[str, Any] | None:
         call = f"GET {entity_path(kind, entity_id)}"
-        self._need(READ, call)
+        self._need(READ_FREE_DATA, call)
         reply = self._expect(call, self.store.get_entity(kind, entity_id, self.principal), 200, 404)
         return reply.body if reply.status == 200 else None
 
@@ -141,18 +175,18 @@ class LocalBackend:
         )
 
     def create_dataset(self, dataset: Dataset) -> DatasetWrite:
-        self._need(WRITE, "POST /data")
+        self._need(WRITE_DATA, "POST /data")
         reply = self.store.write_dataset(self._incoming(dataset), replace=False)
         self._expect("POST /data", reply, 201, 303)
         return DatasetWrite(reply.status == 201, int(reply.body))
 
     def update_dataset(self, dataset: Dataset) -> int:
-        self._need(WRITE, "PATCH /data")
+        self._need(WRITE_DATA, "PATCH /data")
         reply = self.store.write_dataset(self._incoming(dataset), replace=True)
         return int(self._expect("PATCH /data", reply, 201).body)
 
     def delete_dataset(self, summary: DatasetSummary) -> None:
-        self._need(WRITE, "DELETE /data")
+        self._need(WRITE_DATA, "DELETE /data")
         key = summary.key
         body: dict[str, Any] = {
             "metadata": metadata_of(key, summary.revision),
@@ -165,7 +199,7 @@ class LocalBackend:
 
     def _query(self, query: QueryRange, mdids_only: bool) -> Reply | None:
         """The /query answer, or None when nothing is visible in the range (404)."""
-        self._need(READ, "POST /query")
+        self._need(READ_FREE_DATA, "POST /query")
         reply = self.store.query(query.body(mdids_only), self.principal)
         if reply.status == 404:
             return None
@@ -184,24 +218,44 @@ class LocalBackend:
     # -- grants -------------------------------------------------------------------------
 
     def grant(self, scope: str, mdid: int) -> bool:
-        self._need(WRITE, "POST /scope_mapping")
+        self._need(WRITE_DATA, "POST /scope_mapping")
         reply = self._expect("POST /scope_mapping", self.store.post_mapping(scope, mdid), 201, 303)
         return reply.status == 201
 
     def revoke(self, scope: str, mdid: int) -> None:
-        self._need(WRITE, "DELETE /scope_mapping")
+        self._need(WRITE_DATA, "DELETE /scope_mapping")
         self._expect("DELETE /scope_mapping", self.store.delete_mapping(scope, mdid), 204)
 
 
 __all__ = ["InvalidBody", "LocalBackend", "apply_lock"]
 
 
-class AbsentBackend:
+class AbsentBackend(Backend):
     """An embedded backend whose file does not exist yet, for commands that only read
-    (plan, status, import): it answers as an empty service would, and creates nothing."""
+    (plan, status, import, check): it answers as an empty service would, and creates
+    nothing."""
 
     def __init__(self, path: str | Path) -> None:
         self.path = Path(path)
+
+    def wait_ready(self, seconds: float) -> str:
+        # Opening it would create it: that is left to apply.
+        return f"embedded backend at {self.path}: no database yet (the first apply creates it)"
+
+    def identities(self, roles: Iterable[Role]) -> dict[Role, Identity | LoaderError]:
+        return {}
+
+    def acting_as(self, roles: Iterable[Role]) -> str:
+        return Principal.full().subject
+
+    def preflight(self, roles: Iterable[Role]) -> None:
+        """Nothing to check: every write is refused in any case (read-only here)."""
+
+    def reader(self, scope: str) -> AbsentBackend:
+        return self  # empty to everyone
+
+    def close(self) -> None:
+        """Nothing was opened."""
 
     def _refuse(self, call: str) -> BackendError:
         return BackendError(call, 0, f"local:{self.path} does not exist yet (read-only here)")

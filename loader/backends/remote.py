@@ -31,7 +31,18 @@ import httpx
 
 from loader.backends.auth import Token, TokenProvider
 from loader.backends.transport import describe, is_permanent, tls_context
+from loader.contract import (
+    ADMIN,
+    BACKEND_DT_FORMAT,
+    KNOWN_API_VERSIONS,
+    READ_FREE_DATA,
+    ROLE_SCOPES,
+    WRITE_DATA,
+    entity_write_scope,
+    role_for,
+)
 from loader.model import (
+    Backend,
     BackendError,
     Content,
     Dataset,
@@ -40,6 +51,8 @@ from loader.model import (
     DatasetWrite,
     EntityKind,
     EntityWrite,
+    Identity,
+    LoaderError,
     QueryRange,
     Role,
     ScopeError,
@@ -50,12 +63,10 @@ from loader.model import (
     stored_matches,
 )
 
-KNOWN_API_VERSIONS = ("1.2", "1.3")
 RETRY_STATUSES = {429, 502, 503, 504}
 GATEWAY_TIMEOUTS = {502, 504}  # on a write: an unknown outcome, not a refusal
 SETTLE_ROUNDS = 10  # reads of a dataset's existence before giving up on it settling
 GZIP_ABOVE = 1024  # bytes of JSON body
-READ, WRITE, ADMIN = "read:free_data", "write:data", "admin"
 # A 401 that names a missing scope: a renewed token would carry the same scopes.
 MISSING_SCOPE = "Required permissions"
 
@@ -111,14 +122,16 @@ def dataset_body(dataset: Dataset) -> bytes:
     return (head[:-1] + ',"data_input":[' + ",".join(cells) + "]}").encode()
 
 
-class RemoteBackend:
-    """A FlowKit-UI backend at `base_url` (`https://host/v1`)."""
+class RemoteBackend(Backend):
+    """A FlowKit-UI backend at `base_url` (`https://host/v1`); `tokens` per role, and
+    `scope_tokens` per scope whose readers check grants (`credentials.scopes`)."""
 
     def __init__(
         self,
         base_url: str,
         tokens: Mapping[Role, TokenProvider],
         *,
+        scope_tokens: Mapping[str, TokenProvider] | None = None,
         date_formats: Mapping[int, str] | None = None,
         ca_bundle: str | None = None,
         timeout: float = 120.0,
@@ -132,6 +145,8 @@ class RemoteBackend:
         self.base_url = base_url.rstrip("/")
         self.prefix = httpx.URL(self.base_url).path  # /v1: calls are named without it
         self.tokens = tokens
+        self.scope_tokens = dict(scope_tokens or {})
+        self._readers: dict[str, RemoteBackend] = {}
         self.date_formats = dict(date_formats or {})
         self.retries = retries
         self.backoff = backoff
@@ -154,7 +169,44 @@ class RemoteBackend:
         self._locks_lock = threading.Lock()
 
     def close(self) -> None:
+        for reader in self._readers.values():
+            reader.close()
         self.http.close()
+
+    # -- who calls --------------------------------------------------------------------------
+
+    def identities(self, roles: Iterable[Role]) -> dict[Role, Identity | LoaderError]:
+        # One credential for several roles is one provider: its token is asked for once,
+        # and a request that failed is not sent again for the next role.
+        asked: dict[int, Identity | LoaderError] = {}
+        found: dict[Role, Identity | LoaderError] = {}
+        for role in roles:
+            provider = self.tokens.get(role)
+            if provider is None:
+                continue
+            if id(provider) not in asked:
+                try:
+                    token = provider.current()
+                    asked[id(provider)] = Identity(token.subject, token.scopes, token.permissions)
+                except LoaderError as error:
+                    asked[id(provider)] = error
+            found[role] = asked[id(provider)]
+        return found
+
+    def acting_as(self, roles: Iterable[Role]) -> str:
+        subjects = [i.subject for i in self.identities(roles).values() if isinstance(i, Identity)]
+        return ", ".join(dict.fromkeys(subjects)) or "unknown"
+
+    def reader(self, scope: str) -> RemoteBackend | None:
+        provider = self.scope_tokens.get(scope)
+        if provider is None:
+            return None
+        if scope not in self._readers:
+            self._readers[scope] = RemoteBackend(
+                self.base_url, {Role.READER: provider}, date_formats=self.date_formats,
+                ca_bundle=self.ca_bundle,
+            )  # fmt: skip
+        return self._readers[scope]
 
     def __repr__(self) -> str:
         return f"RemoteBackend({self.base_url!r})"
@@ -178,11 +230,11 @@ class RemoteBackend:
             self._checked.add((role, scope))
         return token
 
-    def preflight(self, needs: Mapping[Role, Iterable[str]]) -> None:
+    def preflight(self, roles: Iterable[Role]) -> None:
         """Check, before anything is written, that each role's token carries the scopes the
         run will need; a missing one fails at once, naming it."""
-        for role, scopes in needs.items():
-            for scope in scopes:
+        for role in roles:
+            for scope in ROLE_SCOPES[role]:
                 self.token(role, scope, f"preflight ({role.value})")
 
     def request(
@@ -277,7 +329,7 @@ class RemoteBackend:
 
     # -- service checks ---------------------------------------------------------------------
 
-    def wait_ready(self, deadline: float) -> None:
+    def wait_ready(self, deadline: float) -> str:
         """Poll /heartbeat until it answers (services that start on first request), then
         check that the API version is one this loader knows. A TLS failure ends the wait at
         once: waiting cannot make a certificate trusted."""
@@ -307,6 +359,7 @@ class RemoteBackend:
                 f"API version {version} is not one this loader knows "
                 f"({', '.join(KNOWN_API_VERSIONS)})",
             )
+        return f"{self.base_url} is ready"
 
     # -- config -----------------------------------------------------------------------------
 
@@ -356,17 +409,14 @@ class RemoteBackend:
     def update_entity(
         self, kind: EntityKind, entity_id: int | str, body: Mapping[str, Any]
     ) -> None:
-        role, scope = (
-            (Role.UPDATER, WRITE) if kind is EntityKind.DATA_PROVIDER else (Role.ADMIN, ADMIN)
-        )
-        path = f"/{kind.value}/{entity_id}"
-        self._idempotent("PATCH", path, role, scope, body, 204)
+        scope = entity_write_scope(kind, update=True)
+        self._idempotent("PATCH", f"/{kind.value}/{entity_id}", role_for(scope), scope, body, 204)
 
     def delete_entity(self, kind: EntityKind, entity_id: int | str) -> None:
         self._idempotent("DELETE", f"/{kind.value}/{entity_id}", Role.ADMIN, ADMIN, None, 204)
 
     def read_entity(self, kind: EntityKind, entity_id: int | str) -> Mapping[str, Any] | None:
-        response = self.request("GET", f"/{kind.value}/{entity_id}", Role.READER, READ)
+        response = self.request("GET", f"/{kind.value}/{entity_id}", Role.READER, READ_FREE_DATA)
         if response.status_code == 404:
             return None
         found: Mapping[str, Any] = self.expect(response, 200).json()
@@ -416,7 +466,7 @@ class RemoteBackend:
         body = dataset_body(dataset)
         for _ in range(2):
             try:
-                response = self.request("POST", "/data", Role.UPDATER, WRITE, raw=body,
+                response = self.request("POST", "/data", Role.UPDATER, WRITE_DATA, raw=body,
                                         write=True)  # fmt: skip
             except UnknownOutcome as unknown:
                 if "Ambiguous dataset" in unknown.text:
@@ -436,7 +486,7 @@ class RemoteBackend:
         # PATCH replaces the dataset whole: sending it again after an unknown outcome
         # stores the same content (under yet another mdid), once the first one settled.
         with self.identity_lock(dataset.key):
-            response = self._idempotent("PATCH", "/data", Role.UPDATER, WRITE, None, 201,
+            response = self._idempotent("PATCH", "/data", Role.UPDATER, WRITE_DATA, None, 201,
                                         raw=dataset_body(dataset), settle=dataset.key)  # fmt: skip
         return int(response.json())
 
@@ -444,7 +494,7 @@ class RemoteBackend:
         body: dict[str, Any] = {"metadata": metadata_of(summary.key, summary.revision),
                 "data_type": summary.data_type, "data_input": []}  # fmt: skip
         with self.identity_lock(summary.key):
-            self._idempotent("DELETE", "/data", Role.UPDATER, WRITE, body, 204,
+            self._idempotent("DELETE", "/data", Role.UPDATER, WRITE_DATA, body, 204,
                              settle=summary.key)  # fmt: skip
 
     def _settled_mdids(self, key: DatasetKey) -> frozenset[int]:
@@ -465,14 +515,16 @@ class RemoteBackend:
         fmt = self.date_formats.get(key.trid)
         if fmt is None:
             raise BackendError("POST /query", 0, f"no date format known for trid {key.trid}")
-        moment = time.strptime(key.dt, "%Y-%m-%d %H:%M:%S")
+        moment = time.strptime(key.dt, BACKEND_DT_FORMAT)
         return QueryRange(key.category_id, key.indicator_id, key.srid, key.trid,
                           time.strftime(fmt, moment), 1)  # fmt: skip
 
     # -- reads ------------------------------------------------------------------------------
 
     def _query(self, query: QueryRange, mdids_only: bool) -> Any:
-        response = self.request("POST", "/query", Role.READER, READ, query.body(mdids_only))
+        response = self.request(
+            "POST", "/query", Role.READER, READ_FREE_DATA, query.body(mdids_only)
+        )
         if response.status_code == 404:
             return None  # nothing visible in the range ("No metadata found", ...)
         return self.expect(response, 200).json()
@@ -489,12 +541,12 @@ class RemoteBackend:
     # -- grants -----------------------------------------------------------------------------
 
     def grant(self, scope: str, mdid: int) -> bool:
-        response = self._idempotent("POST", "/scope_mapping", Role.UPDATER, WRITE,
+        response = self._idempotent("POST", "/scope_mapping", Role.UPDATER, WRITE_DATA,
                                     {"scope": scope, "mdid": mdid}, 201, 303)  # fmt: skip
         return response.status_code == 201
 
     def revoke(self, scope: str, mdid: int) -> None:
-        self._idempotent("DELETE", "/scope_mapping", Role.UPDATER, WRITE,
+        self._idempotent("DELETE", "/scope_mapping", Role.UPDATER, WRITE_DATA,
                          {"scope": scope, "mdid": mdid}, 204)  # fmt: skip
 
 

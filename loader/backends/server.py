@@ -50,6 +50,15 @@ from starlette.routing import Route
 
 from loader.backends.factory import SQLITE_HEADER
 from loader.backends.store import INTERNAL_ERROR, InvalidBody, Principal, Reply, Store
+from loader.contract import (
+    ADMIN,
+    READ_FREE_DATA,
+    READ_PREMIUM_DATA,
+    SCOPES,
+    SEES_EVERYTHING,
+    WRITE_DATA,
+    entity_write_scope,
+)
 from loader.model import EntityKind, LoaderError
 
 API_VERSION = "1.3.0"
@@ -75,12 +84,12 @@ class DevClient:
 DEFAULT_CLIENTS = (
     DevClient(
         "dev-admin",
-        "admin write:data read:free_data read:premium_data profile",
-        ("admin",),
+        " ".join((*SCOPES, "profile")),
+        (SEES_EVERYTHING,),
     ),
-    DevClient("dev-updater", "write:data", ()),
-    DevClient("dev-reader", "read:free_data", ("read:free_data",)),
-    DevClient("dev-premium", "read:free_data read:premium_data", ("read:premium_data",)),
+    DevClient("dev-updater", WRITE_DATA, ()),
+    DevClient("dev-reader", READ_FREE_DATA, (READ_FREE_DATA,)),
+    DevClient("dev-premium", f"{READ_FREE_DATA} {READ_PREMIUM_DATA}", (READ_PREMIUM_DATA,)),
 )
 
 
@@ -281,29 +290,29 @@ class Api:
         routes = [
             Route("/v1/heartbeat", self.endpoint(None, lambda r, b, p: self.heartbeat())),
             Route("/v1/setup", self.endpoint(None, lambda r, b, p: s.get_setup())),
-            Route("/v1/setup", self.endpoint("admin", lambda r, b, p: s.post_setup(b),
+            Route("/v1/setup", self.endpoint(ADMIN, lambda r, b, p: s.post_setup(b),
                                              body=True), methods=["POST"]),
-            Route("/v1/setup", self.endpoint("admin", lambda r, b, p: s.patch_setup(b),
+            Route("/v1/setup", self.endpoint(ADMIN, lambda r, b, p: s.patch_setup(b),
                                              body=True), methods=["PATCH"]),
-            Route("/v1/setup", self.endpoint("admin", lambda r, b, p: s.delete_setup()),
+            Route("/v1/setup", self.endpoint(ADMIN, lambda r, b, p: s.delete_setup()),
                   methods=["DELETE"]),
-            Route("/v1/data", self.endpoint("write:data", self.post_data, body=True,
+            Route("/v1/data", self.endpoint(WRITE_DATA, self.post_data, body=True,
                                             values=_written_values), methods=["POST"]),
-            Route("/v1/data", self.endpoint("write:data", self.patch_data, body=True,
+            Route("/v1/data", self.endpoint(WRITE_DATA, self.patch_data, body=True,
                                             values=_written_values), methods=["PATCH"]),
-            Route("/v1/data", self.endpoint("write:data", lambda r, b, p: s.delete_dataset(b),
+            Route("/v1/data", self.endpoint(WRITE_DATA, lambda r, b, p: s.delete_dataset(b),
                                             body=True), methods=["DELETE"]),
-            Route("/v1/scope_mapping", self.endpoint("write:data", self.post_mapping,
+            Route("/v1/scope_mapping", self.endpoint(WRITE_DATA, self.post_mapping,
                                                      body=True), methods=["POST"]),
-            Route("/v1/scope_mapping", self.endpoint("write:data", self.delete_mapping,
+            Route("/v1/scope_mapping", self.endpoint(WRITE_DATA, self.delete_mapping,
                                                      body=True), methods=["DELETE"]),
-            Route("/v1/query", self.endpoint("read:free_data", lambda r, b, p: s.query(b, p),
+            Route("/v1/query", self.endpoint(READ_FREE_DATA, lambda r, b, p: s.query(b, p),
                                              body=True, values=_read_values),
                   methods=["POST"]),
-            Route("/v1/csv", self.endpoint("read:free_data", lambda r, b, p: s.csv(b, p),
+            Route("/v1/csv", self.endpoint(READ_FREE_DATA, lambda r, b, p: s.csv(b, p),
                                            body=True), methods=["POST"]),
             Route("/v1/timerange/{category_id}/{indicator_id}/{srid:int}/{trid:int}",
-                  self.endpoint("read:free_data", self.timerange)),
+                  self.endpoint(READ_FREE_DATA, self.timerange)),
             Route("/v1/latest_date", self.endpoint(None, lambda r, b, p: s.latest_date())),
             Route("/v1/data_providers", self.endpoint(None, self.data_providers)),
             Route("/oauth/token", self.token, methods=["POST"]),
@@ -317,7 +326,7 @@ class Api:
         s = self.store
         path = f"/v1/{kind.value}"
         item = f"{path}/{{key}}"
-        update_scope = "write:data" if kind is EntityKind.DATA_PROVIDER else "admin"
+        update_scope = entity_write_scope(kind, update=True)
 
         def key(request: Request) -> Any:
             raw = request.path_params["key"]
@@ -326,26 +335,26 @@ class Api:
             return int(raw) if raw.isdigit() else raw
 
         routes = [
-            Route(path, self.endpoint("admin", lambda r, b, p: s.post_entity(kind, b),
+            Route(path, self.endpoint(ADMIN, lambda r, b, p: s.post_entity(kind, b),
                                       body=True), methods=["POST"]),
             Route(item, self.endpoint(update_scope,
                                       lambda r, b, p: s.patch_entity(kind, key(r), b),
                                       body=True), methods=["PATCH"]),
-            Route(item, self.endpoint("admin", lambda r, b, p: s.delete_entity(kind, key(r))),
+            Route(item, self.endpoint(ADMIN, lambda r, b, p: s.delete_entity(kind, key(r))),
                   methods=["DELETE"]),
         ]  # fmt: skip
         if kind in self.store.VISIBLE_BY:
             routes += [
-                Route(path, self.endpoint("read:free_data",
+                Route(path, self.endpoint(READ_FREE_DATA,
                                           lambda r, b, p: s.list_entities(kind, p))),
-                Route(item, self.endpoint("read:free_data",
+                Route(item, self.endpoint(READ_FREE_DATA,
                                           lambda r, b, p: s.get_entity(kind, key(r), p))),
             ]  # fmt: skip
         if kind in (EntityKind.INDICATOR, EntityKind.SPATIAL_RESOLUTION,
                     EntityKind.TEMPORAL_RESOLUTION):  # fmt: skip
             routes.append(
                 Route(f"/v1/{kind.value}_for_category/{{category_id}}",
-                      self.endpoint("read:free_data", lambda r, b, p: s.for_category(
+                      self.endpoint(READ_FREE_DATA, lambda r, b, p: s.for_category(
                           kind, r.path_params["category_id"], p)))
             )  # fmt: skip
         return routes

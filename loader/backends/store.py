@@ -37,6 +37,7 @@ from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from typing import Any, ClassVar
 
+from loader.contract import BACKEND_DT_FORMAT, SCOPES, SEES_EVERYTHING
 from loader.model import (
     DATA_TYPES,
     MAX_ABS_VALUE,
@@ -48,7 +49,6 @@ from loader.model import (
 from loader.timegrid import Grid
 
 INTERNAL_ERROR = "Internal Server Error"
-ADMIN_SCOPE = "admin"
 
 # The service's model fields per kind, in its order (absent fields answer null).
 MODEL_FIELDS: dict[EntityKind, tuple[str, ...]] = {
@@ -133,8 +133,7 @@ class Principal:
 
     @classmethod
     def full(cls) -> Principal:
-        scopes = frozenset({"admin", "write:data", "read:free_data", "read:premium_data"})
-        return cls(scopes, frozenset({ADMIN_SCOPE}), "local-admin")
+        return cls(frozenset(SCOPES), frozenset({SEES_EVERYTHING}), "local-admin")
 
 
 @dataclass
@@ -609,7 +608,7 @@ class Store:
             "SELECT mdid FROM metadata WHERE category_id = ? AND indicator_id = ? AND srid = ? "
             "AND trid = ? AND dt = ? ORDER BY id",
             (meta["category_id"], meta["indicator_id"], meta["srid"], meta["trid"],
-             dt.strftime("%Y-%m-%d %H:%M:%S") if dt else None),
+             dt.strftime(BACKEND_DT_FORMAT) if dt else None),
         ).fetchall()  # fmt: skip
         return [row[0] for row in rows]
 
@@ -639,7 +638,7 @@ class Store:
                 meta["indicator_id"],
                 meta["srid"],
                 meta["trid"],
-                dt.strftime("%Y-%m-%d %H:%M:%S") if dt else None,
+                dt.strftime(BACKEND_DT_FORMAT) if dt else None,
                 datetime.now(timezone.utc).strftime("%Y-%m-%dT%H:%M:%S"),
                 _int_round(min(incoming.nanos)),
                 _int_round(max(incoming.nanos)),
@@ -661,7 +660,9 @@ class Store:
                 array("q", incoming.nanos).tobytes(),
             ),
         )
-        db.execute("INSERT INTO scope_mapping(scope, mdid) VALUES (?, ?)", (ADMIN_SCOPE, row_id))
+        db.execute(
+            "INSERT INTO scope_mapping(scope, mdid) VALUES (?, ?)", (SEES_EVERYTHING, row_id)
+        )
         return row_id
 
     def _delete_dataset(self, db: sqlite3.Connection, mdid: int) -> None:
@@ -770,7 +771,7 @@ class Store:
             "AND md.indicator_id = ? AND md.srid = ? AND md.trid = ? AND md.dt BETWEEN ? AND ? "
             "ORDER BY md.dt, md.id, sm.id",
             [*perms, params["category_id"], params["indicator_id"], params["srid"],
-             params["trid"], f"{start:%Y-%m-%d %H:%M:%S}", f"{end:%Y-%m-%d %H:%M:%S}"],
+             params["trid"], start.strftime(BACKEND_DT_FORMAT), end.strftime(BACKEND_DT_FORMAT)],
         ).fetchall()  # fmt: skip
         if not rows:
             return Reply(404, "No metadata found"), [], resolution
@@ -796,7 +797,7 @@ class Store:
         for mdid in dict.fromkeys(mdid for mdid, _ in rows):
             for dt, unit, destination, nanos in self._data(mdid):
                 value = float(nanos_to_text(nanos))
-                key = datetime.strptime(dt, "%Y-%m-%d %H:%M:%S").strftime(fmt)
+                key = datetime.strptime(dt, BACKEND_DT_FORMAT).strftime(fmt)
                 cell = by_date.setdefault(key, {})
                 if destination is None:
                     cell[unit] = value
@@ -856,8 +857,8 @@ class Store:
         fmt = str(resolution.get("date_format"))
         grid = Grid(str(resolution.get("relativedelta_unit")),
                     int(resolution.get("relativedelta_num") or 1), fmt)  # fmt: skip
-        first = datetime.strptime(rows[0][0], "%Y-%m-%d %H:%M:%S")
-        last = datetime.strptime(rows[-1][0], "%Y-%m-%d %H:%M:%S")
+        first = datetime.strptime(rows[0][0], BACKEND_DT_FORMAT)
+        last = datetime.strptime(rows[-1][0], BACKEND_DT_FORMAT)
         dates: list[str] = []
         moment = first
         while moment <= last:
@@ -970,7 +971,7 @@ def _parse_dt(value: Any) -> datetime | None:
     if not isinstance(value, str):
         return None
     text = value.strip().replace("T", " ")
-    for fmt in ("%Y-%m-%d %H:%M:%S", "%Y-%m-%d %H:%M", "%Y-%m-%d %H:%M:%S.%f"):
+    for fmt in (BACKEND_DT_FORMAT, "%Y-%m-%d %H:%M", "%Y-%m-%d %H:%M:%S.%f"):
         try:
             return datetime.strptime(text[:26], fmt)
         except ValueError:

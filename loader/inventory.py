@@ -1,0 +1,93 @@
+"""`status`: what the target holds as its state record knows it, per indicator and
+resolution (dates loaded, gaps between them, values, grants), checked against the mdids
+the server shows (datasets gone from it are counted as vanished).
+
+Nothing here prints: the CLI renders a Status (loader/render.py).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass
+from pathlib import Path
+
+from loader.applying import another_writer_message
+from loader.record import ApplyEntry, groups
+from loader.refresh import Grids
+from loader.run import actual_state, connect, open_run
+from loader.timegrid import from_backend_dt
+
+
+@dataclass
+class SeriesStatus:
+    """One indicator at one resolution: what is loaded."""
+
+    indicator_id: str
+    srid: int
+    trid: int
+    dates: list[str]  # in the resolution's format, loaded
+    gaps: list[str]  # steps between the first and last date with nothing loaded
+    values: int
+    scopes: dict[str, int]  # datasets granted per scope
+    vanished: int  # recorded datasets the server no longer shows
+
+
+@dataclass
+class Status:
+    target: str
+    url: str
+    state: str
+    series: list[SeriesStatus]
+    entities: int
+    last_apply: ApplyEntry | None
+    refreshed: bool
+    pending: int  # journal entries of an interrupted apply
+    notes: tuple[str, ...] = ()
+    another_writer: str = ""  # what another writer left on the server, and what to do
+
+
+def status(
+    manifest: str | Path,
+    *,
+    target: str | None = None,
+    state: str | None = None,
+    offline: bool = False,
+    wait_ready: float = 0,
+    environ: Mapping[str, str] | None = None,
+) -> Status:
+    """What the target holds as the record knows it, checked against the server's mdids."""
+    run = open_run(manifest, target=target, state=state, environ=environ)
+    if offline:
+        actual = actual_state(run, None)
+    else:
+        with connect(run, wait_ready=wait_ready, read_only=True) as connection:
+            actual = actual_state(run, connection)
+    grids = Grids(run.setup)
+    series = []
+    for (_, indicator, srid, trid), keys in groups(run.record.datasets).items():
+        grid = grids.by_trid.get(trid)
+        moments = [from_backend_dt(k.dt) for k in keys]
+        shown = [grid.format(m) if grid else str(m) for m in moments]
+        gaps: list[str] = []
+        if grid is not None:
+            have = set(moments)
+            steps = grid.steps_between(moments[0], moments[-1])
+            gaps = [grid.format(m) for i in range(steps + 1)
+                    if (m := grid.add(moments[0], i)) not in have]  # fmt: skip
+        scopes: dict[str, int] = {}
+        for key in keys:
+            for scope in run.record.datasets[key].scopes:
+                scopes[scope] = scopes.get(scope, 0) + 1
+        series.append(SeriesStatus(
+            indicator, srid, trid, shown, gaps,
+            sum(run.record.datasets[k].summary.stats.count for k in keys), scopes,
+            sum(1 for k in keys if k in actual.observed.vanished),
+        ))  # fmt: skip
+    return Status(
+        run.target.name, run.target.url, run.store.location, series, len(run.record.entities),
+        run.record.history[-1] if run.record.history else None, actual.observed.refreshed,
+        len(run.pending.entries), actual.observed.notes,
+        another_writer_message(actual.observed.duplicated, actual.observed.unexplained,
+                               run.store.location)
+        if actual.observed.duplicated or actual.observed.unexplained else "",
+    )  # fmt: skip
