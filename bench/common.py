@@ -25,7 +25,7 @@ sys.path.insert(0, str(ROOT))
 
 from loader.data import read_datasets  # noqa: E402
 from loader.model import Dataset, Manifest  # noqa: E402
-from loader.validate import validate  # noqa: E402
+from loader.validation import validate  # noqa: E402
 
 
 def fail(message: str) -> None:

@@ -81,7 +81,7 @@ from prepare import SYNTHETIC_FILES, notebook_cleaning, notebook_ingest_data
 
 from loader.backends.store import Principal, Store
 from loader.model import EntityKind
-from loader.validate import load_manifest
+from loader.validation import load_manifest
 
 CHUNK_SIZE = 50  # cell 8
 EXPECTED_DATASETS = 149

@@ -11,7 +11,8 @@ The public Python API (the CLI mirrors it):
     loader.status("deploy.yaml")                     # what is loaded, gaps, grants
 
 Names are imported on first use, so that importing one layer (say `loader.model`) does
-not pull in the libraries of the others.
+not pull in the libraries of the others. No module of the package is named like one of
+these functions: importing it would bind the module over the function's name.
 """
 
 from __future__ import annotations
@@ -27,16 +28,16 @@ if TYPE_CHECKING:
     from loader.model import ManifestError as ManifestError
     from loader.planfile import save_plan as save_plan
     from loader.run import plan as plan
-    from loader.validate import ValidationReport as ValidationReport
-    from loader.validate import load_manifest as load_manifest
-    from loader.validate import validate as validate
+    from loader.validation import ValidationReport as ValidationReport
+    from loader.validation import load_manifest as load_manifest
+    from loader.validation import validate as validate
 
 _EXPORTS = {
     "LoaderError": "loader.model",
     "ManifestError": "loader.model",
-    "ValidationReport": "loader.validate",
-    "load_manifest": "loader.validate",
-    "validate": "loader.validate",
+    "ValidationReport": "loader.validation",
+    "load_manifest": "loader.validation",
+    "validate": "loader.validation",
     "plan": "loader.run",
     "save_plan": "loader.planfile",
     "apply": "loader.applying",

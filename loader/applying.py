@@ -16,7 +16,7 @@ from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, replace
 from datetime import datetime, timezone
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 from loader.backends.factory import writer_lock
 from loader.execute import DEFAULT_PARALLELISM, ApplyResult, Executor, Progress
@@ -28,6 +28,8 @@ from loader.record import ApplyEntry, Record, replay, writing_entry
 from loader.refresh import ImportReport, adopt_languages, import_record, other_writers_now
 from loader.run import Connection, Run, connect, make_run_plan, open_run, recorded_url
 from loader.state import Pending, StateError, StateStore
+
+_Found = TypeVar("_Found")
 
 
 @dataclass
@@ -254,16 +256,14 @@ def another_writer_message(
     """What another writer did, and what to do, in one line."""
     parts = []
     if duplicated:
-        key, mdids = min(duplicated.items())
-        more = f", and {len(duplicated) - 1} more" if len(duplicated) > 1 else ""
+        key, mdids, more = _first(duplicated)
         parts.append(
             f"{len(duplicated)} identit{'y is' if len(duplicated) == 1 else 'ies are'} on the "
             f"server more than once ({key}: mdids {', '.join(map(str, sorted(mdids)))}{more}; "
             "only database access can remove all but one)"
         )
     if unexplained:
-        key, mdid = min(unexplained.items())
-        more = f", and {len(unexplained) - 1} more" if len(unexplained) > 1 else ""
+        key, mdid, more = _first(unexplained)
         parts.append(
             f"{plural(len(unexplained), 'dataset')} of the manifest "
             f"on the server that no apply of this record wrote ({key}: mdid {mdid}{more}; "
@@ -273,6 +273,12 @@ def another_writer_message(
         "another writer: " + "; ".join(parts) + f". If another apply uses a state record other "
         f"than {state}, give every apply of this target the same one"
     )
+
+
+def _first(found: Mapping[DatasetKey, _Found]) -> tuple[DatasetKey, _Found, str]:
+    """The first of `found` by key, to name it, and how many more there are."""
+    key, value = min(found.items())
+    return key, value, f", and {len(found) - 1} more" if len(found) > 1 else ""
 
 
 class UnrecordedChanges(LoaderError):

@@ -12,8 +12,8 @@ from typing import Any
 
 import click
 
-from loader.model import LoaderError, loader_version, nanos_to_text
-from loader.validate import SCHEMA_NAMES, ValidationReport, schema_text, validate
+from loader.model import LoaderError, loader_version, nanos_to_text, plural
+from loader.validation import SCHEMA_NAMES, ValidationReport, schema_text, validate
 
 
 class LoaderGroup(click.Group):
@@ -86,12 +86,8 @@ def validate_command(
     sys.exit(1 if failed else 0)
 
 
-def _plural(count: int, word: str) -> str:
-    return f"{count:,} {word}{'' if count == 1 else 's'}"
-
-
 def _summary(report: ValidationReport, data: bool) -> str:
-    counts = f"{_plural(len(report.errors), 'error')}, {_plural(len(report.warnings), 'warning')}"
+    counts = f"{plural(len(report.errors), 'error')}, {plural(len(report.warnings), 'warning')}"
     if not report.ok:
         return f"{report.path}: invalid: {counts}"
     if not data:
@@ -100,9 +96,9 @@ def _summary(report: ValidationReport, data: bool) -> str:
     values = sum(f.values for f in report.files)
     missing = sum(sum(f.missing_cells.values()) for f in report.files)
     return (
-        f"{report.path}: valid: {_plural(len(report.files), 'file')}, {_plural(rows, 'row')}, "
-        f"{_plural(values, 'value')} in {_plural(len(report.summaries), 'dataset')} "
-        f"({_plural(missing, 'missing cell')} skipped); {counts}"
+        f"{report.path}: valid: {plural(len(report.files), 'file')}, {plural(rows, 'row')}, "
+        f"{plural(values, 'value')} in {plural(len(report.summaries), 'dataset')} "
+        f"({plural(missing, 'missing cell')} skipped); {counts}"
     )
 
 
@@ -132,7 +128,7 @@ def _dataset_lines(report: ValidationReport) -> list[str]:
         high = max(s.stats.max for s in summaries)
         lines.append(
             f"  {indicator} srid={srid} trid={trid}: {dates[0]}..{dates[-1]}, "
-            f"{_plural(len(summaries), 'dataset')}, {_plural(values, 'value')}, "
+            f"{plural(len(summaries), 'dataset')}, {plural(values, 'value')}, "
             f"min {nanos_to_text(low)}, max {nanos_to_text(high)}"
         )
     return lines
@@ -160,7 +156,7 @@ def check_command(manifest: str, target: str | None, state: str | None, wait_rea
     Exit 1 when something fails.
     """
     from loader.checks import check
-    from loader.validate import load_manifest
+    from loader.validation import load_manifest
 
     loaded = load_manifest(manifest, target=target)
     failed = False
@@ -420,7 +416,7 @@ def unlock_command(manifest: str, target: str | None, state: str | None, force: 
     """Break the state lock of a run that is gone (killed, or its machine lost). A lock
     that has not expired needs --force: be sure its run is really gone."""
     from loader.checks import unlock
-    from loader.validate import load_manifest
+    from loader.validation import load_manifest
 
     done = unlock(load_manifest(manifest, target=target), target, state=state, force=force)
     broken = f"lock of {done.broken.holder} broken" if done.broken else "no lock"

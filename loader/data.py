@@ -442,7 +442,7 @@ class CsvDatasets:
             "date",
             self.spec.date_column,
             rows,
-            f"date '{text}' ({moment:%Y-%m-%d %H:%M:%S}) is not on the {label} grid: "
+            f"date '{text}' ({backend_dt(moment)}) is not on the {label} grid: "
             f"expected {self.grid.expected()}",
         )
 

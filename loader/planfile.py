@@ -1,5 +1,8 @@
-"""The saved plan's format (`plan --out`, `plan --format json`): written sealed, read back
-verified, and compared with a fresh plan before apply carries anything out.
+"""The plan's format, all of it: its JSON form (`plan_data`, which every renderer draws
+from), the fingerprint of every input it was made from, and the saved plan (`plan --out`,
+`plan --format json`): written sealed, read back verified (its schema is
+schemas/plan.schema.json, checked by validation.py, the home of jsonschema), and compared
+with a fresh plan before apply carries anything out.
 
 A plan file is what a reviewer looked at, so what `show` renders from it must be what
 `apply` does. Three things hold that together:
@@ -43,7 +46,7 @@ from loader.model import (
 from loader.planner import Change, Plan, Subject
 from loader.record import Actual, Desired, Record, entity_digest
 from loader.render import render_json
-from loader.validate import plan_schema_error
+from loader.validation import plan_schema_error
 
 FORMAT_VERSION = 2
 KEY_ENV = "FLOWKIT_PLAN_KEY"

@@ -14,6 +14,7 @@ from itertools import groupby
 from typing import Any
 
 from loader.execute import ApplyResult, Status
+from loader.model import plural
 
 GITHUB_COMMENT_LIMIT = 65_536
 COLLAPSE_AFTER = 3  # more datasets than this of one indicator and action: one line
@@ -26,10 +27,6 @@ def render_json(data: Mapping[str, Any]) -> str:
 
 # ---------------------------------------------------------------------------------------
 # Lines: what text and Markdown share
-
-
-def _plural(count: int, word: str, plural: str | None = None) -> str:
-    return f"{count:,} {word if count == 1 else plural or word + 's'}"
 
 
 def _identity(key: Mapping[str, Any]) -> str:
@@ -126,7 +123,7 @@ def _collapsed(blocks: list[list[Mapping[str, Any]]]) -> tuple[str, str, list[st
     heads = [b[0] for b in blocks]
     text = (
         f"{noun}s of {_identity(head['key'])}: {dates[0]}..{dates[-1]}, "
-        f"{_plural(len(blocks), noun)}: {head['reason']}"
+        f"{plural(len(blocks), noun)}: {head['reason']}"
     )
     if head["destructive"]:
         text += " [destructive]"
@@ -137,7 +134,7 @@ def _collapsed(blocks: list[list[Mapping[str, Any]]]) -> tuple[str, str, list[st
                                        _pooled([c["dataset"] for c in heads])))  # fmt: skip
         else:
             values = sum(int(c.get("dataset", {}).get("stats", {}).get("count", 0)) for c in heads)
-            details.append(f"{_plural(values, 'value')}")
+            details.append(f"{plural(values, 'value')}")
         scopes: dict[tuple[str, str, str], int] = {}
         for block in blocks:
             for grant in block[1:]:
@@ -157,9 +154,9 @@ def _summary_line(data: Mapping[str, Any]) -> str:
         counts += f" ({s['destructive']} destructive)"
     unchanged = data["unchanged"]
     kept = (
-        f"unchanged: {_plural(unchanged.get('entity', 0), 'config entity', 'config entities')}, "
-        f"{_plural(unchanged.get('dataset', 0), 'dataset')}, "
-        f"{_plural(unchanged.get('grant', 0), 'grant')}"
+        f"unchanged: {plural(unchanged.get('entity', 0), 'config entity', 'config entities')}, "
+        f"{plural(unchanged.get('dataset', 0), 'dataset')}, "
+        f"{plural(unchanged.get('grant', 0), 'grant')}"
     )
     return f"{counts}; {kept}"
 
@@ -227,7 +224,7 @@ def render_markdown(data: Mapping[str, Any], limit: int = GITHUB_COMMENT_LIMIT) 
         body += [f"    {d}" for d in details]
     if not body:
         return "\n".join([*head, "No changes: the target matches the manifest.", ""])
-    opening = [f"<details><summary>{_plural(len(body), 'line')} of changes</summary>", "",
+    opening = [f"<details><summary>{plural(len(body), 'line')} of changes</summary>", "",
                "```diff"]  # fmt: skip
     closing = ["```", "", "</details>", ""]
     fixed = len("\n".join(head + opening + closing)) + 400  # room for the truncation note
@@ -273,7 +270,7 @@ def render_result(result: ApplyResult) -> str:
             skipped.setdefault(outcome.message, []).append(outcome.change.describe())
     for why, changes in skipped.items():  # many skipped for one reason: one line
         if len(changes) > SKIPPED_LISTED:
-            out.append(f"  skipped: {_plural(len(changes), 'change')}: {why}")
+            out.append(f"  skipped: {plural(len(changes), 'change')}: {why}")
         else:
             out += [f"  skipped: {change}: {why}" for change in changes]
     if result.stopped:
@@ -293,7 +290,7 @@ def render_status(status: Any) -> str:
     how = "checked against the server" if status.refreshed else "from the state record only"
     out = [f"Target {status.target} ({status.url}), state {status.state}, {how}"]
     if status.pending:
-        out.append(f"  an interrupted apply left {_plural(status.pending, 'change')} in the "
+        out.append(f"  an interrupted apply left {plural(status.pending, 'change')} in the "
                    "journal: the next apply folds them in")  # fmt: skip
     if status.another_writer:
         out.append(f"  {status.another_writer}")
@@ -302,7 +299,7 @@ def render_status(status: Any) -> str:
     for s in status.series:
         out.append(
             f"  {s.indicator_id} srid={s.srid} trid={s.trid}: {s.dates[0]}..{s.dates[-1]}, "
-            f"{_plural(len(s.dates), 'dataset')}, {_plural(s.values, 'value')}"
+            f"{plural(len(s.dates), 'dataset')}, {plural(s.values, 'value')}"
         )
         if s.gaps:
             shown = ", ".join(s.gaps[:10]) + (
@@ -312,10 +309,8 @@ def render_status(status: Any) -> str:
         grants = ", ".join(f"{scope} {n}" for scope, n in sorted(s.scopes.items()))
         out.append(f"      grants: {grants or 'admin only'}")
         if s.vanished:
-            out.append(f"      DRIFT: {_plural(s.vanished, 'dataset')} no longer on the server")
-    out.append(
-        f"  config: {_plural(status.entities, 'entity')} recorded".replace("entitys", "entities")
-    )
+            out.append(f"      DRIFT: {plural(s.vanished, 'dataset')} no longer on the server")
+    out.append(f"  config: {plural(status.entities, 'entity', 'entities')} recorded")
     last = status.last_apply
     if last is None:
         out.append("  last apply: never")

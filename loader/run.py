@@ -36,7 +36,7 @@ from loader.planner import Origin, Plan, Selector, make_plan
 from loader.record import Actual, Desired, Observed, Record, replay
 from loader.refresh import desired_state, refresh
 from loader.state import Document, Pending, StateStore
-from loader.validate import ValidationReport, validate
+from loader.validation import ValidationReport, validate
 
 
 @dataclass

@@ -7,7 +7,7 @@ from pathlib import Path
 
 from loader.data import read_datasets
 from loader.model import Dataset, EntityKind
-from loader.validate import validate
+from loader.validation import validate
 from tests.conftest import ROOT
 
 EXAMPLE_CONFIG = ROOT / "manifests" / "example" / "config.json"

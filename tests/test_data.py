@@ -11,7 +11,7 @@ from click.testing import CliRunner
 from loader import csvshape, data
 from loader.cli import cli
 from loader.model import Dataset, Severity, nanos_to_text
-from loader.validate import validate
+from loader.validation import validate
 from tests.helpers import write_manifest
 
 RESIDENTS = (

@@ -13,7 +13,7 @@ import pytest
 from loader import yamlsrc
 from loader.jsonpos import JsonPositions, nesting_problem
 from loader.model import Position
-from loader.validate import validate
+from loader.validation import validate
 from loader.yamlsrc import MAX_ALIAS_VALUES, MAX_NESTING, YamlSyntaxError, load_yaml
 from tests.conftest import DATA
 from tests.helpers import write_manifest

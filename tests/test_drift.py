@@ -108,7 +108,7 @@ def test_drift_is_detected_and_repaired(tmp_path: Path, server: str) -> None:
 
     # Behind the loader's back: a PATCH (new mdid, grants gone), a delete, a revoke.
     from loader.data import read_datasets
-    from loader.validate import load_manifest
+    from loader.validation import load_manifest
 
     loaded = load_manifest(manifest)
     spec = loaded.datasets[0]

@@ -26,7 +26,7 @@ ALLOWED = {
     "loader.config": {"yaml"},
     "loader.data": {"pandas", "numpy", "dateutil", "yaml"},
     # The data step imports pandas when it runs: the manifest alone is read without it.
-    "loader.validate": {"yaml", "jsonschema"},
+    "loader.validation": {"yaml", "jsonschema"},
     # The embedded backend is the standard library's sqlite3: no web stack in its path.
     "loader.backends.store": set(),
     "loader.backends.local": set(),
@@ -41,15 +41,20 @@ ALLOWED = {
 }
 
 
+def python(code: str, cwd: Path = ROOT) -> subprocess.CompletedProcess[str]:
+    """`code` run by a fresh interpreter: nothing this test process imported counts."""
+    return subprocess.run(
+        [sys.executable, "-c", code], cwd=cwd, capture_output=True, text=True, check=True
+    )
+
+
 @pytest.mark.parametrize("module", sorted(ALLOWED))
 def test_module_imports_only_its_libraries(module: str) -> None:
     code = (
         "import json, sys; import " + module + "; "
         "print(json.dumps(sorted({m.split('.')[0] for m in sys.modules})))"
     )
-    done = subprocess.run(
-        [sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, check=True
-    )
+    done = python(code)
     loaded = set(json.loads(done.stdout)) & THIRD_PARTY
     assert loaded <= ALLOWED[module], f"{module} pulls in {sorted(loaded - ALLOWED[module])}"
 
@@ -109,8 +114,20 @@ def test_the_cli_imports_no_pandas_without_data(args: list[str], tmp_path: Path)
         "sys.stdout.flush()\n"
         "sys.stderr.write(json.dumps([code, sorted({'pandas', 'numpy'} & set(sys.modules))]))\n"
     )
-    done = subprocess.run(
-        [sys.executable, "-c", code], cwd=tmp_path, capture_output=True, text=True, check=True
-    )
+    done = python(code, cwd=tmp_path)
     exit_code, loaded = json.loads(done.stderr.splitlines()[-1])
     assert (exit_code, loaded) == (0, []), done.stdout + done.stderr
+
+
+def test_the_api_names_stay_functions_when_every_module_is_imported() -> None:
+    """Importing a submodule binds it on the package: one named like an API function
+    (`loader/status.py`) would replace `loader.status` for everyone after it."""
+    code = (
+        "import importlib, pkgutil, loader; "
+        "[importlib.import_module(m.name) for m in pkgutil.walk_packages(loader.__path__, "
+        "'loader.') if m.name != 'loader.__main__']; "
+        "print(sorted(n for n in loader.__all__ if isinstance(getattr(loader, n), "
+        "type(loader))))"
+    )
+    done = python(code)
+    assert done.stdout == "[]\n"

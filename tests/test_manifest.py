@@ -8,7 +8,7 @@ import pytest
 
 from loader.access import grants
 from loader.model import ManifestError, Role
-from loader.validate import load_manifest, validate
+from loader.validation import load_manifest, validate
 from tests.helpers import write_manifest
 
 RESIDENTS = "month,pcod,residents,residents_perKm2,arrived\n" + "".join(

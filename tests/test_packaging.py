@@ -30,7 +30,7 @@ def test_wheel_carries_the_schemas_and_serves_them(tmp_path: Path) -> None:
         capture_output=True,
     )  # fmt: skip
     code = (
-        "import loader, loader.validate as v, json; "
+        "import loader, loader.validation as v, json; "
         f"assert loader.__file__.startswith({str(target)!r}), loader.__file__; "
         "print(json.loads(v.schema_text())['title'])"
     )

@@ -15,7 +15,7 @@ from click.testing import CliRunner
 from loader.cli import cli
 from loader.planfile import plan_data
 from loader.render import render_markdown
-from loader.validate import schema_text
+from loader.validation import schema_text
 from tests.conftest import ROOT
 from tests.helpers import edit_column, write_manifest
 

@@ -109,7 +109,7 @@ def test_deliberate_differences_from_upstream(served: tuple[str, list[str]]) -> 
 
 def test_serve_stays_out_of_the_core_import_path() -> None:
     code = (
-        "import sys, loader.validate, loader.backends.local; "
+        "import sys, loader.validation, loader.backends.local; "
         "print(sorted({'starlette', 'uvicorn', 'jwt'} & set(sys.modules)))"
     )
     done = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True,

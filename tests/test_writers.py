@@ -19,7 +19,7 @@ from click.testing import CliRunner
 from loader import applying
 from loader.cli import cli
 from loader.data import read_datasets
-from loader.validate import validate
+from loader.validation import validate
 from tests.proxying import proxy
 from tests.serving import SECRET, SECRET_ENV, credential, serving
 from tests.test_end_to_end import example_manifest
