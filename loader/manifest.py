@@ -279,7 +279,14 @@ class ManifestBuilder:
             for role in (Role.ADMIN, Role.UPDATER)
             if role.value not in declared and "all" not in declared
         ]
-        if missing and kind is not None and kind.needs_credentials:
+        # A url still to come from the environment is taken for a remote one, which is
+        # what such a url names in practice (validate runs in CI without the secret); an
+        # unknown scheme has had its error.
+        if kind is not None:
+            needs_credentials = kind.needs_credentials
+        else:
+            needs_credentials = not resolvable and not url.startswith("local:")
+        if missing and needs_credentials:
             self.error(
                 path,
                 f"target '{name}' has no credential for the {' and '.join(missing)} "

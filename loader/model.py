@@ -199,7 +199,7 @@ class DatasetKey:
         a KeyShapeError names the first field that is missing or not of its type."""
         values: list[Any] = []
         for name, kind in _KEY_FIELDS:
-            value = raw.get(name)
+            value = raw.get(name) if isinstance(raw, Mapping) else None
             if not isinstance(value, kind) or isinstance(value, bool):
                 raise KeyShapeError(name, "a string" if kind is str else "an integer")
             values.append(value)

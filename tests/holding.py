@@ -6,7 +6,7 @@ harness of the one-writer tests (tests/test_local_writers.py).
 
 `apply` runs the CLI and holds every backend write, from the first one on: by then the
 apply holds its locks and has planned. `lock` takes the lock the way apply does
-(`loader.backends.local.apply_lock`) and writes nothing else. Either creates READY when
+(`loader.backends.factory.writer_lock`) and writes nothing else. Either creates READY when
 it holds, then waits for GO to exist; a test that never creates GO costs at most WAIT
 seconds (exit 3), never a hung run.
 """
@@ -20,7 +20,7 @@ from pathlib import Path
 from typing import Any
 
 import loader.applying
-from loader.backends.local import apply_lock
+from loader.backends.factory import writer_lock
 from loader.cli import main
 from loader.model import Target
 from tests.crashing import WRITES
@@ -74,7 +74,7 @@ def arm_apply(ready: Path, go: Path) -> None:
 if __name__ == "__main__":
     ready, go, mode = Path(sys.argv[1]), Path(sys.argv[2]), sys.argv[3]
     if mode == "lock":
-        with apply_lock(Target("holding", sys.argv[4], "unused")):
+        with writer_lock(Target("holding", sys.argv[4], "unused")):
             hold(ready, go)
     else:
         assert mode == "apply", mode

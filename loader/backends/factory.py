@@ -59,7 +59,7 @@ def _local_writer_lock(
 ) -> contextlib.AbstractContextManager[None]:
     from loader.backends.local import apply_lock
 
-    return apply_lock(target, holder)
+    return apply_lock(target.local_path, holder)
 
 
 def _open_remote(target: Target, setup: SetupConfig, opening: Opening) -> Backend:

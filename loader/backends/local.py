@@ -31,7 +31,6 @@ from loader.model import (
     Role,
     ScopeError,
     SetupView,
-    Target,
     content_of,
     metadata_of,
     plural,
@@ -40,20 +39,18 @@ from loader.model import (
 APPLY_LOCK_SUFFIX = ".apply.lock"  # the sidecar beside the database that apply locks
 
 
-def apply_lock(target: Target, who: str | None = None) -> contextlib.AbstractContextManager[None]:
-    """One writer per embedded backend: for a `local:` target, the operating-system lock
-    an apply holds from before it opens the database until it ends, so that two applies
-    with different state records (whose own locks cannot see each other) never write one
-    database at once; the second refuses at once, naming the first (see oslock.py). For
-    any other target, nothing: a remote backend is its server's to guard.
+def apply_lock(path: str, who: str | None = None) -> contextlib.AbstractContextManager[None]:
+    """One writer per embedded backend: the operating-system lock on the database at
+    `path` that an apply holds from before it opens the database until it ends, so that
+    two applies with different state records (whose own locks cannot see each other)
+    never write one database at once; the second refuses at once, naming the first (see
+    oslock.py). The `local:` kind's writer lock (factory.py); a remote backend is its
+    server's to guard.
 
     Only apply takes it. plan, status and validate write nothing. import writes its state
     record only, under that record's lock, and nothing to the backend: what an apply
     writes meanwhile it reads as it finds it, and a dataset rewritten behind it is drift
     that the next plan sees (its recorded mdid vanished) and repairs."""
-    if not target.is_local:
-        return contextlib.nullcontext()
-    path = target.local_path
     return oslock.exclusive(path + APPLY_LOCK_SUFFIX, f"local:{path}", who)
 
 
@@ -77,6 +74,7 @@ class LocalBackend(Backend):
         store: Store | None = None,
     ) -> None:
         Path(path).parent.mkdir(parents=True, exist_ok=True)
+        self.owns_store = store is None  # as_principal's views share their opener's
         self.store = store or Store(str(path), quirks=quirks)
         self.principal = principal or Principal.full()
 
@@ -111,7 +109,10 @@ class LocalBackend(Backend):
         )
 
     def close(self) -> None:
-        """Nothing to release: the store opens a connection per call."""
+        """This thread's connection to the database, if this backend opened the store (the
+        executor's threads' connections end with their threads)."""
+        if self.owns_store:
+            self.store.close()
 
     # -- plumbing -----------------------------------------------------------------------
 

@@ -164,14 +164,17 @@ class RemoteBackend(Backend):
             follow_redirects=False,  # 303 means "exists", not "go there"
             transport=transport,
         )
+        self.transport = transport  # for readers: the same way to the server
         self._checked: set[tuple[Role, str]] = set()
         self._identity_locks: dict[DatasetKey, threading.Lock] = {}
         self._locks_lock = threading.Lock()
 
     def close(self) -> None:
-        for reader in self._readers.values():
-            reader.close()
-        self.http.close()
+        try:
+            for reader in self._readers.values():
+                reader.close()
+        finally:
+            self.http.close()
 
     # -- who calls --------------------------------------------------------------------------
 
@@ -204,7 +207,9 @@ class RemoteBackend(Backend):
         if scope not in self._readers:
             self._readers[scope] = RemoteBackend(
                 self.base_url, {Role.READER: provider}, date_formats=self.date_formats,
-                ca_bundle=self.ca_bundle,
+                ca_bundle=self.ca_bundle, timeout=self.timeout, retries=self.retries,
+                backoff=self.backoff, existence_delay=self.existence_delay,
+                transport=self.transport, sleep=self.sleep,
             )  # fmt: skip
         return self._readers[scope]
 
