@@ -12,11 +12,12 @@ from __future__ import annotations
 
 import contextlib
 import subprocess
+import threading
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, replace
 from datetime import datetime, timezone
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import TypeVar
 
 from loader.backends.factory import writer_lock
 from loader.execute import DEFAULT_PARALLELISM, ApplyResult, Executor, Progress
@@ -24,7 +25,7 @@ from loader.execute import Status as ChangeStatus
 from loader.model import DatasetKey, LoaderError, loader_version, plural
 from loader.planfile import PlanRefused, SavedPlan, is_plan_file
 from loader.planner import Action, Plan, Subject
-from loader.record import ApplyEntry, Record, replay, writing_entry
+from loader.record import ApplyEntry, Event, Record, RecordBuilder, WritingDatasets, event_json
 from loader.refresh import ImportReport, adopt_languages, import_record, other_writers_now
 from loader.run import Connection, Run, connect, make_run_plan, open_run, recorded_url
 from loader.state import Pending, StateError, StateStore
@@ -161,23 +162,27 @@ def _execute(run: Run, connection: Connection, the_plan: Plan, options: ApplyOpt
     backend = connection.backend
     journal = run.store.journal()
     journal.start(run.document)
-    entries: list[Mapping[str, Any]] = []
+    built = RecordBuilder(run.record)
+    recorded = 0
+    building = threading.Lock()  # the executor's workers record changes at once
 
-    def record_change(entry: Mapping[str, Any]) -> None:
-        entries.append(entry)  # first: the record written at the end holds it in any case
-        journal.append(entry)
+    def record_change(event: Event) -> None:
+        nonlocal recorded
+        with building:  # first: the record written at the end holds it in any case
+            built.apply(event)
+            recorded += 1
+        journal.append(event_json(event))
 
     # Before the first write: what this apply sets out to write. Killed before recording
     # one of them, the next run knows whose a dataset it finds on the server is.
     writing = [c.key for c in the_plan.changes if c.subject is Subject.DATASET
                and c.action is not Action.DELETE and c.key is not None]  # fmt: skip
     if writing:
-        record_change(writing_entry(writing))
+        record_change(WritingDatasets(tuple(sorted(writing))))
     executor = Executor(backend, record_change, run.datasets, run.setup.entities,
                         parallelism=options.parallelism, progress=options.progress)  # fmt: skip
     result = executor.run(the_plan)
-    record = adopt_languages(replay(run.record, list(entries), run.store.location),
-                             run.desired, run.observed)  # fmt: skip
+    record = adopt_languages(built.build(), run.desired, run.observed)
     never_sent = {o.change.key for o in result.outcomes if o.status is ChangeStatus.SKIPPED
                   and o.change.subject is Subject.DATASET}  # fmt: skip
     record = replace(record, in_doubt=record.in_doubt - never_sent)
@@ -208,7 +213,7 @@ def _execute(run: Run, connection: Connection, the_plan: Plan, options: ApplyOpt
     try:
         run.document = run.store.write(run.document, record.to_content(), folded=journal.id)
     except StateError as error:
-        raise UnrecordedChanges(result, len(entries) - journal.durable, error) from None
+        raise UnrecordedChanges(result, recorded - journal.durable, error) from None
     # The record names this journal as folded: one left behind is recognised as such.
     with contextlib.suppress(StateError):
         journal.discard()

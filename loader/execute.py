@@ -33,15 +33,16 @@ from loader.model import (
 )
 from loader.planner import Action, Change, Plan, Subject
 from loader.record import (
+    DatasetDropped,
+    DatasetRecorded,
+    EntityDropped,
+    EntityRecorded,
+    Event,
+    GrantChanged,
     RecordedDataset,
     RecordedEntity,
-    dataset_entry,
-    drop_dataset_entry,
-    drop_entity_entry,
-    entity_entry,
+    SetupRecorded,
     entity_ref,
-    grant_entry,
-    setup_entry,
     used_ids,
 )
 
@@ -89,7 +90,7 @@ class ApplyResult:
 
 # A source of the datasets to write: the keys wanted -> their canonical datasets.
 DatasetSource = Callable[[set[DatasetKey]], Iterator[Dataset]]
-Journal = Callable[[Mapping[str, Any]], None]
+Recorder = Callable[[Event], None]  # is given each completed change, journals it
 Progress = Callable[[Outcome], None]
 
 
@@ -101,7 +102,7 @@ class Executor:
     def __init__(
         self,
         backend: Backend,
-        journal: Journal,
+        recorder: Recorder,
         datasets: DatasetSource,
         entities: Iterable[ConfigEntity],
         *,
@@ -109,7 +110,7 @@ class Executor:
         progress: Progress | None = None,
     ) -> None:
         self.backend = backend
-        self.journal = journal
+        self.recorder = recorder
         self.datasets = datasets
         self.entities = tuple(entities)
         self.parallelism = max(1, parallelism)
@@ -122,13 +123,13 @@ class Executor:
 
     # -- the journal --------------------------------------------------------------------------
 
-    def _record(self, entry: Mapping[str, Any]) -> None:
+    def _record(self, event: Event) -> None:
         """Journal a change the backend has carried out. If the journal cannot be written
         (a full or read-only disk, a store that refuses the upload), the change is still
         done: it is reported so, and no new change starts, since none could be recorded
         either (the caller still holds every entry for the record it writes at the end)."""
         try:
-            self.journal(entry)
+            self.recorder(event)
         except LoaderError as error:
             with self._lock:
                 if not self.result.stopped:
@@ -233,7 +234,7 @@ class Executor:
         for entity in self.entities:
             config[entity.kind.value].append(entity.body)
         self.backend.replace_setup(config)
-        self._record(setup_entry(RecordedEntity.of(e) for e in self.entities))
+        self._record(SetupRecorded(tuple(RecordedEntity.of(e) for e in self.entities)))
 
     def _write_entity(self, change: Change) -> None:
         entity = change.entity
@@ -244,7 +245,7 @@ class Executor:
                 self.backend.update_entity(entity.kind, entity.id, entity.body)
         else:
             self.backend.update_entity(entity.kind, entity.id, entity.body)
-        self._record(entity_entry(RecordedEntity.of(entity)))
+        self._record(EntityRecorded(RecordedEntity.of(entity)))
 
     def _entity_delete(self, change: Change) -> None:
         assert change.entity_kind is not None and change.entity_id is not None
@@ -262,7 +263,7 @@ class Executor:
         except LoaderError as error:
             self._failed(change, error)
             return
-        self._record(drop_entity_entry(kind, entity_id))
+        self._record(EntityDropped(kind, entity_id))
         self._report(change, Status.DONE)
 
     # -- datasets ---------------------------------------------------------------------------
@@ -348,16 +349,15 @@ class Executor:
             except Exception as error:
                 self._failed(change, error)
                 continue
-            self._record(
-                grant_entry(change.key, change.scope, mdid, change.action is not Action.DELETE)
-            )
+            granted = change.action is not Action.DELETE
+            self._record(GrantChanged(change.key, change.scope, mdid, granted))
             self._report(change, Status.DONE)
 
     def _dataset_change(self, change: Change, dataset: Dataset | None) -> int | None:
         if change.action is Action.DELETE:
             assert change.summary is not None
             self.backend.delete_dataset(change.summary)
-            self._record(drop_dataset_entry(change.summary.key))
+            self._record(DatasetDropped(change.summary.key))
             return None
         assert dataset is not None and change.summary is not None
         if dataset.summary.digest != change.summary.digest:
@@ -368,7 +368,7 @@ class Executor:
             mdid = write.mdid if write.created else self.backend.update_dataset(dataset)
         else:
             mdid = self.backend.update_dataset(dataset)
-        self._record(dataset_entry(RecordedDataset(dataset.summary, mdid)))
+        self._record(DatasetRecorded(RecordedDataset(dataset.summary, mdid)))
         return mdid
 
 

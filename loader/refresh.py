@@ -38,9 +38,11 @@ from loader.model import (
     value_nanos,
 )
 from loader.record import (
+    DatasetRecorded,
     Desired,
     Observed,
     Record,
+    RecordBuilder,
     RecordedDataset,
     RecordedEntity,
     entity_digest,
@@ -330,6 +332,7 @@ def import_record(
             ranges[group] = query
     contents = GroupContents(backend, ranges, (k for k in unrecorded if group_of(k) in ranges))
     reader_sees: dict[tuple[str, tuple[str, str, int, int]], frozenset[int]] = {}
+    taken = RecordBuilder(report.record)  # one copy of the record, however many datasets
     for dataset in datasets:
         key = dataset.key
         group = group_of(key)
@@ -364,9 +367,8 @@ def import_record(
                 scopes.add(scope)
             else:
                 report.grants_missing[scope] = report.grants_missing.get(scope, 0) + 1
-        report.record = report.record.with_dataset(
-            RecordedDataset(summary, mdid, frozenset(scopes))
-        )
+        taken.apply(DatasetRecorded(RecordedDataset(summary, mdid, frozenset(scopes))))
+    report.record = taken.build()
     return report
 
 

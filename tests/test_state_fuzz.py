@@ -27,13 +27,14 @@ from hypothesis import HealthCheck, event, given, settings
 from hypothesis import strategies as st
 
 from loader.record import (
+    DatasetDropped,
+    DatasetRecorded,
+    EntityDropped,
+    EntityRecorded,
+    GrantChanged,
     Record,
-    dataset_entry,
-    drop_dataset_entry,
-    drop_entity_entry,
-    entity_entry,
-    grant_entry,
-    setup_entry,
+    SetupRecorded,
+    event_json,
 )
 from loader.state import Document
 from tests.statecases import STATE, run_command, snapshot, write_base_manifest
@@ -66,12 +67,14 @@ def template(tmp_path_factory: pytest.TempPathFactory) -> Template:
     record = Record.from_content(document.content, STATE)
     entities = list(record.entities.values())
     datasets = list(record.datasets.values())
-    entries = [
-        setup_entry(entities), *map(entity_entry, entities), *map(dataset_entry, datasets),
-        *(grant_entry(d.key, "read:free_data", d.mdid, True) for d in datasets[:2]),
-        grant_entry(datasets[0].key, "read:free_data", datasets[0].mdid, False),
-        drop_dataset_entry(datasets[-1].key), drop_entity_entry(entities[-1].kind, entities[-1].id),
+    events = [
+        SetupRecorded(tuple(entities)), *map(EntityRecorded, entities),
+        *map(DatasetRecorded, datasets),
+        *(GrantChanged(d.key, "read:free_data", d.mdid, True) for d in datasets[:2]),
+        GrantChanged(datasets[0].key, "read:free_data", datasets[0].mdid, False),
+        DatasetDropped(datasets[-1].key), EntityDropped(entities[-1].kind, entities[-1].id),
     ]  # fmt: skip
+    entries = [event_json(e) for e in events]
     header = {"id": "0" * 32, "lineage": document.lineage, "serial": document.serial}
     return Template(directory, data, header, entries)
 
