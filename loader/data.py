@@ -190,6 +190,7 @@ class FileReport:
 
     spec_index: int
     path: str  # as shown to the user
+    file: str  # as the manifest's spec lists it (absolute): where to read it again
     summaries: list[DatasetSummary] = field(default_factory=list)
     problems: list[Problem] = field(default_factory=list)
     rows: int = 0
@@ -215,7 +216,7 @@ class CsvDatasets:
         resolution = setup.temporal[spec.temporal_resolution]
         self.trid = resolution.trid
         self.grid = Grid.of(resolution)
-        self.report = FileReport(spec.index, shown or path)
+        self.report = FileReport(spec.index, shown or path, path)
         self.findings = _Findings()
         self.header: list[str] = []
         self.indicators: dict[str, str] = {}  # column -> indicator id
@@ -840,7 +841,7 @@ def summarize_file(
     directory = _cache_dir()
     key = _cache_key(spec, path, setup) if directory else None
     entry = directory / f"{key.name}.json" if directory is not None and key else None
-    report = FileReport(spec.index, shown or path)
+    report = FileReport(spec.index, shown or path, path)
     if entry is not None and _load(entry, report):
         return report
     started = time.time_ns()

@@ -24,6 +24,7 @@ from loader.contract import SEES_EVERYTHING
 from loader.model import (
     Backend,
     BackendError,
+    ConfigEntity,
     Content,
     Dataset,
     DatasetKey,
@@ -297,10 +298,11 @@ class ImportReport:
     differs: list[DatasetKey] = field(default_factory=list)
     absent: list[DatasetKey] = field(default_factory=list)
     ambiguous: list[DatasetKey] = field(default_factory=list)
-    entities_matched: list[str] = field(default_factory=list)
-    entities_differ: list[str] = field(default_factory=list)
-    entities_unseen: list[str] = field(default_factory=list)
-    entities_assumed: list[str] = field(default_factory=list)
+    # Config entities of the manifest, by what the server showed of them.
+    entities_matched: list[ConfigEntity] = field(default_factory=list)
+    entities_differ: list[ConfigEntity] = field(default_factory=list)
+    entities_unseen: list[ConfigEntity] = field(default_factory=list)
+    entities_assumed: list[ConfigEntity] = field(default_factory=list)
     grants_verified: dict[str, int] = field(default_factory=dict)
     grants_missing: dict[str, int] = field(default_factory=dict)
     grants_unverified: dict[str, int] = field(default_factory=dict)
@@ -393,7 +395,6 @@ def _import_config(backend: Backend, desired: Desired, report: ImportReport) -> 
     for entity in desired.entities:
         if entity_ref(entity.kind, entity.id) in report.record.entities:
             continue
-        name = f"{entity.kind.singular} {entity.label}"
         if entity.kind in listed:
             stored = listed[entity.kind].get(str(entity.id))
         else:
@@ -405,27 +406,28 @@ def _import_config(backend: Backend, desired: Desired, report: ImportReport) -> 
             unseen.append(entity)
             continue
         if stored_matches(entity.body, stored):
-            report.entities_matched.append(name)
+            report.entities_matched.append(entity)
             recorded = RecordedEntity.of(entity)
         else:
-            report.entities_differ.append(name)
+            report.entities_differ.append(entity)
             recorded = RecordedEntity(entity.kind, entity.id, entity.label, entity_digest(stored),
                                       stored.get("label"))  # fmt: skip
         report.record = report.record.with_entity(recorded)
     # The server shows a category, indicator or resolution only when one of its datasets
     # is visible. When the languages and everything visible match, the config was posted
     # whole (the notebook's way): the rest is taken as posted with it, and said so.
+    matched = {entity_ref(e.kind, e.id) for e in report.entities_matched}
     languages_match = all(
-        f"language {e.label}" in report.entities_matched
+        entity_ref(e.kind, e.id) in matched
         for e in desired.entities
         if e.kind is EntityKind.LANGUAGE
     )
     if unseen and languages_match and report.entities_matched and not report.entities_differ:
         for entity in unseen:
-            report.entities_assumed.append(f"{entity.kind.singular} {entity.label}")
+            report.entities_assumed.append(entity)
             report.record = report.record.with_entity(RecordedEntity.of(entity))
     else:
-        report.entities_unseen += [f"{e.kind.singular} {e.label}" for e in unseen]
+        report.entities_unseen += unseen
 
 
 __all__ = [

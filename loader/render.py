@@ -350,8 +350,8 @@ def render_import(report: Any) -> str:
         f"{len(report.entities_assumed)} assumed posted with them (no visible dataset "
         f"shows them), {len(report.entities_unseen)} not found"
     )
-    out += [f"  not found: {name} (the next apply creates it)"
-            for name in report.entities_unseen[:20]]  # fmt: skip
+    out += [f"  not found: {e.kind.singular} {e.label} (the next apply creates it)"
+            for e in report.entities_unseen[:20]]  # fmt: skip
     verified, missing = report.grants_verified, report.grants_missing
     unchecked = report.grants_unverified
     for scope in sorted({*verified, *missing, *unchecked}):

@@ -63,14 +63,13 @@ class Run:
         """The canonical datasets of `keys`, read only from the files that hold them."""
         from loader.data import read_datasets  # pandas: only when data is read
 
-        sources = {s.source for s in self.report.summaries if s.key in keys}
+        holding = {(f.spec_index, f.file) for f in self.report.files
+                   if any(s.key in keys for s in f.summaries)}  # fmt: skip
         for spec in self.manifest.datasets:
             for file in spec.files:
-                shown = display_path(file)
-                if spec.pattern not in sources and shown not in sources:
-                    continue
-                found, _ = read_datasets(spec, file, self.setup, shown)
-                yield from (d for d in found if d.key in keys)
+                if (spec.index, file) in holding:
+                    found, _ = read_datasets(spec, file, self.setup, display_path(file))
+                    yield from (d for d in found if d.key in keys)
 
     def reread(self) -> None:
         """The record again (after taking the lock, someone may have written it)."""
