@@ -20,8 +20,7 @@ from pathlib import Path
 from typing import TypeVar
 
 from loader.backends.factory import writer_lock
-from loader.execute import DEFAULT_PARALLELISM, ApplyResult, Executor, Progress
-from loader.execute import Status as ChangeStatus
+from loader.execute import DEFAULT_PARALLELISM, ApplyResult, Executor, OutcomeStatus, Progress
 from loader.model import DatasetKey, LoaderError, loader_version, plural
 from loader.planfile import PlanRefused, SavedPlan, is_plan_file
 from loader.planner import Action, Plan, Subject
@@ -183,7 +182,7 @@ def _execute(run: Run, connection: Connection, the_plan: Plan, options: ApplyOpt
                         parallelism=options.parallelism, progress=options.progress)  # fmt: skip
     result = executor.run(the_plan)
     record = adopt_languages(built.build(), run.desired, run.observed)
-    never_sent = {o.change.key for o in result.outcomes if o.status is ChangeStatus.SKIPPED
+    never_sent = {o.change.key for o in result.outcomes if o.status is OutcomeStatus.SKIPPED
                   and o.change.subject is Subject.DATASET}  # fmt: skip
     record = replace(record, in_doubt=record.in_doubt - never_sent)
     if result.outcomes and not result.interrupted and not result.stopped:

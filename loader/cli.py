@@ -265,14 +265,14 @@ class ApplyProgress:
         self.last = self.start
 
     def __call__(self, outcome: Any) -> None:
-        from loader.execute import Status
+        from loader.execute import OutcomeStatus
         from loader.render import progress_line
 
-        if outcome.status is Status.SKIPPED and outcome.message == "interrupted":
+        if outcome.status is OutcomeStatus.SKIPPED and outcome.message == "interrupted":
             return  # never started: no progress
         with self.lock:
             self.done += 1
-            self.failed += outcome.status is Status.FAILED
+            self.failed += outcome.status is OutcomeStatus.FAILED
             now = self.clock()
             if self.verbose:
                 clear = "\r\x1b[K" if self.terminal else ""  # the bar's line, wiped first

@@ -52,7 +52,7 @@ UNREACHABLE = "not started: the backend stopped answering"
 UNRECORDABLE = "not started: a change before it could not be recorded"
 
 
-class Status(enum.Enum):
+class OutcomeStatus(enum.Enum):
     DONE = "done"
     FAILED = "failed"
     SKIPPED = "skipped"
@@ -61,7 +61,7 @@ class Status(enum.Enum):
 @dataclass(frozen=True)
 class Outcome:
     change: Change
-    status: Status
+    status: OutcomeStatus
     message: str = ""
 
 
@@ -78,11 +78,11 @@ class ApplyResult:
             not self.interrupted
             and not self.stopped
             and not self.others
-            and all(o.status is Status.DONE for o in self.outcomes)
+            and all(o.status is OutcomeStatus.DONE for o in self.outcomes)
         )
 
     def counts(self) -> dict[str, int]:
-        found = {status.value: 0 for status in Status}
+        found = {status.value: 0 for status in OutcomeStatus}
         for outcome in self.outcomes:
             found[outcome.status.value] += 1
         return found
@@ -137,11 +137,11 @@ class Executor:
 
     # -- bookkeeping ------------------------------------------------------------------------
 
-    def _report(self, change: Change, status: Status, message: str = "") -> None:
+    def _report(self, change: Change, status: OutcomeStatus, message: str = "") -> None:
         outcome = Outcome(change, status, message)
         with self._lock:
             self.result.outcomes.append(outcome)
-            if status is Status.DONE:
+            if status is OutcomeStatus.DONE:
                 self.unanswered = 0
         if self.progress is not None:
             self.progress(outcome)
@@ -151,7 +151,7 @@ class Executor:
         with self._lock:
             silent = isinstance(error, BackendError) and error.status == 0
             self.unanswered = self.unanswered + 1 if silent else 0
-        self._report(change, Status.FAILED, _failure(error))
+        self._report(change, OutcomeStatus.FAILED, _failure(error))
 
     @property
     def unreachable(self) -> bool:
@@ -167,7 +167,7 @@ class Executor:
 
     def _skip_all(self, changes: Iterable[Change], why: str) -> None:
         for change in changes:
-            self._report(change, Status.SKIPPED, why)
+            self._report(change, OutcomeStatus.SKIPPED, why)
 
     # -- the walk ---------------------------------------------------------------------------
 
@@ -182,7 +182,7 @@ class Executor:
                     return self._skip_rest(plan, self._halted())
                 parent = self._failed_parent(change)
                 if parent:  # skipped, and what needs it is skipped in turn
-                    self._report(change, Status.SKIPPED, parent)
+                    self._report(change, OutcomeStatus.SKIPPED, parent)
                     continue
                 if not self._config_change(change) and change.subject is Subject.SETUP:
                     return self._skip_rest(plan, "the setup failed")
@@ -215,7 +215,7 @@ class Executor:
                 self.failed_refs.add(entity_ref(change.entity_kind, str(change.entity_id)))
             self._failed(change, error)
             return False
-        self._report(change, Status.DONE)
+        self._report(change, OutcomeStatus.DONE)
         return True
 
     def _failed_parent(self, change: Change) -> str:
@@ -252,7 +252,9 @@ class Executor:
         kind, entity_id = change.entity_kind, change.entity_id
         users = [k for k in self.failed_keys if used_ids(k).get(kind) == str(entity_id)]
         if users:
-            self._report(change, Status.SKIPPED, f"still used by {users[0]} (its delete failed)")
+            self._report(
+                change, OutcomeStatus.SKIPPED, f"still used by {users[0]} (its delete failed)"
+            )
             return
         try:
             self.backend.delete_entity(kind, entity_id)
@@ -264,7 +266,7 @@ class Executor:
             self._failed(change, error)
             return
         self._record(EntityDropped(kind, entity_id))
-        self._report(change, Status.DONE)
+        self._report(change, OutcomeStatus.DONE)
 
     # -- datasets ---------------------------------------------------------------------------
 
@@ -295,7 +297,7 @@ class Executor:
                     if dataset.key in waiting and dataset.key in needs_data:
                         submit(dataset.key, dataset)
                 for key in list(waiting):  # planned, but its file no longer has it
-                    self._report(waiting[key][0], Status.FAILED,
+                    self._report(waiting[key][0], OutcomeStatus.FAILED,
                                  "not in its data file any more: plan again")  # fmt: skip
                     self._skip_all(waiting.pop(key)[1:], "its dataset was not written")
             except BaseException:
@@ -335,7 +337,7 @@ class Executor:
                 self._failed(first, error)
                 self._skip_all(grants, "its dataset write failed")
                 return
-            self._report(first, Status.DONE)
+            self._report(first, OutcomeStatus.DONE)
         for index, change in enumerate(grants):
             assert change.key is not None and change.scope is not None and mdid is not None
             if self._halted():
@@ -351,7 +353,7 @@ class Executor:
                 continue
             granted = change.action is not Action.DELETE
             self._record(GrantChanged(change.key, change.scope, mdid, granted))
-            self._report(change, Status.DONE)
+            self._report(change, OutcomeStatus.DONE)
 
     def _dataset_change(self, change: Change, dataset: Dataset | None) -> int | None:
         if change.action is Action.DELETE:

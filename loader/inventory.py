@@ -2,7 +2,7 @@
 resolution (dates loaded, gaps between them, values, grants), checked against the mdids
 the server shows (datasets gone from it are counted as vanished).
 
-Nothing here prints: the CLI renders a Status (loader/render.py).
+Nothing here prints: the CLI renders a TargetStatus (loader/render.py).
 """
 
 from __future__ import annotations
@@ -33,7 +33,7 @@ class SeriesStatus:
 
 
 @dataclass
-class Status:
+class TargetStatus:
     target: str
     url: str
     state: str
@@ -54,7 +54,7 @@ def status(
     offline: bool = False,
     wait_ready: float = 0,
     environ: Mapping[str, str] | None = None,
-) -> Status:
+) -> TargetStatus:
     """What the target holds as the record knows it, checked against the server's mdids."""
     run = open_run(manifest, target=target, state=state, environ=environ)
     if offline:
@@ -83,7 +83,7 @@ def status(
             sum(run.record.datasets[k].summary.stats.count for k in keys), scopes,
             sum(1 for k in keys if k in actual.observed.vanished),
         ))  # fmt: skip
-    return Status(
+    return TargetStatus(
         run.target.name, run.target.url, run.store.location, series, len(run.record.entities),
         run.record.history[-1] if run.record.history else None, actual.observed.refreshed,
         len(run.pending.entries), actual.observed.notes,

@@ -11,10 +11,14 @@ import json
 from collections.abc import Mapping
 from decimal import Decimal
 from itertools import groupby
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from loader.execute import ApplyResult, Status
+from loader.execute import ApplyResult, OutcomeStatus
 from loader.model import plural
+
+if TYPE_CHECKING:  # render only reads them: no import of the commands' modules
+    from loader.inventory import TargetStatus
+    from loader.refresh import ImportReport
 
 GITHUB_COMMENT_LIMIT = 65_536
 COLLAPSE_AFTER = 3  # more datasets than this of one indicator and action: one line
@@ -263,10 +267,10 @@ def render_result(result: ApplyResult) -> str:
     out = []
     skipped: dict[str, list[str]] = {}
     for outcome in result.outcomes:
-        if outcome.status is Status.FAILED:
+        if outcome.status is OutcomeStatus.FAILED:
             why = f": {outcome.message}" if outcome.message else ""
             out.append(f"  failed: {outcome.change.describe()}{why}")
-        elif outcome.status is Status.SKIPPED:
+        elif outcome.status is OutcomeStatus.SKIPPED:
             skipped.setdefault(outcome.message, []).append(outcome.change.describe())
     for why, changes in skipped.items():  # many skipped for one reason: one line
         if len(changes) > SKIPPED_LISTED:
@@ -285,7 +289,7 @@ def render_result(result: ApplyResult) -> str:
     return "\n".join(out) + "\n"
 
 
-def render_status(status: Any) -> str:
+def render_status(status: TargetStatus) -> str:
     """`flowkit-loader status`: per indicator and resolution, dates, gaps and grants."""
     how = "checked against the server" if status.refreshed else "from the state record only"
     out = [f"Target {status.target} ({status.url}), state {status.state}, {how}"]
@@ -336,7 +340,7 @@ def progress_line(done: int, total: int, failed: int, seconds: float, width: int
     return f"{bar}{done}/{total} {share:.0%} {rate:.1f}/s ETA {eta}{failures}"
 
 
-def render_import(report: Any) -> str:
+def render_import(report: ImportReport) -> str:
     """What `import` found and recorded."""
     out = [
         f"datasets: {len(report.matched)} match and are recorded, {len(report.differs)} differ "

@@ -21,7 +21,7 @@ import pytest
 from loader import applying
 from loader.backends.auth import AuthError, TokenProvider, renewal_margin
 from loader.backends.remote import RemoteBackend
-from loader.execute import Outcome, Status
+from loader.execute import Outcome, OutcomeStatus
 from loader.model import Credential, Role, ScopeError
 from tests.helpers import example
 from tests.proxying import proxy
@@ -116,7 +116,7 @@ def test_an_apply_rides_out_a_restart_with_a_new_signing_key(tmp_path: Path) -> 
                     front.switch(second)
 
         applied = applying.apply(manifest, environ=ENVIRON, progress=restart_after_the_first_change)
-    failed = [o.message for o in applied.result.outcomes if o.status is not Status.DONE]
+    failed = [o.message for o in applied.result.outcomes if o.status is not OutcomeStatus.DONE]
     assert applied.result.ok, failed[:3]
     assert len(applied.result.outcomes) >= 90  # the 46 datasets, their grants, two labels
     renewed = {name: count - held.get(name, 0) for name, count in front.tokens().items()}
