@@ -12,6 +12,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from loader.applying import another_writer_message
+from loader.notes import Note
 from loader.record import ApplyEntry, groups
 from loader.refresh import Grids
 from loader.run import actual_state, connect, open_run
@@ -42,7 +43,7 @@ class TargetStatus:
     last_apply: ApplyEntry | None
     refreshed: bool
     pending: int  # journal entries of an interrupted apply
-    notes: tuple[str, ...] = ()
+    notes: tuple[Note, ...] = ()
     another_writer: str = ""  # what another writer left on the server, and what to do
 
 

@@ -45,7 +45,7 @@ from loader.model import (
 )
 from loader.planner import Change, Plan, Subject
 from loader.record import Actual, Desired, Record, entity_digest
-from loader.render import render_json
+from loader.render import note_text, render_json
 from loader.validation import plan_schema_error
 
 FORMAT_VERSION = 2
@@ -123,7 +123,7 @@ def plan_data(plan: Plan) -> dict[str, Any]:
         "summary": {**plan.counts(), "destructive": len(plan.destructive)},
         "unchanged": dict(plan.unchanged),
         "roles": [role.value for role in plan.roles()],
-        "notes": list(plan.notes),
+        "notes": [note_text(note) for note in plan.notes],
         "changes": [_change_data(c) for c in plan.changes],
     }
 

@@ -26,6 +26,17 @@ from loader.model import (
     Role,
     stored_matches,
 )
+from loader.notes import (
+    ConfigLeftOut,
+    Duplicated,
+    GrantsDroppedByUpdate,
+    GrantsUnchecked,
+    KeptInUse,
+    Note,
+    NotRefreshed,
+    Unexplained,
+    Unrecorded,
+)
 from loader.record import (
     Actual,
     Desired,
@@ -211,7 +222,7 @@ class Plan:
 
     changes: tuple[Change, ...]
     unchanged: Mapping[str, int]  # per subject value: entity, dataset, grant
-    notes: tuple[str, ...] = ()
+    notes: tuple[Note, ...] = ()  # worded by render.note_text
     refreshed: bool = False
     only: tuple[str, ...] = ()
     origin: Origin = NO_ORIGIN  # set by the run that made it
@@ -273,7 +284,7 @@ class _PlanBuilder:
         self.observed = actual.observed
         self.selectors = selectors
         self.unchanged = {s.value: 0 for s in (Subject.ENTITY, Subject.DATASET, Subject.GRANT)}
-        self.notes: list[str] = []
+        self.notes: list[Note] = []
 
     def build(self) -> Plan:
         setup = self.setup_change()
@@ -408,7 +419,7 @@ class _PlanBuilder:
             kept = [w for w in writes if (w.entity_kind, str(w.entity_id)) in needed]
             left = len(writes) - len(kept) + len(deletes)
             if left:
-                self.notes.append(f"{left} config change(s) left out by --only")
+                self.notes.append(ConfigLeftOut(left))
             writes, deletes = kept, []
         return writes, deletes
 
@@ -450,10 +461,8 @@ class _PlanBuilder:
         for change in deletes:
             assert change.entity_kind is not None
             if (change.entity_kind, str(change.entity_id)) in used:
-                self.notes.append(
-                    f"{change.describe()} is removed from the manifest but kept: "
-                    "datasets still use it"
-                )
+                name = change.label or str(change.entity_id)
+                self.notes.append(KeptInUse(change.entity_kind, name))
             else:
                 kept.append(change)
         return kept
@@ -485,10 +494,7 @@ class _PlanBuilder:
                 dropped = recorded.scopes - scopes
                 if dropped and key not in observed.vanished:
                     # PATCH drops every non-admin mapping: nothing to revoke, but say so.
-                    self.notes.append(
-                        f"{key}: the update drops its grant(s) to {', '.join(sorted(dropped))}"
-                        " (no longer in the access rules)"
-                    )
+                    self.notes.append(GrantsDroppedByUpdate(key, tuple(sorted(dropped))))
         deletes = [
             Change(
                 Action.DELETE,
@@ -557,38 +563,21 @@ class _PlanBuilder:
         observed = self.observed
         self.notes += observed.notes
         if not observed.refreshed:
-            self.notes.append("not refreshed: planned against the state record alone (--offline)")
+            self.notes.append(NotRefreshed())
             return
         scopes = {s for d in self.record.datasets.values() for s in d.scopes}
         scopes |= {s for v in self.desired.scopes.values() for s in v} - {SEES_EVERYTHING}
         unchecked = sorted(scopes - observed.scopes_checked)
         if unchecked:
-            self.notes.append(
-                "grants cannot be listed and an admin token sees every dataset: a grant "
-                f"removed behind the loader's back would not show for {', '.join(unchecked)}"
-                " (configure a reader credential per scope under credentials.scopes to check)"
-            )
+            self.notes.append(GrantsUnchecked(tuple(unchecked)))
         if observed.duplicated:
             key, mdids = min(observed.duplicated.items())
-            self.notes.append(
-                f"another writer: {len(observed.duplicated)} identit"
-                f"{'y is' if len(observed.duplicated) == 1 else 'ies are'} on the server more "
-                f"than once ({key}: mdids {', '.join(map(str, sorted(mdids)))}); apply refuses "
-                "until they are removed"
-            )
+            self.notes.append(Duplicated(len(observed.duplicated), key, tuple(sorted(mdids))))
         if observed.unexplained:
             key, mdid = min(observed.unexplained.items())
-            self.notes.append(
-                f"another writer: {len(observed.unexplained)} dataset(s) of the manifest on "
-                f"the server that no apply of this record wrote ({key}: mdid {mdid}); apply "
-                "refuses (`import` takes over data loaded by other means)"
-            )
+            self.notes.append(Unexplained(len(observed.unexplained), key, mdid))
         for (indicator, srid, trid), count in sorted(observed.unrecorded.items()):
-            self.notes.append(
-                f"{count} dataset(s) of {indicator} srid={srid} trid={trid} on the server are "
-                "not in the state record (loaded by other means; `import` takes them over; "
-                "never deleted by the loader)"
-            )
+            self.notes.append(Unrecorded(indicator, srid, trid, count))
 
 
 _KIND_ORDER = {kind: index for index, kind in enumerate(EntityKind)}

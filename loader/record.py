@@ -37,6 +37,7 @@ from loader.model import (
     excerpt,
     json_kind,
 )
+from loader.notes import Note
 
 
 class RecordError(LoaderError):
@@ -357,7 +358,7 @@ class Observed:
     unexplained: Mapping[DatasetKey, int] = field(default_factory=dict)
     # a digest of everything read, for the plan's fingerprint
     view_digest: str = ""
-    notes: tuple[str, ...] = ()
+    notes: tuple[Note, ...] = ()
 
 
 @dataclass(frozen=True)

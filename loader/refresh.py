@@ -38,6 +38,7 @@ from loader.model import (
     stored_matches,
     value_nanos,
 )
+from loader.notes import NoSuchResolution, Note
 from loader.record import (
     DatasetRecorded,
     Desired,
@@ -114,14 +115,13 @@ def refresh(
     missing: set[tuple[str, DatasetKey]] = set()
     unrecorded: dict[tuple[str, int, int], int] = {}
     seen: dict[str, Any] = {}
-    notes: list[str] = []
+    notes: list[Note] = []
     ranges: dict[tuple[str, str, int, int], QueryRange] = {}
     unknown: list[list[DatasetKey]] = []  # the groups where the server shows mdids we do not
     for group, keys in groups([*record.datasets, *desired.datasets]).items():
         query = grids.query(keys)
         if query is None:
-            notes.append(f"{keys[0].indicator_id} trid={keys[0].trid}: no such temporal "
-                         "resolution in the config; its datasets were not checked")  # fmt: skip
+            notes.append(NoSuchResolution(keys[0].indicator_id, keys[0].trid))
             continue
         ranges[group] = query
         visible = backend.visible_mdids(query)

@@ -15,6 +15,18 @@ from typing import TYPE_CHECKING, Any
 
 from loader.execute import ApplyResult, OutcomeStatus
 from loader.model import plural
+from loader.notes import (
+    ConfigLeftOut,
+    Duplicated,
+    GrantsDroppedByUpdate,
+    GrantsUnchecked,
+    KeptInUse,
+    NoSuchResolution,
+    Note,
+    NotRefreshed,
+    Unexplained,
+    Unrecorded,
+)
 
 if TYPE_CHECKING:  # render only reads them: no import of the commands' modules
     from loader.inventory import TargetStatus
@@ -23,6 +35,52 @@ if TYPE_CHECKING:  # render only reads them: no import of the commands' modules
 GITHUB_COMMENT_LIMIT = 65_536
 COLLAPSE_AFTER = 3  # more datasets than this of one indicator and action: one line
 SKIPPED_LISTED = 5  # more changes than this skipped for one reason: counted, not listed
+
+
+def note_text(note: Note) -> str:
+    """A note in words: plans (their JSON form and so every format) and status."""
+    match note:
+        case NotRefreshed():
+            return "not refreshed: planned against the state record alone (--offline)"
+        case ConfigLeftOut(count):
+            return f"{count} config change(s) left out by --only"
+        case KeptInUse(kind, name):
+            kept = "is removed from the manifest but kept: datasets still use it"
+            return f"{kind.singular} {name} {kept}"
+        case GrantsDroppedByUpdate(key, scopes):
+            return (
+                f"{key}: the update drops its grant(s) to {', '.join(scopes)} (no longer in "
+                "the access rules)"
+            )
+        case GrantsUnchecked(scopes):
+            return (
+                "grants cannot be listed and an admin token sees every dataset: a grant "
+                f"removed behind the loader's back would not show for {', '.join(scopes)} "
+                "(configure a reader credential per scope under credentials.scopes to check)"
+            )
+        case Duplicated(count, key, mdids):
+            return (
+                f"another writer: {count} identit{'y is' if count == 1 else 'ies are'} on "
+                f"the server more than once ({key}: mdids {', '.join(map(str, mdids))}); "
+                "apply refuses until they are removed"
+            )
+        case Unexplained(count, key, mdid):
+            return (
+                f"another writer: {count} dataset(s) of the manifest on the server that no "
+                f"apply of this record wrote ({key}: mdid {mdid}); apply refuses (`import` "
+                "takes over data loaded by other means)"
+            )
+        case Unrecorded(indicator, srid, trid, count):
+            return (
+                f"{count} dataset(s) of {indicator} srid={srid} trid={trid} on the server "
+                "are not in the state record (loaded by other means; `import` takes them "
+                "over; never deleted by the loader)"
+            )
+        case NoSuchResolution(indicator, trid):
+            return (
+                f"{indicator} trid={trid}: no such temporal resolution in the config; its "
+                "datasets were not checked"
+            )
 
 
 def render_json(data: Mapping[str, Any]) -> str:
@@ -322,7 +380,7 @@ def render_status(status: TargetStatus) -> str:
         commit = f", commit {last.commit[:12]}" if last.commit else ""
         out.append(f"  last apply: {last.when} by {last.who} ({last.outcome}{commit}, "
                    f"loader {last.loader_version})")  # fmt: skip
-    out += [f"note: {note}" for note in status.notes]
+    out += [f"note: {note_text(note)}" for note in status.notes]
     return "\n".join(out) + "\n"
 
 

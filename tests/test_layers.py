@@ -35,6 +35,8 @@ ALLOWED = {
     # The planner and what it compares are pure: no library at all.
     "loader.record": set(),
     "loader.planner": set(),
+    "loader.notes": set(),
+    "loader.contract": set(),
     "loader.refresh": set(),
     "loader.execute": set(),
     "loader.render": set(),
