@@ -84,7 +84,7 @@ def describe(
     if isinstance(error, httpx.RemoteProtocolError):
         return f"no answer from {shown}: the connection closed ({error})"
     if isinstance(error, httpx.ConnectError):
-        return f"cannot connect to {shown}: {error or type(error).__name__}"
+        return f"cannot connect to {shown}: {str(error) or type(error).__name__}"
     return f"no answer from {shown}: {type(error).__name__} ({error})"
 
 
