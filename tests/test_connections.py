@@ -19,7 +19,7 @@ from loader.backends.remote import RemoteBackend, UnknownOutcome
 from loader.cli import cli
 from loader.model import BackendError, Role
 from tests.serving import SECRET, SECRET_ENV, credential, serving
-from tests.test_check import remote_manifest
+from tests.test_checks import remote_manifest
 
 NO_NAME = (
     r"name flowkit\.invalid not resolved \((EAI_NONAME: unknown name\): check the host in "

@@ -200,7 +200,7 @@ def test_seeded_kill_points(tmp_path: Path, scenario: str, point: str) -> None:
                                    "during:replace_setup:1"])  # fmt: skip
 def test_kills_against_serve_with_upstream_quirks(tmp_path: Path, point: str) -> None:
     """The client dies while the server goes on (a request in flight completes)."""
-    from tests.test_check import remote_manifest
+    from tests.test_checks import remote_manifest
 
     with serving(tmp_path / "serve.db", "--upstream-quirks") as base:
         manifest = remote_manifest(tmp_path, base, "dev-admin")
@@ -235,7 +235,7 @@ def test_ctrl_c_lets_writes_in_flight_finish_and_the_next_run_completes(tmp_path
     import signal
     import time
 
-    from tests.test_check import remote_manifest
+    from tests.test_checks import remote_manifest
 
     with serving(tmp_path / "serve.db", "--latency", "--request-cost", "0.25") as base:
         manifest = remote_manifest(tmp_path, base, "dev-admin")

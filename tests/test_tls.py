@@ -17,7 +17,7 @@ from loader.cli import cli
 from loader.model import BackendError, LoaderError, Role
 from tests.proxying import private_ca, proxy
 from tests.serving import SECRET, SECRET_ENV, credential, serving
-from tests.test_check import remote_manifest
+from tests.test_checks import remote_manifest
 
 UNTRUSTED = "certificate not trusted (unable to get local issuer certificate)"
 
