@@ -101,3 +101,15 @@ def test_unlimited_fields_lifts_the_limit_and_restores_it() -> None:
     assert csv.field_size_limit() == before
     with pytest.raises(csv.Error, match="field larger than field limit"):
         next(csv.reader([long_field]))
+
+
+def test_a_quote_left_open_after_a_quote_inside_a_field_is_still_found(tmp_path: Path) -> None:
+    """A quote inside a field sends the file to the csv module's reading, which takes an
+    open quote to the end of the file without a word: the line it opens is still named."""
+    path = tmp_path / "stray.csv"
+    path.write_text('a,b\n5"7,2\n1,"open\n')
+    # As the fast scan counts it: the open field's record is not a record of its own.
+    assert scan_shape(str(path)) == Shape(header_fields=2, records=1, unterminated_line=3)
+    closed = tmp_path / "closed.csv"
+    closed.write_text('a,b\n5"7,2\n"x"y,2\n')  # text after a closing quote: not this
+    assert scan_shape(str(closed)).unterminated_line is None
