@@ -177,7 +177,7 @@ def _execute(run: Run, connection: Connection, the_plan: Plan, options: ApplyOpt
     writing = [c.key for c in the_plan.changes if c.subject is Subject.DATASET
                and c.action is not Action.DELETE and c.key is not None]  # fmt: skip
     if writing:
-        record_change(WritingDatasets(tuple(sorted(writing))))
+        record_change(WritingDatasets(tuple(writing)))  # sorted in the journal
     executor = Executor(backend, record_change, run.datasets, run.setup.entities,
                         parallelism=options.parallelism, progress=options.progress)  # fmt: skip
     result = executor.run(the_plan)

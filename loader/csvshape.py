@@ -209,13 +209,24 @@ def _fast_scan(path: str) -> Shape | None:
 
 
 def _exact_scan(path: str) -> Shape:
-    """The csv module's reading, record by record (files with a quote inside a field)."""
+    """The csv module's reading, record by record (files with a quote inside a field).
+    Strict first: it accepts a quote inside an unquoted field and, unlike the lenient
+    reader (which takes a quote left open to the end of the file without a word), names
+    the line where a quote opens that nothing closes. Text after a closing quote, which
+    pandas reads, stops only the strict reader: such a file is read again leniently."""
+    shape, refused = _read_records(path, strict=True)
+    return _read_records(path, strict=False)[0] if refused else shape
+
+
+def _read_records(path: str, *, strict: bool) -> tuple[Shape, bool]:
+    """The shape as one csv reader finds it, and whether the strict one refused the file
+    for anything but a quote left open at its end (the shape is then partial)."""
     shape = Shape()
     with (
         unlimited_fields(),
         open(path, encoding="utf-8-sig", errors="replace", newline="") as handle,
     ):
-        reader = csv.reader(handle)
+        reader = csv.reader(handle, strict=strict)
         start = 1
         try:
             for index, fields in enumerate(reader):
@@ -226,39 +237,12 @@ def _exact_scan(path: str) -> Shape:
                     if len(fields) != shape.header_fields:
                         shape.note(start, len(fields), reader.line_num)
                 start = reader.line_num + 1
-        except csv.Error:  # only an unterminated quoted field ends the reading early
-            shape.unterminated_line = start
-    if shape.unterminated_line is None:
-        shape.unterminated_line = opened = _open_at_end(path)
-        if opened is not None and 1 < opened < start:
-            # As the fast scan does: the open field's record is not a record of its own
-            # (the lenient reader took it as one, and perhaps as ragged).
-            shape.records -= 1
-            if shape.ragged and shape.ragged[-1].line == opened:
-                shape.ragged.pop()
-                shape.ragged_count -= 1
-    return shape
-
-
-def _open_at_end(path: str) -> int | None:
-    """The line of a quoted field the end of the file leaves open, or None. The lenient
-    reader above takes such a field to the end without a word; the strict one says so
-    (and accepts a quote inside an unquoted field, which is what sent the file here). A
-    strict refusal of anything else (text after a closing quote, which pandas reads) is
-    not this problem: None."""
-    with (
-        unlimited_fields(),
-        open(path, encoding="utf-8-sig", errors="replace", newline="") as handle,
-    ):
-        reader = csv.reader(handle, strict=True)
-        start = 1
-        try:
-            for _ in reader:
-                start = reader.line_num + 1
         except csv.Error as error:
             # The csv module tells its errors apart by their text alone.
-            return start if str(error) == "unexpected end of data" else None
-    return None
+            if strict and str(error) != "unexpected end of data":
+                return shape, True
+            shape.unterminated_line = start  # the open field's record is not counted
+    return shape, False
 
 
 def field_starts(line: str) -> list[int]:
