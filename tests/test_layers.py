@@ -133,3 +133,30 @@ def test_the_api_names_stay_functions_when_every_module_is_imported() -> None:
     )
     done = python(code)
     assert done.stdout == "[]\n"
+
+
+def test_no_module_but_the_factory_asks_which_kind_of_backend_it_holds() -> None:
+    """Callers use the Backend protocol: no isinstance on a backend class, and no
+    getattr / hasattr of a protocol member, outside backends/factory.py."""
+    import ast
+
+    from loader.model import Backend
+
+    members = {name for name in vars(Backend) if not name.startswith("__")} | {"tokens"}
+    found = []
+    for path in sorted((ROOT / "loader").rglob("*.py")):
+        if path.name == "factory.py":
+            continue
+        for node in ast.walk(ast.parse(path.read_text())):
+            if not (isinstance(node, ast.Call) and isinstance(node.func, ast.Name)):
+                continue
+            args = node.args
+            if node.func.id == "isinstance" and len(args) == 2:
+                named = [n.id for n in ast.walk(args[1]) if isinstance(n, ast.Name)]
+                if any(name.endswith("Backend") for name in named):
+                    found.append(f"{path.name}:{node.lineno}: isinstance {named}")
+            if node.func.id in ("getattr", "hasattr") and len(args) >= 2:
+                name = args[1]
+                if isinstance(name, ast.Constant) and name.value in members:
+                    found.append(f"{path.name}:{node.lineno}: {node.func.id} {name.value!r}")
+    assert found == []
