@@ -23,7 +23,7 @@ from loader.backends.factory import writer_lock
 from loader.execute import DEFAULT_PARALLELISM, ApplyResult, Executor, OutcomeStatus, Progress
 from loader.model import DatasetKey, LoaderError, loader_version, plural
 from loader.planfile import PlanRefused, SavedPlan, is_plan_file
-from loader.planner import Action, Plan, Subject
+from loader.planner import Action, DatasetTarget, Plan
 from loader.record import ApplyEntry, Event, Record, RecordBuilder, WritingDatasets, event_json
 from loader.refresh import ImportReport, adopt_languages, import_record, other_writers_now
 from loader.run import Connection, Run, connect, make_run_plan, open_run, recorded_url
@@ -174,16 +174,16 @@ def _execute(run: Run, connection: Connection, the_plan: Plan, options: ApplyOpt
 
     # Before the first write: what this apply sets out to write. Killed before recording
     # one of them, the next run knows whose a dataset it finds on the server is.
-    writing = [c.key for c in the_plan.changes if c.subject is Subject.DATASET
-               and c.action is not Action.DELETE and c.key is not None]  # fmt: skip
+    writing = [c.target.key for c in the_plan.changes if isinstance(c.target, DatasetTarget)
+               and c.action is not Action.DELETE]  # fmt: skip
     if writing:
         record_change(WritingDatasets(tuple(writing)))  # sorted in the journal
     executor = Executor(backend, record_change, run.datasets, run.setup.entities,
                         parallelism=options.parallelism, progress=options.progress)  # fmt: skip
     result = executor.run(the_plan)
     record = adopt_languages(built.build(), run.desired, run.observed)
-    never_sent = {o.change.key for o in result.outcomes if o.status is OutcomeStatus.SKIPPED
-                  and o.change.subject is Subject.DATASET}  # fmt: skip
+    never_sent = {o.change.target.key for o in result.outcomes if o.status is OutcomeStatus.SKIPPED
+                  and isinstance(o.change.target, DatasetTarget)}  # fmt: skip
     record = replace(record, in_doubt=record.in_doubt - never_sent)
     if result.outcomes and not result.interrupted and not result.stopped:
         # Two writers that started together both saw nothing of the other's: the end

@@ -31,7 +31,15 @@ from loader.model import (
     LoaderError,
     stored_matches,
 )
-from loader.planner import Action, Change, Plan, Subject
+from loader.planner import (
+    Action,
+    Change,
+    DatasetTarget,
+    EntityTarget,
+    GrantTarget,
+    Plan,
+    SetupTarget,
+)
 from loader.record import (
     DatasetDropped,
     DatasetRecorded,
@@ -172,10 +180,10 @@ class Executor:
     # -- the walk ---------------------------------------------------------------------------
 
     def run(self, plan: Plan) -> ApplyResult:
-        config = [c for c in plan.changes if c.subject in (Subject.SETUP, Subject.ENTITY)]
+        config = [c for c in plan.changes if isinstance(c.target, SetupTarget | EntityTarget)]
         head = [c for c in config if c.action is not Action.DELETE]
         tail = [c for c in config if c.action is Action.DELETE]
-        blocks = _blocks(c for c in plan.changes if c.subject in (Subject.DATASET, Subject.GRANT))
+        blocks = _blocks(plan.changes)
         try:
             for change in head:
                 if self._halted():
@@ -184,7 +192,7 @@ class Executor:
                 if parent:  # skipped, and what needs it is skipped in turn
                     self._report(change, OutcomeStatus.SKIPPED, parent)
                     continue
-                if not self._config_change(change) and change.subject is Subject.SETUP:
+                if not self._config_change(change) and isinstance(change.target, SetupTarget):
                     return self._skip_rest(plan, "the setup failed")
             self._datasets(blocks)
             for change in tail:
@@ -206,13 +214,16 @@ class Executor:
 
     def _config_change(self, change: Change) -> bool:
         try:
-            if change.subject is Subject.SETUP:
-                self._post_setup()
-            else:
-                self._write_entity(change)
+            match change.target:
+                case SetupTarget():
+                    self._post_setup()
+                case EntityTarget(entity=ConfigEntity() as entity):
+                    self._write_entity(change.action, entity)
+                case _:
+                    raise ApplyError(f"{change.describe()}: not a config write")
         except LoaderError as error:
-            if change.entity_kind is not None:
-                self.failed_refs.add(entity_ref(change.entity_kind, str(change.entity_id)))
+            if isinstance(change.target, EntityTarget):
+                self.failed_refs.add(change.target.ref)
             self._failed(change, error)
             return False
         self._report(change, OutcomeStatus.DONE)
@@ -220,10 +231,11 @@ class Executor:
 
     def _failed_parent(self, change: Change) -> str:
         """An indicator waits for its category: why it cannot go, or ''."""
-        entity = change.entity
-        if entity is None or entity.kind is not EntityKind.INDICATOR:
-            return ""
-        category = str(entity.body.get("category_id"))
+        match change.target:
+            case EntityTarget(entity=ConfigEntity(kind=EntityKind.INDICATOR) as entity):
+                category = str(entity.body.get("category_id"))
+            case _:
+                return ""
         if (EntityKind.CATEGORY, category) not in self.failed_refs:
             return ""
         self.failed_refs.add(entity_ref(entity.kind, str(entity.id)))
@@ -236,10 +248,8 @@ class Executor:
         self.backend.replace_setup(config)
         self._record(SetupRecorded(tuple(RecordedEntity.of(e) for e in self.entities)))
 
-    def _write_entity(self, change: Change) -> None:
-        entity = change.entity
-        assert entity is not None
-        if change.action is Action.CREATE:
+    def _write_entity(self, action: Action, entity: ConfigEntity) -> None:
+        if action is Action.CREATE:
             write = self.backend.create_entity(entity.kind, entity.body)
             if not write.created and not stored_matches(entity.body, write.stored):
                 self.backend.update_entity(entity.kind, entity.id, entity.body)
@@ -248,8 +258,10 @@ class Executor:
         self._record(EntityRecorded(RecordedEntity.of(entity)))
 
     def _entity_delete(self, change: Change) -> None:
-        assert change.entity_kind is not None and change.entity_id is not None
-        kind, entity_id = change.entity_kind, change.entity_id
+        if not isinstance(change.target, EntityTarget):
+            self._failed(change, ApplyError(f"{change.describe()}: not a config delete"))
+            return
+        kind, entity_id = change.target.kind, change.target.id
         users = [k for k in self.failed_keys if used_ids(k).get(kind) == str(entity_id)]
         if users:
             self._report(
@@ -270,11 +282,8 @@ class Executor:
 
     # -- datasets ---------------------------------------------------------------------------
 
-    def _datasets(self, blocks: Mapping[DatasetKey, list[Change]]) -> None:
-        needs_data = {
-            key for key, block in blocks.items()
-            if block[0].subject is Subject.DATASET and block[0].action is not Action.DELETE
-        }  # fmt: skip
+    def _datasets(self, blocks: Mapping[DatasetKey, _Block]) -> None:
+        needs_data = {key for key, block in blocks.items() if block.writes_data}
         waiting = dict(blocks)
         with ThreadPoolExecutor(self.parallelism, thread_name_prefix="apply") as pool:
             running: set[Future[None]] = set()
@@ -283,7 +292,7 @@ class Executor:
                 block = waiting.pop(key)
                 blocked = self._blocked(block)
                 if blocked:
-                    self._skip_all(block, blocked)
+                    self._skip_all(block.changes, blocked)
                     return
                 while len(running) >= 2 * self.parallelism:  # bounded memory
                     done, _ = wait(running, return_when=FIRST_COMPLETED)
@@ -297,9 +306,10 @@ class Executor:
                     if dataset.key in waiting and dataset.key in needs_data:
                         submit(dataset.key, dataset)
                 for key in list(waiting):  # planned, but its file no longer has it
-                    self._report(waiting[key][0], OutcomeStatus.FAILED,
+                    first, *rest = waiting.pop(key).changes
+                    self._report(first, OutcomeStatus.FAILED,
                                  "not in its data file any more: plan again")  # fmt: skip
-                    self._skip_all(waiting.pop(key)[1:], "its dataset was not written")
+                    self._skip_all(rest, "its dataset was not written")
             except BaseException:
                 for future in running:
                     future.cancel()
@@ -307,63 +317,60 @@ class Executor:
             finally:
                 _drain(running)
 
-    def _blocked(self, block: list[Change]) -> str:
+    def _blocked(self, block: _Block) -> str:
         """Why a dataset write cannot go (a config entity it points at failed), or ''.
         Deletes, grants and revokes depend on no config."""
-        head = block[0]
-        if head.subject is not Subject.DATASET or head.action is Action.DELETE:
+        if not block.writes_data:
             return ""
-        key = head.key
-        assert key is not None
-        for kind, entity_id in used_ids(key).items():
+        for kind, entity_id in used_ids(block.key).items():
             if (kind, entity_id) in self.failed_refs:
                 return f"its {kind.singular} {entity_id} failed"
         return ""
 
-    def _block(self, block: list[Change], dataset: Dataset | None) -> None:
+    def _block(self, block: _Block, dataset: Dataset | None) -> None:
         if self._halted():
-            self._skip_all(block, self._halted())
+            self._skip_all(block.changes, self._halted())
             return
-        first = block[0]
-        mdid = first.mdid
-        grants = block
-        if first.subject is Subject.DATASET:
-            grants = block[1:]
+        written: int | None = None  # the mdid this block's write gives its grants
+        if block.head is not None:
+            change, target = block.head
             try:
-                mdid = self._dataset_change(first, dataset)
+                written = self._dataset_change(change, target, dataset)
             except Exception as error:  # a worker's failure must reach the summary
-                if first.key is not None:
-                    self.failed_keys.add(first.key)
-                self._failed(first, error)
-                self._skip_all(grants, "its dataset write failed")
+                self.failed_keys.add(target.key)
+                self._failed(change, error)
+                self._skip_all([c for c, _ in block.grants], "its dataset write failed")
                 return
-            self._report(first, OutcomeStatus.DONE)
-        for index, change in enumerate(grants):
-            assert change.key is not None and change.scope is not None and mdid is not None
+            self._report(change, OutcomeStatus.DONE)
+        for index, (change, grant) in enumerate(block.grants):
             if self._halted():
-                self._skip_all(grants[index:], self._halted())
+                self._skip_all([c for c, _ in block.grants[index:]], self._halted())
                 return
+            mdid = written if written is not None else grant.mdid
             try:
+                if mdid is None:  # a grant of a dataset neither written here nor recorded
+                    raise ApplyError(f"{change.describe()}: no dataset to grant: plan again")
                 if change.action is Action.DELETE:
-                    self.backend.revoke(change.scope, mdid)
+                    self.backend.revoke(grant.scope, mdid)
                 else:
-                    self.backend.grant(change.scope, mdid)
+                    self.backend.grant(grant.scope, mdid)
             except Exception as error:
                 self._failed(change, error)
                 continue
             granted = change.action is not Action.DELETE
-            self._record(GrantChanged(change.key, change.scope, mdid, granted))
+            self._record(GrantChanged(grant.key, grant.scope, mdid, granted))
             self._report(change, OutcomeStatus.DONE)
 
-    def _dataset_change(self, change: Change, dataset: Dataset | None) -> int | None:
+    def _dataset_change(
+        self, change: Change, target: DatasetTarget, dataset: Dataset | None
+    ) -> int | None:
+        """Write or delete one dataset: the mdid written, or None for a delete."""
         if change.action is Action.DELETE:
-            assert change.summary is not None
-            self.backend.delete_dataset(change.summary)
-            self._record(DatasetDropped(change.summary.key))
+            self.backend.delete_dataset(target.summary)
+            self._record(DatasetDropped(target.key))
             return None
-        assert dataset is not None and change.summary is not None
-        if dataset.summary.digest != change.summary.digest:
-            raise ApplyError(f"{dataset.key}: its data changed since the plan: plan again")
+        if dataset is None or dataset.summary.digest != target.summary.digest:
+            raise ApplyError(f"{target.key}: its data changed since the plan: plan again")
         if change.action is Action.CREATE:
             write = self.backend.create_dataset(dataset)
             # 303: the identity exists with whatever content it has (Hazard 9): replace it.
@@ -372,6 +379,25 @@ class Executor:
             mdid = self.backend.update_dataset(dataset)
         self._record(DatasetRecorded(RecordedDataset(dataset.summary, mdid)))
         return mdid
+
+
+@dataclass
+class _Block:
+    """One dataset identity's changes: its write or delete (if any) first, then its
+    grants; run as one unit by one worker."""
+
+    key: DatasetKey
+    head: tuple[Change, DatasetTarget] | None = None
+    grants: list[tuple[Change, GrantTarget]] = field(default_factory=list)
+
+    @property
+    def changes(self) -> list[Change]:
+        head = [] if self.head is None else [self.head[0]]
+        return head + [change for change, _ in self.grants]
+
+    @property
+    def writes_data(self) -> bool:
+        return self.head is not None and self.head[0].action is not Action.DELETE
 
 
 def _failure(error: Exception) -> str:
@@ -392,12 +418,13 @@ def _drain(running: set[Future[None]]) -> None:
             continue
 
 
-def _blocks(changes: Iterable[Change]) -> dict[DatasetKey, list[Change]]:
-    """Per dataset identity: its write or delete (if any) first, then its grants."""
-    blocks: dict[DatasetKey, list[Change]] = {}
+def _blocks(changes: Iterable[Change]) -> dict[DatasetKey, _Block]:
+    """The dataset and grant changes per dataset identity, in plan order."""
+    blocks: dict[DatasetKey, _Block] = {}
     for change in changes:
-        assert change.key is not None
-        blocks.setdefault(change.key, []).append(change)
-    for block in blocks.values():
-        block.sort(key=lambda c: c.subject is not Subject.DATASET)
+        match change.target:
+            case DatasetTarget() as target:
+                blocks.setdefault(target.key, _Block(target.key)).head = (change, target)
+            case GrantTarget() as target:
+                blocks.setdefault(target.key, _Block(target.key)).grants.append((change, target))
     return blocks

@@ -43,7 +43,7 @@ from loader.model import (
     loader_version,
     nanos_to_text,
 )
-from loader.planner import Change, Plan, Subject
+from loader.planner import Action, Change, DatasetTarget, EntityTarget, GrantTarget, Plan
 from loader.record import Actual, Desired, Record, entity_digest
 from loader.render import note_text, render_json
 from loader.validation import plan_schema_error
@@ -92,20 +92,21 @@ def _change_data(change: Change) -> dict[str, Any]:
         "destructive": change.destructive,
         "role": change.role.value,
     }
-    if change.subject is Subject.ENTITY:
-        assert change.entity_kind is not None
-        data["entity"] = {"kind": change.entity_kind.value, "id": change.entity_id,
-                          "label": change.label}  # fmt: skip
-    if change.key is not None:
-        data["key"] = change.key.to_json()
-    if change.summary is not None:
-        data["dataset"] = _summary_data(change.summary)
-    if change.before is not None:
-        data["before"] = {**_summary_data(change.before), "mdid": change.mdid}
-    if change.scope is not None:
-        data["scope"] = change.scope
-    if change.mdid is not None:
-        data["mdid"] = change.mdid
+    match change.target:
+        case EntityTarget(entity=entity):
+            data["entity"] = {"kind": entity.kind.value, "id": entity.id, "label": entity.label}
+        case DatasetTarget(summary=summary, recorded=recorded):
+            data["key"] = summary.key.to_json()
+            data["dataset"] = _summary_data(summary)
+            if recorded is not None:
+                if change.action is Action.UPDATE:
+                    data["before"] = {**_summary_data(recorded.summary), "mdid": recorded.mdid}
+                data["mdid"] = recorded.mdid
+        case GrantTarget(scope=scope, key=key, mdid=mdid):
+            data["key"] = key.to_json()
+            data["scope"] = scope
+            if mdid is not None:
+                data["mdid"] = mdid
     return data
 
 

@@ -15,6 +15,7 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, replace
 from datetime import date
 from fnmatch import fnmatchcase
+from typing import ClassVar
 
 from loader.contract import ADMIN, SEES_EVERYTHING, WRITE_DATA, entity_write_scope, role_for
 from loader.model import (
@@ -79,24 +80,85 @@ class Subject(enum.Enum):
 
 
 @dataclass(frozen=True)
+class SetupTarget:
+    """The whole config, languages included: the only way to write languages."""
+
+    subject: ClassVar[Subject] = Subject.SETUP
+
+    def describe(self) -> str:
+        return "setup (the whole config, languages included)"
+
+
+@dataclass(frozen=True)
+class EntityTarget:
+    """A config entity: the desired one, to create or update, or the recorded one, to
+    delete (its body is gone from the manifest)."""
+
+    entity: ConfigEntity | RecordedEntity
+    subject: ClassVar[Subject] = Subject.ENTITY
+
+    @property
+    def kind(self) -> EntityKind:
+        return self.entity.kind
+
+    @property
+    def id(self) -> int | str:
+        return self.entity.id
+
+    @property
+    def ref(self) -> tuple[EntityKind, str]:
+        return (self.entity.kind, str(self.entity.id))
+
+    def describe(self) -> str:
+        return f"{self.kind.singular} {self.entity.label or self.id}"
+
+
+@dataclass(frozen=True)
+class DatasetTarget:
+    """A dataset: the summary to write (desired), or to delete (recorded), and what the
+    record holds of it (an update or a delete)."""
+
+    summary: DatasetSummary
+    recorded: RecordedDataset | None = None
+    subject: ClassVar[Subject] = Subject.DATASET
+
+    @property
+    def key(self) -> DatasetKey:
+        return self.summary.key
+
+    def describe(self) -> str:
+        return f"dataset {self.key}"
+
+
+@dataclass(frozen=True)
+class GrantTarget:
+    """One scope's mapping to one dataset. `mdid` is the recorded one of a dataset the
+    plan keeps; None when the dataset is written in the same apply (its write gives it)."""
+
+    scope: str
+    key: DatasetKey
+    mdid: int | None = None
+    subject: ClassVar[Subject] = Subject.GRANT
+
+    def describe(self) -> str:
+        return f"grant {self.scope} -> {self.key}"
+
+
+Target = SetupTarget | EntityTarget | DatasetTarget | GrantTarget
+
+
+@dataclass(frozen=True)
 class Change:
-    """One action on one thing. Datasets carry their summary (desired, or recorded for a
-    delete) and the recorded one of an update (`before`); grants their scope and
-    dataset; entities their desired body, or kind and id for a delete."""
+    """One action on one target, with its reason (and, for people, a detail)."""
 
     action: Action
-    subject: Subject
     reason: Reason
+    target: Target
     detail: str = ""
-    entity: ConfigEntity | None = None
-    entity_kind: EntityKind | None = None
-    entity_id: int | str | None = None
-    label: str = ""
-    summary: DatasetSummary | None = None
-    before: DatasetSummary | None = None
-    mdid: int | None = None  # the recorded mdid (a delete, or a grant of a kept dataset)
-    scope: str | None = None
-    key: DatasetKey | None = None
+
+    @property
+    def subject(self) -> Subject:
+        return self.target.subject
 
     @property
     def destructive(self) -> bool:
@@ -105,24 +167,18 @@ class Change:
     @property
     def role(self) -> Role:
         """The credential the change is written with."""
-        if self.subject in (Subject.DATASET, Subject.GRANT):
-            return role_for(WRITE_DATA)
-        if self.subject is Subject.ENTITY and self.entity_kind is not None:
-            return role_for(
-                entity_write_scope(self.entity_kind, update=self.action is Action.UPDATE)
-            )
-        return role_for(ADMIN)  # the setup
+        match self.target:
+            case DatasetTarget() | GrantTarget():
+                return role_for(WRITE_DATA)
+            case EntityTarget(entity=entity):
+                update = self.action is Action.UPDATE
+                return role_for(entity_write_scope(entity.kind, update=update))
+            case SetupTarget():
+                return role_for(ADMIN)
 
     def describe(self) -> str:
         """The thing changed, in words: `dataset residents.residents srid=2 ...`."""
-        if self.subject is Subject.SETUP:
-            return "setup (the whole config, languages included)"
-        if self.subject is Subject.ENTITY:
-            assert self.entity_kind is not None
-            return f"{self.entity_kind.singular} {self.label or self.entity_id}"
-        if self.subject is Subject.GRANT:
-            return f"grant {self.scope} -> {self.key}"
-        return f"dataset {self.key}"
+        return self.target.describe()
 
 
 @dataclass(frozen=True)
@@ -342,11 +398,11 @@ class _PlanBuilder:
         )
         counts = _entity_counts(self.desired.entities)
         if fresh:
-            return Change(Action.CREATE, Subject.SETUP, Reason.NEW, f"fresh deployment: {counts}")
+            return Change(Action.CREATE, Reason.NEW, SetupTarget(), f"fresh deployment: {counts}")
         drift = server is not None and any("server" in r for r in reasons)
         reason = Reason.DRIFTED if drift else Reason.CONTENT_CHANGED
         return Change(
-            Action.REPLACE, Subject.SETUP, reason, f"{'; '.join(reasons)}; posts {counts}"
+            Action.REPLACE, reason, SetupTarget(), f"{'; '.join(reasons)}; posts {counts}"
         )
 
     def entity_changes(self) -> tuple[list[Change], list[Change]]:
@@ -361,46 +417,25 @@ class _PlanBuilder:
                 self.unchanged[Subject.ENTITY.value] += 1  # handled by the setup
                 continue
             recorded = self.record.entities.get(ref)
+            target = EntityTarget(entity)
             change = None
             if recorded is None:
-                change = Change(Action.CREATE, Subject.ENTITY, Reason.NEW)
+                change = Change(Action.CREATE, Reason.NEW, target)
             elif recorded.digest != entity_digest(entity.body):
-                change = Change(
-                    Action.UPDATE, Subject.ENTITY, Reason.CONTENT_CHANGED,
-                    _label_change(recorded, entity),
-                )  # fmt: skip
+                change = Change(Action.UPDATE, Reason.CONTENT_CHANGED, target,
+                                _label_change(recorded, entity))  # fmt: skip
             elif entity.kind is EntityKind.DATA_PROVIDER and providers is not None:
                 stored = providers.get(ref[1])
                 if stored is None:
-                    change = Change(Action.CREATE, Subject.ENTITY, Reason.DRIFTED,
-                                    "missing on the server")  # fmt: skip
+                    change = Change(Action.CREATE, Reason.DRIFTED, target, "missing on the server")
                 elif not stored_matches(entity.body, stored):
-                    change = Change(Action.UPDATE, Subject.ENTITY, Reason.DRIFTED,
-                                    "differs on the server")  # fmt: skip
+                    change = Change(Action.UPDATE, Reason.DRIFTED, target, "differs on the server")
             if change is None:
                 self.unchanged[Subject.ENTITY.value] += 1
                 continue
-            writes.append(
-                Change(
-                    change.action,
-                    Subject.ENTITY,
-                    change.reason,
-                    change.detail,
-                    entity=entity,
-                    entity_kind=entity.kind,
-                    entity_id=entity.id,
-                    label=entity.label,
-                )
-            )
+            writes.append(change)
         deletes = [
-            Change(
-                Action.DELETE,
-                Subject.ENTITY,
-                Reason.REMOVED,
-                entity_kind=recorded.kind,
-                entity_id=recorded.id,
-                label=recorded.label,
-            )
+            Change(Action.DELETE, Reason.REMOVED, EntityTarget(recorded))
             for ref, recorded in sorted(
                 self.record.entities.items(),
                 key=lambda item: _dependency_order(item[1]),
@@ -416,7 +451,7 @@ class _PlanBuilder:
                 if selected(self.selectors, key)
                 for kind, entity_id in used_ids(key).items()
             }
-            kept = [w for w in writes if (w.entity_kind, str(w.entity_id)) in needed]
+            kept = [w for w in writes if _entity_ref(w) in needed]
             left = len(writes) - len(kept) + len(deletes)
             if left:
                 self.notes.append(ConfigLeftOut(left))
@@ -426,7 +461,7 @@ class _PlanBuilder:
     def used_after(self, dataset_deletes: list[Change]) -> set[tuple[EntityKind, str]]:
         """The config entities datasets still use once this plan is applied: recorded
         ones it does not delete, desired ones, and those on the server it does not know."""
-        going = {c.key for c in dataset_deletes}
+        going = {c.target.key for c in dataset_deletes if isinstance(c.target, DatasetTarget)}
         remaining = [k for k in self.record.datasets if k not in going]
         remaining += list(self.desired.datasets)
         used = {(kind, entity_id) for key in remaining for kind, entity_id in used_ids(key).items()}
@@ -452,19 +487,17 @@ class _PlanBuilder:
                 "plan (no --only), or keep them in the config"
             )
         names = ", ".join(f"{e.kind.singular} {e.label}" for e in dropped)
-        return Change(setup.action, setup.subject, setup.reason,
-                      f"{setup.detail}; removes {names}")  # fmt: skip
+        return replace(setup, detail=f"{setup.detail}; removes {names}")
 
     def keep_used(self, deletes: list[Change], used: set[tuple[EntityKind, str]]) -> list[Change]:
         """No config entity is deleted while a remaining dataset uses it."""
         kept = []
         for change in deletes:
-            assert change.entity_kind is not None
-            if (change.entity_kind, str(change.entity_id)) in used:
-                name = change.label or str(change.entity_id)
-                self.notes.append(KeptInUse(change.entity_kind, name))
-            else:
-                kept.append(change)
+            match change.target:
+                case EntityTarget(entity=entity) if _entity_ref(change) in used:
+                    self.notes.append(KeptInUse(entity.kind, entity.label or str(entity.id)))
+                case _:
+                    kept.append(change)
         return kept
 
     # -- datasets and grants --------------------------------------------------------------
@@ -477,19 +510,20 @@ class _PlanBuilder:
                 continue
             recorded = self.record.datasets.get(key)
             scopes = self.desired.scopes.get(key, frozenset()) - {SEES_EVERYTHING}
-            write = self.dataset_write(summary, recorded)
-            if write is None:
-                assert recorded is not None
+            if recorded is None:
+                writes.append(Change(Action.CREATE, Reason.NEW, DatasetTarget(summary)))
+            elif (update := self.dataset_update(summary, recorded)) is not None:
+                writes.append(update)
+            else:
                 self.unchanged[Subject.DATASET.value] += 1
                 writes += self.grant_changes(key, recorded, scopes)
                 continue
-            writes.append(write)
             for scope in sorted(scopes):
                 # New to the record (rules widened, or an earlier grant never made it),
                 # else granted again because the write drops it.
                 fresh = recorded is None or scope not in recorded.scopes
                 reason = Reason.NEW if fresh else Reason.REGRANT
-                writes.append(Change(Action.CREATE, Subject.GRANT, reason, scope=scope, key=key))
+                writes.append(Change(Action.CREATE, reason, GrantTarget(scope, key)))
             if recorded is not None:
                 dropped = recorded.scopes - scopes
                 if dropped and key not in observed.vanished:
@@ -498,12 +532,9 @@ class _PlanBuilder:
         deletes = [
             Change(
                 Action.DELETE,
-                Subject.DATASET,
                 Reason.REMOVED,
-                summary=recorded.summary,
-                mdid=recorded.mdid,
-                key=key,
-                detail=f"{recorded.summary.stats.count:,} values; grants to "
+                DatasetTarget(recorded.summary, recorded),
+                f"{recorded.summary.stats.count:,} values; grants to "
                 f"{', '.join(sorted(recorded.scopes)) or 'admin only'} go with it",
             )
             for key, recorded in sorted(self.record.datasets.items())
@@ -511,12 +542,9 @@ class _PlanBuilder:
         ]
         return writes, deletes
 
-    def dataset_write(
-        self, summary: DatasetSummary, recorded: RecordedDataset | None
-    ) -> Change | None:
+    def dataset_update(self, summary: DatasetSummary, recorded: RecordedDataset) -> Change | None:
+        """The update a recorded dataset needs, with its reason, or None."""
         key = summary.key
-        if recorded is None:
-            return Change(Action.CREATE, Subject.DATASET, Reason.NEW, summary=summary, key=key)
         before = recorded.summary
         if key in self.observed.vanished:
             reason = Reason.DRIFTED
@@ -534,8 +562,7 @@ class _PlanBuilder:
             reason, detail = Reason.DRIFTED, "content on the server differs from the manifest's"
         else:
             return None
-        return Change(Action.UPDATE, Subject.DATASET, reason, detail, summary=summary,
-                      before=before, mdid=recorded.mdid, key=key)  # fmt: skip
+        return Change(Action.UPDATE, reason, DatasetTarget(summary, recorded), detail)
 
     def grant_changes(
         self, key: DatasetKey, recorded: RecordedDataset, scopes: frozenset[str]
@@ -543,16 +570,14 @@ class _PlanBuilder:
         changes = []
         for scope in sorted(scopes | recorded.scopes):
             mdid = recorded.mdid
+            target = GrantTarget(scope, key, mdid)
             if scope not in recorded.scopes:
-                changes.append(Change(Action.CREATE, Subject.GRANT, Reason.NEW,
-                                      scope=scope, key=key, mdid=mdid))  # fmt: skip
+                changes.append(Change(Action.CREATE, Reason.NEW, target))
             elif scope not in scopes:
-                changes.append(Change(Action.DELETE, Subject.GRANT, Reason.REMOVED,
-                                      scope=scope, key=key, mdid=mdid))  # fmt: skip
+                changes.append(Change(Action.DELETE, Reason.REMOVED, target))
             elif (scope, key) in self.observed.grants_missing:
-                changes.append(Change(Action.CREATE, Subject.GRANT, Reason.DRIFTED,
-                                      f"a {scope} reader cannot see mdid {mdid}",
-                                      scope=scope, key=key, mdid=mdid))  # fmt: skip
+                changes.append(Change(Action.CREATE, Reason.DRIFTED, target,
+                                      f"a {scope} reader cannot see mdid {mdid}"))  # fmt: skip
             else:
                 self.unchanged[Subject.GRANT.value] += 1
         return changes
@@ -587,6 +612,10 @@ def _dependency_order(entity: ConfigEntity | RecordedEntity) -> tuple[int, str]:
     return (_KIND_ORDER[entity.kind], str(entity.id))
 
 
+def _entity_ref(change: Change) -> tuple[EntityKind, str] | None:
+    return change.target.ref if isinstance(change.target, EntityTarget) else None
+
+
 def _label_change(recorded: RecordedEntity, entity: ConfigEntity) -> str:
     title = entity.body.get("label")
     if recorded.title is not None and isinstance(title, str) and recorded.title != title:
@@ -604,4 +633,17 @@ def _entity_counts(entities: Iterable[ConfigEntity]) -> str:
     )  # fmt: skip
 
 
-__all__ = ["Action", "Change", "Plan", "Reason", "Selector", "Subject", "make_plan"]
+__all__ = [
+    "Action",
+    "Change",
+    "DatasetTarget",
+    "EntityTarget",
+    "GrantTarget",
+    "Plan",
+    "Reason",
+    "Selector",
+    "SetupTarget",
+    "Subject",
+    "Target",
+    "make_plan",
+]

@@ -20,8 +20,8 @@ from loader.contract import (
     entity_write_scope,
     role_for,
 )
-from loader.model import DatasetKey, EntityKind, KeyShapeError, Role, ScopeError
-from loader.planner import Action, Change, Reason, Subject
+from loader.model import ConfigEntity, DatasetKey, EntityKind, KeyShapeError, Role, ScopeError
+from loader.planner import Action, Change, EntityTarget, Reason
 from tests.conftest import ROOT
 
 CONTRACT_TEXT = {*SCOPES, BACKEND_DT_FORMAT}
@@ -69,7 +69,8 @@ def test_every_role_sends_with_a_scope_it_holds() -> None:
 def test_the_planner_asks_for_the_role_whose_scope_the_write_needs(
     kind: EntityKind, action: Action
 ) -> None:
-    change = Change(action, Subject.ENTITY, Reason.NEW, entity_kind=kind, entity_id=1)
+    entity = ConfigEntity(kind, 1, "one", {})
+    change = Change(action, Reason.NEW, EntityTarget(entity))
     needed = entity_write_scope(kind, update=action is Action.UPDATE)
     assert change.role is role_for(needed)
     # Only a data provider's update is a data writer's.

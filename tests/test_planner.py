@@ -17,7 +17,19 @@ from loader.model import (
     LoaderError,
     Role,
 )
-from loader.planner import Action, Plan, Reason, Selector, Subject, make_plan
+from loader.planner import (
+    Action,
+    Change,
+    DatasetTarget,
+    EntityTarget,
+    GrantTarget,
+    Plan,
+    Reason,
+    Selector,
+    SetupTarget,
+    Subject,
+    make_plan,
+)
 from loader.record import (
     Actual,
     Desired,
@@ -98,13 +110,31 @@ def shape(plan: Plan) -> list[tuple[str, str, str, str]]:
     """(symbol, subject, what, reason) per change, in order."""
     out = []
     for change in plan.changes:
-        what = (
-            change.scope + " " + change.key.dt[:7] if change.subject is Subject.GRANT
-            and change.key and change.scope else change.key.dt[:7] if change.key
-            else str(change.entity_id) if change.entity_id is not None else "setup"
-        )  # fmt: skip
+        match change.target:
+            case GrantTarget(scope=scope, key=key):
+                what = f"{scope} {key.dt[:7]}"
+            case DatasetTarget(key=key):
+                what = key.dt[:7]
+            case EntityTarget(id=entity_id):
+                what = str(entity_id)
+            case SetupTarget():
+                what = "setup"
         out.append((change.action.value, change.subject.value, what, change.reason.value))
     return out
+
+
+def mdid(change: Change) -> int | None:
+    """The recorded mdid a change acts on, if any."""
+    match change.target:
+        case DatasetTarget(recorded=recorded):
+            return None if recorded is None else recorded.mdid
+        case GrantTarget(mdid=found):
+            return found
+    return None
+
+
+def keys(plan: Plan, target: type[DatasetTarget | GrantTarget]) -> list[DatasetKey]:
+    return [c.target.key for c in plan.changes if isinstance(c.target, target)]
 
 
 # ---------------------------------------------------------------------------------------
@@ -148,9 +178,10 @@ def test_one_changed_value_gives_one_update_and_its_regrants() -> None:
         ("+", "grant", "read:premium 2021-02", "re-grant after update"),
     ]
     update = plan.changes[0]
-    assert update.before is not None and update.summary is not None
-    assert (update.before.stats.sum, update.summary.stats.sum) == (10 * 10**9, 11 * 10**9)
-    assert update.mdid == 101 and not update.destructive
+    assert isinstance(update.target, DatasetTarget) and update.target.recorded is not None
+    before_sum = update.target.recorded.summary.stats.sum
+    assert (before_sum, update.target.summary.stats.sum) == (10 * 10**9, 11 * 10**9)
+    assert mdid(update) == 101 and not update.destructive
     assert plan.unchanged == {"entity": 6, "dataset": 2, "grant": 1}
 
 
@@ -173,8 +204,10 @@ def test_a_removed_file_gives_destructive_deletes_after_the_writes() -> None:
         ("-", "dataset", "2021-03", "removed from the manifest"),
     ]
     assert all(c.destructive for c in plan.changes)
-    assert [c.mdid for c in plan.changes] == [101, 102]
-    assert plan.changes[0].summary == before.datasets[key(2)]  # what a delete needs
+    assert [mdid(c) for c in plan.changes] == [101, 102]
+    first = plan.changes[0].target
+    assert isinstance(first, DatasetTarget)
+    assert first.summary == before.datasets[key(2)]  # what a delete needs
 
 
 def test_a_narrowed_access_rule_gives_grant_deletions() -> None:
@@ -185,7 +218,7 @@ def test_a_narrowed_access_rule_gives_grant_deletions() -> None:
         ("-", "grant", "read:free_data 2021-02", "removed from the manifest"),
         ("-", "grant", "read:free_data 2021-03", "removed from the manifest"),
     ]
-    assert plan.changes[0].mdid == 101 and plan.changes[0].destructive
+    assert mdid(plan.changes[0]) == 101 and plan.changes[0].destructive
 
 
 def test_a_widened_access_rule_gives_grants_on_the_recorded_mdids() -> None:
@@ -196,7 +229,7 @@ def test_a_widened_access_rule_gives_grants_on_the_recorded_mdids() -> None:
         ("+", "grant", "read:premium 2021-01", "new"),
         ("+", "grant", "read:premium 2021-02", "new"),
     ]
-    assert [c.mdid for c in plan.changes] == [100, 101]
+    assert [mdid(c) for c in plan.changes] == [100, 101]
 
 
 def test_a_changed_label_gives_one_entity_update() -> None:
@@ -206,7 +239,8 @@ def test_a_changed_label_gives_one_entity_update() -> None:
     after = replace(before, entities=tuple(relabelled if e is INDICATOR else e for e in CONFIG))
     plan = plan_of(after, applied(before))
     assert shape(plan) == [("~", "entity", "residents.residents", "content changed")]
-    assert plan.changes[0].entity is relabelled and plan.changes[0].role is Role.ADMIN
+    assert plan.changes[0].target == EntityTarget(relabelled)
+    assert plan.changes[0].target.entity is relabelled and plan.changes[0].role is Role.ADMIN
     assert plan.changes[0].detail == "label 'Residents' -> 'Residents (count)'"
 
 
@@ -276,7 +310,7 @@ def test_a_grant_a_reader_cannot_see_is_drift_and_is_granted_again() -> None:
     missing = frozenset({("read:free_data", key(2))})
     plan = plan_of(want, applied(want), refreshed(grants_missing=missing))
     assert shape(plan) == [("+", "grant", "read:free_data 2021-02", "drifted")]
-    assert plan.changes[0].mdid == 101
+    assert mdid(plan.changes[0]) == 101
 
 
 def test_unchecked_scopes_and_unrecorded_datasets_are_said() -> None:
@@ -327,7 +361,9 @@ def test_a_data_provider_missing_or_changed_on_the_server_is_drift() -> None:
 def test_the_admin_mapping_is_never_granted_nor_revoked() -> None:
     want = desired(scopes={1: {"admin", "read:free_data"}})
     plan = plan_of(want, Record(), Observed(refreshed=True, languages={}, data_providers={}))
-    assert [c.scope for c in plan.changes if c.subject is Subject.GRANT] == ["read:free_data"]
+    assert [c.target.scope for c in plan.changes if isinstance(c.target, GrantTarget)] == [
+        "read:free_data"
+    ]
 
 
 def test_only_narrows_datasets_and_their_grants() -> None:
@@ -337,7 +373,7 @@ def test_only_narrows_datasets_and_their_grants() -> None:
     record = Record({RecordedEntity.of(e).ref: RecordedEntity.of(e) for e in CONFIG})
     plan = plan_of(want, record, only=[Selector.parse("indicator=*.residents"),
                                        Selector.parse("dates=2021-02..2021-03")])  # fmt: skip
-    assert [c.key for c in plan.changes if c.subject is Subject.DATASET] == [key(2), key(3)]
+    assert keys(plan, DatasetTarget) == [key(2), key(3)]
     assert plan.only == ("indicator=*.residents", "dates=2021-02..2021-03")
     plan = plan_of(want, record, only=[Selector.parse("category=presence")])
     assert plan.changes == ()
@@ -401,7 +437,7 @@ def test_only_keeps_the_config_its_datasets_need_and_leaves_the_rest_out() -> No
     want = desired(months=(1,))
     record = Record({RecordedEntity.of(e).ref: RecordedEntity.of(e) for e in (LANG, PROVIDER)})
     plan = plan_of(want, record, only=[Selector.parse("category=residents")])
-    assert [c.entity_id for c in plan.changes if c.subject is Subject.ENTITY] == [
+    assert [c.target.id for c in plan.changes if isinstance(c.target, EntityTarget)] == [
         "residents", "residents.residents", 2, 2,
     ]  # fmt: skip
     relabelled = ConfigEntity(EntityKind.DATA_PROVIDER, 1, "Telco", {"dpid": 1, "name": "T2"})
