@@ -9,11 +9,10 @@ beginning) to `until` (inclusive, or the end).
 from __future__ import annotations
 
 from collections.abc import Iterable, Mapping
-from datetime import datetime
 from fnmatch import fnmatchcase
 
 from loader.model import AccessRule, DatasetKey, SetupConfig
-from loader.timegrid import Grid, from_backend_dt
+from loader.timegrid import Grid, Span
 
 
 class RuleSelector:
@@ -31,17 +30,17 @@ class RuleSelector:
             if rule.temporal_resolutions is None
             else {setup.temporal[label].trid for label in rule.temporal_resolutions}
         )
-        self.first: datetime | None = None
-        self.end: datetime | None = None  # exclusive
-        self.last: datetime | None = None  # inclusive
+        self.dates = Span()
         if rule.temporal_resolutions and (rule.start or rule.until):
             grid = Grid.of(setup.temporal[rule.temporal_resolutions[0]])
+            first = end = last = None
             if rule.start is not None:
-                self.first = grid.parse_formatted(rule.start)
+                first = grid.parse_formatted(rule.start)
                 if rule.duration is not None:
-                    self.end = grid.add(self.first, rule.duration)
+                    end = grid.add(first, rule.duration)
             if rule.until is not None:
-                self.last = grid.parse_formatted(rule.until)
+                last = grid.parse_formatted(rule.until)
+            self.dates = Span(first, end, last)
 
     def selects(self, key: DatasetKey) -> bool:
         if not fnmatchcase(key.indicator_id, self.rule.indicator):
@@ -50,14 +49,7 @@ class RuleSelector:
             return False
         if self.trids is not None and key.trid not in self.trids:
             return False
-        if self.first is None and self.last is None:
-            return True
-        moment = from_backend_dt(key.dt)
-        if self.first is not None and moment < self.first:
-            return False
-        if self.end is not None and moment >= self.end:
-            return False
-        return not (self.last is not None and moment > self.last)
+        return self.dates.holds(key.dt)
 
 
 def grants(

@@ -13,11 +13,11 @@ from __future__ import annotations
 import contextlib
 import subprocess
 import threading
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, replace
 from datetime import datetime, timezone
 from pathlib import Path
-from typing import TypeVar
+from typing import Any, TypeVar
 
 from loader.backends.factory import writer_lock
 from loader.execute import DEFAULT_PARALLELISM, ApplyResult, Executor, OutcomeStatus, Progress
@@ -41,10 +41,18 @@ class Applied:
 
 @dataclass(frozen=True)
 class ApplyOptions:
-    """How one apply goes, once its target and plan file are settled: what it plans
-    (`only`, `verify`), what it may destroy, who sees and confirms the plan, and how it
-    sends."""
+    """Everything one apply takes besides its source: where it writes (the target, its
+    state record, how long to wait for a service that starts on its first request, the
+    lock holder's name, the environment its credentials come from), what it plans
+    (`only`, `verify`, a `reviewed` plan file its changes must match), what it may
+    destroy, who sees and confirms the plan, and how it sends."""
 
+    target: str | None = None
+    state: str | None = None
+    wait_ready: float = 0
+    holder: str | None = None
+    environ: Mapping[str, str] | None = None
+    reviewed: str | Path | None = None
     only: tuple[str, ...] = ()
     verify: bool = False
     allow_destroy: bool = False
@@ -55,31 +63,15 @@ class ApplyOptions:
     progress: Progress | None = None
 
 
-def apply(
-    manifest: str | Path,
-    *,
-    target: str | None = None,
-    only: Iterable[str] = (),
-    verify: bool = False,
-    state: str | None = None,
-    allow_destroy: bool = False,
-    max_destroy: int | None = None,
-    show: Callable[[Plan], None] | None = None,
-    confirm: Callable[[Plan], bool] | None = None,
-    parallelism: int = DEFAULT_PARALLELISM,
-    progress: Progress | None = None,
-    wait_ready: float = 0,
-    holder: str | None = None,
-    environ: Mapping[str, str] | None = None,
-    reviewed: str | Path | None = None,
-) -> Applied:
+def apply(manifest: str | Path, options: ApplyOptions | None = None, /, **fields: Any) -> Applied:
     """Plan `manifest` against its target and carry the plan out, holding the state lock;
     given a saved plan (a `plan --out` file as `manifest`), only if that plan still
     describes the target exactly; given a `reviewed` plan file, only if the plan has its
-    changes (see loader/planfile.py). `show` sees the plan first (before any refusal),
-    `confirm` may then decline it."""
-    options = ApplyOptions(tuple(only), verify, allow_destroy, max_destroy, show, confirm,
-                           parallelism, progress)  # fmt: skip
+    changes (see loader/planfile.py). `fields` set options by name, over `options`:
+    `apply("deploy.yaml", allow_destroy=True)`."""
+    options = replace(options or ApplyOptions(), **fields)
+    options = replace(options, only=tuple(options.only))  # any iterable of selectors
+    target, reviewed = options.target, options.reviewed
     plan_file = reviewed
     if is_plan_file(manifest):  # a saved plan: everything comes from it
         if reviewed is not None:
@@ -90,16 +82,16 @@ def apply(
         plan_file = manifest
     saved = None
     if plan_file is not None:
-        if only or verify or target:
+        if options.only or options.verify or target:
             raise LoaderError(
                 "--target, --only and --verify come from the saved plan; they cannot be changed"
             )
-        saved = SavedPlan.read(plan_file, reviewed=reviewed is not None, environ=environ)
+        saved = SavedPlan.read(plan_file, reviewed=reviewed is not None, environ=options.environ)
         saved.check_source()
         manifest = manifest if saved.reviewed else saved.manifest
         target = saved.target
         options = replace(options, only=saved.only, verify=saved.verify)
-    run = open_run(manifest, target=target, state=state, environ=environ)
+    run = open_run(manifest, target=target, state=options.state, environ=options.environ)
     if saved is not None:
         saved.check_target(run.target.url)
     # The locks first, so that a refused apply has touched neither the backend
@@ -108,9 +100,10 @@ def apply(
     # writer uses; a local check that leaves nothing behind), then the state record's
     # lock, the first thing apply writes (a folder that cannot be written, a lock held,
     # refuse).
+    holder = options.holder
     with writer_lock(run.target, holder), run.store.held(StateStore.holder(holder)):
-        pool = max(parallelism, 1) * 2
-        with connect(run, wait_ready=wait_ready, parallelism=pool) as connection:
+        pool = max(options.parallelism, 1) * 2
+        with connect(run, wait_ready=options.wait_ready, parallelism=pool) as connection:
             return _plan_and_apply(run, connection, saved, options)
 
 

@@ -6,13 +6,16 @@ click lives here and nowhere else; this is the only module that prints or exits.
 from __future__ import annotations
 
 import contextlib
+import functools
 import sys
 from collections import defaultdict
+from dataclasses import dataclass
 from typing import Any
 
 import click
 
 from loader.model import LoaderError, loader_version, nanos_to_text, plural
+from loader.render import PLAN_FORMATS
 from loader.validation import SCHEMA_NAMES, ValidationReport, schema_text, validate
 
 
@@ -170,7 +173,24 @@ def check_command(manifest: str, target: str | None, state: str | None, wait_rea
 # plan, show, apply, import, status
 
 
+@dataclass(frozen=True)
+class _Where:
+    """--target, --state and --wait-ready: the target, its state record, and how long to
+    wait for a service that starts on its first request."""
+
+    target: str | None
+    state: str | None
+    wait_ready: float
+
+
 def _target_options(function: Any) -> Any:
+    """The three options, handed to the command as one `where`."""
+
+    @functools.wraps(function)
+    def with_where(**params: Any) -> Any:
+        where = _Where(params.pop("target"), params.pop("state"), params.pop("wait_ready"))
+        return function(where=where, **params)
+
     for option in reversed([
         click.option("--target", "-t", help="The target (default: the manifest's default)."),
         click.option("--state", help="Where the state record is (default: the target's)."),
@@ -178,8 +198,8 @@ def _target_options(function: Any) -> Any:
                      show_default=True,
                      help="Seconds to wait for a service that starts on its first request."),
     ]):  # fmt: skip
-        function = option(function)
-    return function
+        with_where = option(with_where)
+    return with_where
 
 
 _ONLY = click.option(
@@ -190,7 +210,7 @@ _ONLY = click.option(
     "(repeatable; all must hold).",
 )
 _FORMAT = click.option(
-    "--format", "-f", "fmt", type=click.Choice(["text", "markdown", "json"]), default="text",
+    "--format", "-f", "fmt", type=click.Choice(list(PLAN_FORMATS)), default="text",
     show_default=True, help="Output format.",
 )  # fmt: skip
 
@@ -210,8 +230,8 @@ _FORMAT = click.option(
 @click.option("--detailed-exitcode", is_flag=True,
               help="Exit 0 when nothing changes, 2 when something does (1 on error).")  # fmt: skip
 def plan_command(
-    manifest: str, target: str | None, state: str | None, wait_ready: float,
-    only: tuple[str, ...], fmt: str, offline: bool, verify: bool, out: str | None,
+    manifest: str, where: _Where, only: tuple[str, ...], fmt: str, offline: bool, verify: bool,
+    out: str | None,
     detailed_exitcode: bool,
 ) -> None:  # fmt: skip
     """Show what applying MANIFEST would change on its target; nothing is written."""
@@ -220,8 +240,8 @@ def plan_command(
 
     if offline and verify:
         raise LoaderError("--verify reads the server: it cannot be --offline")
-    made = run.plan(manifest, target=target, offline=offline, verify=verify, only=only,
-                        state=state, wait_ready=wait_ready)  # fmt: skip
+    made = run.plan(manifest, target=where.target, offline=offline, verify=verify, only=only,
+                    state=where.state, wait_ready=where.wait_ready)  # fmt: skip
     data = planfile.save_plan(made, out) if out else planfile.document(made)
     click.echo(render(data, fmt), nl=False)
     if out:  # on stderr: stdout is the plan alone (a PR comment, a JSON document)
@@ -324,11 +344,10 @@ class ApplyProgress:
 )
 @click.option("--quiet", "-q", is_flag=True, help="Only the summary and errors.")
 @click.option("--verbose", "-v", is_flag=True, help="Every change as it completes.")  # fmt: skip
-def apply_command(
-    source: str, target: str | None, state: str | None, wait_ready: float,
-    only: tuple[str, ...], verify: bool, reviewed: str | None, yes: bool, allow_destroy: bool,
-    max_destroy: int | None,
-    parallelism: int, quiet: bool, verbose: bool,
+def apply_command(  # noqa: PLR0913 (click hands a command each of its options)
+    source: str, where: _Where, only: tuple[str, ...], verify: bool, reviewed: str | None,
+    yes: bool, allow_destroy: bool, max_destroy: int | None, parallelism: int, quiet: bool,
+    verbose: bool,
 ) -> None:  # fmt: skip
     """Make the target match MANIFEST (plan, confirm, apply), or carry out a saved PLAN
     exactly (refused when stale or made for another target). With --reviewed, MANIFEST is
@@ -359,11 +378,13 @@ def apply_command(
             raise LoaderError("not on a terminal: apply needs --yes (or a saved plan)")
         return click.confirm("Apply these changes?", default=False)
 
-    applied = applying.apply(
-        source, target=target, only=only, verify=verify, state=state,
-        allow_destroy=allow_destroy, max_destroy=max_destroy, show=show, confirm=confirm,
-        parallelism=parallelism, wait_ready=wait_ready, progress=progress, reviewed=reviewed,
+    options = applying.ApplyOptions(
+        target=where.target, state=where.state, wait_ready=where.wait_ready, reviewed=reviewed,
+        only=only,
+        verify=verify, allow_destroy=allow_destroy, max_destroy=max_destroy, show=show,
+        confirm=confirm, parallelism=parallelism, progress=progress,
     )  # fmt: skip
+    applied = applying.apply(source, options)
     if not applied.plan.has_changes:
         click.echo("No changes: the target matches the manifest.")
         return
@@ -379,14 +400,15 @@ def apply_command(
 @cli.command(name="import")
 @click.argument("manifest", type=click.Path(dir_okay=False))
 @_target_options
-def import_command(manifest: str, target: str | None, state: str | None, wait_ready: float) -> None:
+def import_command(manifest: str, where: _Where) -> None:
     """Take over a deployment filled by other means: record the config and datasets of
     MANIFEST that the server already holds. Nothing is written to the server; nothing
     unmanaged is ever deleted."""
     from loader import applying
     from loader.render import render_import
 
-    report = applying.import_state(manifest, target=target, state=state, wait_ready=wait_ready)
+    report = applying.import_state(manifest, target=where.target, state=where.state,
+                                   wait_ready=where.wait_ready)  # fmt: skip
     click.echo(render_import(report), nl=False)
 
 
@@ -394,16 +416,14 @@ def import_command(manifest: str, target: str | None, state: str | None, wait_re
 @click.argument("manifest", type=click.Path(dir_okay=False))
 @_target_options
 @click.option("--offline", is_flag=True, help="From the state record alone.")
-def status_command(
-    manifest: str, target: str | None, state: str | None, wait_ready: float, offline: bool
-) -> None:
+def status_command(manifest: str, where: _Where, offline: bool) -> None:
     """What the target holds: per indicator and resolution the dates loaded, gaps and
     grants, and the last apply."""
     from loader import inventory
     from loader.render import render_status
 
-    found = inventory.status(manifest, target=target, state=state, offline=offline,
-                           wait_ready=wait_ready)  # fmt: skip
+    found = inventory.status(manifest, target=where.target, state=where.state, offline=offline,
+                             wait_ready=where.wait_ready)  # fmt: skip
     click.echo(render_status(found), nl=False)
 
 
@@ -497,7 +517,7 @@ def schema_command(which: str) -> None:
     type=click.IntRange(min=1),
     help="Largest request body, once decompressed; larger ones answer 413.",
 )
-def serve_command(
+def serve_command(  # noqa: PLR0913 (click hands a command each of its options)
     db: str,
     host: str,
     port: int,

@@ -13,7 +13,7 @@ from __future__ import annotations
 import enum
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, replace
-from datetime import date
+from datetime import date, datetime
 from fnmatch import fnmatchcase
 from typing import ClassVar
 
@@ -48,6 +48,7 @@ from loader.record import (
     entity_ref,
     used_ids,
 )
+from loader.timegrid import Span
 
 
 class Action(enum.Enum):
@@ -186,12 +187,12 @@ class Selector:
     """`--only`: narrows a plan to some datasets (their grants with them).
 
     indicator=GLOB, category=ID, dates=FROM..UNTIL (ISO dates or months; either end may
-    be left open). Several selectors must all hold."""
+    be left open; UNTIL's whole day, month or year included). Several selectors must all
+    hold."""
 
     indicator: str | None = None
     category: str | None = None
-    first: str | None = None  # backend dt text, inclusive
-    last: str | None = None  # backend dt text, exclusive
+    dates: Span | None = None
     text: str = ""
 
     @classmethod
@@ -209,7 +210,8 @@ class Selector:
             start, dots, end = value.partition("..")
             if not dots:
                 start = end = value
-            return cls(first=_bound(start, text, False), last=_bound(end, text, True), text=text)
+            span = Span(first=_bound(start, text, False), end=_bound(end, text, True))
+            return cls(dates=span, text=text)
         raise LoaderError(f"--only {text!r}: unknown selector {name!r} "
                           "(indicator, category or dates)")  # fmt: skip
 
@@ -218,14 +220,12 @@ class Selector:
             return False
         if self.category is not None and key.category_id != self.category:
             return False
-        if self.first is not None and key.dt < self.first:
-            return False
-        return not (self.last is not None and key.dt >= self.last)
+        return self.dates is None or self.dates.holds(key.dt)
 
 
-def _bound(text: str, selector: str, upper: bool) -> str | None:
-    """An ISO date (YYYY-MM-DD), month (YYYY-MM) or year as a backend dt bound; an upper
-    bound is the start of the period after it (exclusive)."""
+def _bound(text: str, selector: str, upper: bool) -> datetime | None:
+    """An ISO date (YYYY-MM-DD), month (YYYY-MM) or year as a moment; an upper bound is
+    the start of the period after it (exclusive)."""
     text = text.strip()
     if not text:
         return None
@@ -248,7 +248,7 @@ def _bound(text: str, selector: str, upper: bool) -> str | None:
     except ValueError:
         raise LoaderError(f"--only {selector!r}: {text!r} is not a date (YYYY-MM-DD, YYYY-MM "
                           "or YYYY)") from None  # fmt: skip
-    return f"{day.isoformat()} 00:00:00"
+    return datetime(day.year, day.month, day.day)
 
 
 def selected(selectors: Iterable[Selector], key: DatasetKey) -> bool:

@@ -8,12 +8,11 @@ plan (`show plan.json`) renders exactly as the plan did when it was made.
 from __future__ import annotations
 
 import json
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from decimal import Decimal
 from itertools import groupby
 from typing import TYPE_CHECKING, Any
 
-from loader.execute import ApplyResult, OutcomeStatus
 from loader.model import plural
 from loader.notes import (
     ConfigLeftOut,
@@ -29,6 +28,7 @@ from loader.notes import (
 )
 
 if TYPE_CHECKING:  # render only reads them: no import of the commands' modules
+    from loader.execute import ApplyResult
     from loader.inventory import TargetStatus
     from loader.refresh import ImportReport
 
@@ -307,12 +307,16 @@ def render_markdown(data: Mapping[str, Any], limit: int = GITHUB_COMMENT_LIMIT) 
     return text
 
 
+# A plan's formats by name: `plan`'s and `show`'s `--format` choices.
+PLAN_FORMATS: Mapping[str, Callable[[Mapping[str, Any]], str]] = {
+    "text": render_text,
+    "markdown": render_markdown,
+    "json": render_json,
+}
+
+
 def render(data: Mapping[str, Any], fmt: str) -> str:
-    if fmt == "json":
-        return render_json(data)
-    if fmt == "markdown":
-        return render_markdown(data)
-    return render_text(data)
+    return PLAN_FORMATS[fmt](data)
 
 
 # ---------------------------------------------------------------------------------------
@@ -321,6 +325,8 @@ def render(data: Mapping[str, Any], fmt: str) -> str:
 
 def render_result(result: ApplyResult) -> str:
     """What failed and what was skipped (and why), then the counts."""
+    from loader.execute import OutcomeStatus  # loaded by then: the apply made `result`
+
     counts = result.counts()
     out = []
     skipped: dict[str, list[str]] = {}

@@ -174,3 +174,30 @@ def backend_dt(moment: datetime) -> str:
 
 def from_backend_dt(text: str) -> datetime:
     return datetime.strptime(text, BACKEND_DT_FORMAT)
+
+
+@dataclass(frozen=True)
+class Span:
+    """A stretch of time from `first` (inclusive) up to `end` (exclusive) or through
+    `last` (inclusive); an end left None is open. The one date type of `--only dates=`
+    (calendar bounds) and of access rules (the backend's /query steps), each of which
+    says how its text becomes these moments."""
+
+    first: datetime | None = None
+    end: datetime | None = None
+    last: datetime | None = None
+
+    @property
+    def bounded(self) -> bool:
+        return not (self.first is None and self.end is None and self.last is None)
+
+    def contains(self, moment: datetime) -> bool:
+        if self.first is not None and moment < self.first:
+            return False
+        if self.end is not None and moment >= self.end:
+            return False
+        return not (self.last is not None and moment > self.last)
+
+    def holds(self, dt: str) -> bool:
+        """Whether a dataset's date (the backend's dt text) lies in the span."""
+        return not self.bounded or self.contains(from_backend_dt(dt))

@@ -9,10 +9,11 @@ import sys
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
+from dataclasses import fields
 from pathlib import Path
 
 from loader.backends.auth import TokenProvider
-from loader.backends.remote import RemoteBackend
+from loader.backends.remote import RemoteBackend, RequestSettings
 from loader.model import Credential, Role
 from tests.conftest import ROOT
 
@@ -77,4 +78,13 @@ def remote(base: str, clients: dict[Role, str], **options: object) -> RemoteBack
         role: TokenProvider(credential(base, client), environ=environ)
         for role, client in clients.items()
     }
-    return RemoteBackend(f"{base}/v1", tokens, **options)  # type: ignore[arg-type]
+    return remote_backend(f"{base}/v1", tokens, **options)
+
+
+def remote_backend(url: str, tokens: dict[Role, TokenProvider], **options: object) -> RemoteBackend:
+    """A RemoteBackend given its options by name, whether they are the backend's own
+    (date_formats, scope_tokens) or how it sends (RequestSettings)."""
+    sending = {f.name for f in fields(RequestSettings)}
+    settings = RequestSettings(**{k: v for k, v in options.items() if k in sending})  # type: ignore[arg-type]
+    own = {k: v for k, v in options.items() if k not in sending}
+    return RemoteBackend(url, tokens, settings=settings, **own)  # type: ignore[arg-type]

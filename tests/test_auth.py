@@ -25,7 +25,7 @@ from loader.execute import Outcome, OutcomeStatus
 from loader.model import Credential, Role, ScopeError
 from tests.helpers import example
 from tests.proxying import proxy
-from tests.serving import SECRET, SECRET_ENV, credential, serving
+from tests.serving import SECRET, SECRET_ENV, credential, remote_backend, serving
 from tests.test_end_to_end import example_manifest
 
 DATE_FORMATS = {2: "%Y-%m", 4: "%Y-%m-%d"}
@@ -41,7 +41,7 @@ def client(base: str, clients: dict[Role, str], **options: object) -> RemoteBack
     tokens = {role: providers[name] for role, name in clients.items()}
     settings: dict[str, object] = {"date_formats": DATE_FORMATS, "backoff": 0.01,
                                    "existence_delay": 0.2, **options}  # fmt: skip
-    return RemoteBackend(f"{base}/v1", tokens, **settings)  # type: ignore[arg-type]
+    return remote_backend(f"{base}/v1", tokens, **settings)
 
 
 def test_dozens_of_concurrent_refusals_renew_each_token_once(tmp_path: Path) -> None:

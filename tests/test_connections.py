@@ -15,10 +15,10 @@ import pytest
 from click.testing import CliRunner
 
 from loader.backends.auth import AuthError, TokenProvider
-from loader.backends.remote import RemoteBackend, UnknownOutcome
+from loader.backends.remote import RemoteBackend, RequestSettings, UnknownOutcome
 from loader.cli import cli
 from loader.model import BackendError, Role
-from tests.serving import SECRET, SECRET_ENV, credential, serving
+from tests.serving import SECRET, SECRET_ENV, credential, remote_backend, serving
 from tests.test_checks import remote_manifest
 
 NO_NAME = (
@@ -70,7 +70,7 @@ def backend(base: str, **options: object) -> RemoteBackend:
                              timeout=0.5)  # fmt: skip
     settings: dict[str, object] = {"timeout": 0.5, "retries": 1, "backoff": 0.01,
                                    "sleep": lambda s: None, **options}  # fmt: skip
-    return RemoteBackend(f"{base}/v1", dict.fromkeys(Role, provider), **settings)  # type: ignore[arg-type]
+    return remote_backend(f"{base}/v1", dict.fromkeys(Role, provider), **settings)
 
 
 def failure(call: object) -> str:
@@ -137,7 +137,9 @@ def test_a_write_whose_answer_never_comes_is_an_unknown_outcome(
     base = f"http://127.0.0.1:{silent_port}"
     with serving(tmp_path / "serve.db") as issuer:  # tokens from a real issuer
         provider = TokenProvider(credential(issuer, "dev-admin"), environ={SECRET_ENV: SECRET})
-        remote = RemoteBackend(f"{base}/v1", {Role.UPDATER: provider}, timeout=0.5)
+        remote = RemoteBackend(
+            f"{base}/v1", {Role.UPDATER: provider}, settings=RequestSettings(timeout=0.5)
+        )
         with pytest.raises(UnknownOutcome) as unknown:
             remote.request("POST", "/scope_mapping", Role.UPDATER, "write:data",
                            {"scope": "x", "mdid": 1}, write=True)  # fmt: skip

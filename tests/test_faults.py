@@ -22,7 +22,7 @@ from loader.backends.auth import Token, TokenProvider
 from loader.backends.remote import RemoteBackend, UnknownOutcome
 from loader.model import BackendError, Dataset, EntityKind, QueryRange, Role
 from tests.helpers import example
-from tests.serving import SECRET, SECRET_ENV, credential, serving
+from tests.serving import SECRET, SECRET_ENV, credential, remote_backend, serving
 
 DATE_FORMATS = {2: "%Y-%m", 4: "%Y-%m-%d"}
 Fault = Callable[[httpx.Request, int], str | None]  # (request, nth of its kind) -> action
@@ -105,7 +105,7 @@ def client(base: str, transport: httpx.BaseTransport, **options: object) -> Remo
               for role in Role}  # fmt: skip
     settings: dict[str, object] = {"date_formats": DATE_FORMATS, "backoff": 0.01,
                                    "existence_delay": 0.3, **options}  # fmt: skip
-    return RemoteBackend(f"{base}/v1", tokens, transport=transport, **settings)  # type: ignore[arg-type]
+    return remote_backend(f"{base}/v1", tokens, transport=transport, **settings)
 
 
 def load(backend: RemoteBackend, datasets: list[Dataset], parallelism: int = 4) -> list[int]:

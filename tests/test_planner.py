@@ -39,6 +39,7 @@ from loader.record import (
     RecordedEntity,
 )
 from loader.render import note_text
+from loader.timegrid import backend_dt
 
 LANG = ConfigEntity(EntityKind.LANGUAGE, 1, "en", {"lid": 1, "code": "en", "name": "English"})
 PROVIDER = ConfigEntity(EntityKind.DATA_PROVIDER, 1, "Telco", {"dpid": 1, "name": "Telco"})
@@ -390,8 +391,12 @@ def test_only_narrows_datasets_and_their_grants() -> None:
     ],
 )
 def test_date_selectors(text: str, first: str | None, last: str | None) -> None:
-    selector = Selector.parse(text)
-    assert (selector.first, selector.last) == (first, last)
+    dates = Selector.parse(text).dates
+    assert dates is not None and dates.last is None  # the end is exclusive
+    shown = tuple(
+        None if bound is None else backend_dt(bound) for bound in (dates.first, dates.end)
+    )
+    assert shown == (first, last)
 
 
 @pytest.mark.parametrize(

@@ -7,7 +7,7 @@ from pathlib import Path
 import httpx
 import pytest
 
-from loader.backends.remote import RemoteBackend
+from loader.backends.remote import RemoteBackend, RequestSettings
 from loader.model import BackendError, Role, ScopeError
 from tests.serving import remote, serving
 
@@ -22,8 +22,10 @@ def test_wait_ready_gives_up_at_the_deadline() -> None:
     backend = RemoteBackend(
         "http://127.0.0.1:9/v1",  # the discard port: nothing answers there
         {},
-        sleep=waited.append,
-        transport=httpx.MockTransport(lambda r: httpx.Response(503, text="starting")),
+        settings=RequestSettings(
+            sleep=waited.append,
+            transport=httpx.MockTransport(lambda r: httpx.Response(503, text="starting")),
+        ),
     )
     with pytest.raises(BackendError, match=r"^GET /heartbeat: not ready after 0 s: 503 starting$"):
         backend.wait_ready(deadline=0)
@@ -34,7 +36,9 @@ def test_an_unknown_api_version_is_refused_clearly() -> None:
     backend = RemoteBackend(
         "https://backend.example.org/v1",
         {},
-        transport=httpx.MockTransport(lambda r: httpx.Response(200, json=answer)),
+        settings=RequestSettings(
+            transport=httpx.MockTransport(lambda r: httpx.Response(200, json=answer))
+        ),
     )
     with pytest.raises(BackendError, match=r"API version 2\.0\.0 is not one this loader knows"):
         backend.wait_ready(deadline=1)

@@ -6,7 +6,7 @@ from datetime import datetime
 
 import pytest
 
-from loader.timegrid import DateError, Grid, backend_dt, parse_data_date
+from loader.timegrid import DateError, Grid, Span, backend_dt, parse_data_date
 
 MONTH = Grid("months", 1, "%Y-%m")
 WEEK = Grid("weeks", 1, "%Gw%V")
@@ -67,3 +67,20 @@ def test_data_dates_refused() -> None:
     with pytest.raises(DateError, match="cannot parse date 'soon'"):
         parse_data_date("soon", MONTH)
     assert parse_data_date("01/02/2020", MONTH, "%d/%m/%Y") == datetime(2020, 2, 1)
+
+
+def test_a_span_holds_its_first_moment_and_not_its_end_and_holds_its_last() -> None:
+    first, end = datetime(2021, 2, 1), datetime(2021, 4, 1)
+    half_open = Span(first=first, end=end)
+    assert half_open.holds("2021-02-01 00:00:00") and half_open.holds("2021-03-31 23:00:00")
+    assert not half_open.holds("2021-04-01 00:00:00")
+    assert not half_open.holds("2021-01-31 23:59:59")
+    through = Span(last=datetime(2021, 3, 1))  # an access rule's `until`: inclusive
+    assert through.holds("2021-03-01 00:00:00") and not through.holds("2021-03-01 00:00:01")
+    assert through.holds("1000-01-01 00:00:00")  # open at the start
+
+
+def test_an_unbounded_span_holds_everything_without_reading_the_date() -> None:
+    assert not Span().bounded
+    assert Span().holds("not a date at all")  # never parsed: no cost per dataset
+    assert Span(end=datetime(2000, 1, 1)).bounded

@@ -11,7 +11,7 @@ import pytest
 from click.testing import CliRunner
 
 from loader.backends.auth import AuthError, TokenProvider
-from loader.backends.remote import RemoteBackend
+from loader.backends.remote import RemoteBackend, RequestSettings
 from loader.backends.transport import tls_context
 from loader.cli import cli
 from loader.model import BackendError, LoaderError, Role
@@ -40,7 +40,7 @@ def test_an_unknown_ca_is_refused_at_once_naming_the_url_and_the_reason(
 ) -> None:
     base, _ = tls_server
     waits: list[float] = []
-    backend = RemoteBackend(f"{base}/v1", {}, sleep=waits.append)
+    backend = RemoteBackend(f"{base}/v1", {}, settings=RequestSettings(sleep=waits.append))
     with pytest.raises(BackendError) as refused:
         backend.wait_ready(deadline=30)  # waiting cannot make a certificate trusted
     assert waits == []  # the first refusal ended the wait: no poll was waited for
@@ -74,7 +74,7 @@ def test_a_private_ca_is_trusted_by_the_backend_and_the_token_endpoint(
 ) -> None:
     base, ca = tls_server
     backend = RemoteBackend(f"{base}/v1", dict.fromkeys(Role, provider(base, str(ca))),
-                            ca_bundle=str(ca))  # fmt: skip
+                            settings=RequestSettings(ca_bundle=str(ca)))  # fmt: skip
     backend.wait_ready(deadline=5)
     backend.preflight([Role.ADMIN])  # a token, fetched over TLS
     assert backend.read_setup().languages == ()
@@ -105,7 +105,7 @@ def test_a_bundle_that_holds_no_certificate_is_one_line(tmp_path: Path) -> None:
     bad = tmp_path / "bad.pem"
     bad.write_text("not a certificate\n")
     with pytest.raises(LoaderError) as refused:
-        RemoteBackend("https://127.0.0.1:9/v1", {}, ca_bundle=str(bad))
+        RemoteBackend("https://127.0.0.1:9/v1", {}, settings=RequestSettings(ca_bundle=str(bad)))
     assert str(refused.value) == (
         f"ca_bundle {bad} cannot be read as PEM certificates (NO_CERTIFICATE_OR_CRL_FOUND): "
         "set ca_bundle in the target to a PEM file of the private CA's certificate"

@@ -64,7 +64,7 @@ def _local_writer_lock(
 
 def _open_remote(target: Target, setup: SetupConfig, opening: Opening) -> Backend:
     from loader.backends.auth import TokenProvider
-    from loader.backends.remote import RemoteBackend
+    from loader.backends.remote import RemoteBackend, RequestSettings
 
     # One credential for several roles is one provider: one token, obtained once.
     providers: dict[Credential, TokenProvider] = {}
@@ -78,8 +78,7 @@ def _open_remote(target: Target, setup: SetupConfig, opening: Opening) -> Backen
         {role: provider(credential) for role, credential in target.credentials.items()},
         scope_tokens={s: provider(c) for s, c in target.scope_readers.items()},
         date_formats={r.trid: r.date_format for r in setup.temporal.values()},
-        ca_bundle=target.ca_bundle,
-        parallelism=opening.parallelism,
+        settings=RequestSettings(ca_bundle=target.ca_bundle, parallelism=opening.parallelism),
     )
 
 

@@ -25,6 +25,7 @@ import random
 import threading
 import time
 from collections.abc import Callable, Iterable, Mapping
+from dataclasses import dataclass, replace
 from typing import Any
 
 import httpx
@@ -122,6 +123,22 @@ def dataset_body(dataset: Dataset) -> bytes:
     return (head[:-1] + ',"data_input":[' + ",".join(cells) + "]}").encode()
 
 
+@dataclass(frozen=True)
+class RequestSettings:
+    """How a client sends: the CA bundle that adds a private CA to the public roots, the
+    timeout per request, the connections kept, retries and their backoff, how long to wait
+    before reading whether a write took effect, and (for tests) the transport and sleep."""
+
+    ca_bundle: str | None = None
+    timeout: float = 120.0
+    parallelism: int = 8
+    retries: int = 6
+    backoff: float = 0.5
+    existence_delay: float = 3.0
+    transport: httpx.BaseTransport | None = None
+    sleep: Callable[[float], None] = time.sleep
+
+
 class RemoteBackend(Backend):
     """A FlowKit-UI backend at `base_url` (`https://host/v1`); `tokens` per role, and
     `scope_tokens` per scope whose readers check grants (`credentials.scopes`)."""
@@ -133,14 +150,7 @@ class RemoteBackend(Backend):
         *,
         scope_tokens: Mapping[str, TokenProvider] | None = None,
         date_formats: Mapping[int, str] | None = None,
-        ca_bundle: str | None = None,
-        timeout: float = 120.0,
-        parallelism: int = 8,
-        retries: int = 6,
-        backoff: float = 0.5,
-        existence_delay: float = 3.0,
-        transport: httpx.BaseTransport | None = None,
-        sleep: Callable[[float], None] = time.sleep,
+        settings: RequestSettings | None = None,
     ) -> None:
         self.base_url = base_url.rstrip("/")
         self.prefix = httpx.URL(self.base_url).path  # /v1: calls are named without it
@@ -148,23 +158,18 @@ class RemoteBackend(Backend):
         self.scope_tokens = dict(scope_tokens or {})
         self._readers: dict[str, RemoteBackend] = {}
         self.date_formats = dict(date_formats or {})
-        self.retries = retries
-        self.backoff = backoff
-        self.existence_delay = existence_delay
-        self.sleep = sleep
-        self.ca_bundle = ca_bundle
-        self.timeout = timeout
-        limits = httpx.Limits(max_connections=parallelism, max_keepalive_connections=parallelism)
+        self.settings = settings = settings or RequestSettings()
+        timeout = settings.timeout
+        connections = settings.parallelism
         self.http = httpx.Client(
             # TLS verification is never off; a CA bundle adds a private CA to the public
             # roots (the token endpoint trusts the same, see auth.py).
-            verify=tls_context(ca_bundle),
+            verify=tls_context(settings.ca_bundle),
             timeout=httpx.Timeout(timeout, connect=min(timeout, 30.0)),
-            limits=limits,
+            limits=httpx.Limits(max_connections=connections, max_keepalive_connections=connections),
             follow_redirects=False,  # 303 means "exists", not "go there"
-            transport=transport,
+            transport=settings.transport,
         )
-        self.transport = transport  # for readers: the same way to the server
         self._checked: set[tuple[Role, str]] = set()
         self._identity_locks: dict[DatasetKey, threading.Lock] = {}
         self._locks_lock = threading.Lock()
@@ -205,11 +210,11 @@ class RemoteBackend(Backend):
         if provider is None:
             return None
         if scope not in self._readers:
+            # The same way to the server; a reader's few requests need no more connections.
+            settings = replace(self.settings, parallelism=RequestSettings.parallelism)
             self._readers[scope] = RemoteBackend(
                 self.base_url, {Role.READER: provider}, date_formats=self.date_formats,
-                ca_bundle=self.ca_bundle, timeout=self.timeout, retries=self.retries,
-                backoff=self.backoff, existence_delay=self.existence_delay,
-                transport=self.transport, sleep=self.sleep,
+                settings=settings,
             )  # fmt: skip
         return self._readers[scope]
 
@@ -275,7 +280,7 @@ class RemoteBackend(Backend):
                 response = self.http.request(method, url, content=content, headers=headers)
             except (httpx.ConnectError, httpx.ConnectTimeout, httpx.PoolTimeout) as error:
                 # Not sent: safe to try again, unless waiting cannot make it work.
-                if attempt == self.retries or is_permanent(error):
+                if attempt == self.settings.retries or is_permanent(error):
                     raise Unanswered(call, self.explain(error, url)) from None
                 self.pause(attempt)
                 attempt += 1
@@ -284,7 +289,7 @@ class RemoteBackend(Backend):
                 # Sent, perhaps processed: a read is repeated, a write is not.
                 if write:
                     raise UnknownOutcome(call, 0, self.explain(error, url)) from None
-                if attempt == self.retries:
+                if attempt == self.settings.retries:
                     raise Unanswered(call, self.explain(error, url)) from None
                 self.pause(attempt)
                 attempt += 1
@@ -293,7 +298,7 @@ class RemoteBackend(Backend):
             if status in GATEWAY_TIMEOUTS and write:
                 # A gateway gave up waiting; the service behind it may still be writing.
                 raise UnknownOutcome(call, status, _text(response))
-            if status in RETRY_STATUSES and attempt < self.retries:
+            if status in RETRY_STATUSES and attempt < self.settings.retries:
                 self.pause(attempt, response.headers.get("retry-after"))
                 attempt += 1
                 continue
@@ -316,14 +321,14 @@ class RemoteBackend(Backend):
 
     def explain(self, error: httpx.TransportError, url: str) -> str:
         """A connection failure in one line: the URL, the cause, what to do."""
-        return describe(error, url, ca_bundle=self.ca_bundle)
+        return describe(error, url, ca_bundle=self.settings.ca_bundle)
 
     def pause(self, attempt: int, retry_after: str | None = None) -> None:
         """Exponential backoff with full jitter (or what the server asks for)."""
         if retry_after and retry_after.isdigit():
-            self.sleep(min(float(retry_after), 60.0))
+            self.settings.sleep(min(float(retry_after), 60.0))
             return
-        self.sleep(random.uniform(0, self.backoff * 2**attempt))
+        self.settings.sleep(random.uniform(0, self.settings.backoff * 2**attempt))
 
     def expect(self, response: httpx.Response, *statuses: int) -> httpx.Response:
         if response.status_code not in statuses:
@@ -344,7 +349,7 @@ class RemoteBackend(Backend):
         while True:
             try:
                 # Each poll is bounded by the client's timeout too (short in tests).
-                response = self.http.get(url, timeout=min(10.0, self.timeout))
+                response = self.http.get(url, timeout=min(10.0, self.settings.timeout))
                 if response.status_code == 200:
                     break
                 problem = f"{response.status_code} {_text(response)}"
@@ -354,7 +359,7 @@ class RemoteBackend(Backend):
                     raise Unanswered("GET /heartbeat", problem) from None
             if time.monotonic() > end:
                 raise Unanswered("GET /heartbeat", f"not ready after {deadline:g} s: {problem}")
-            self.sleep(min(0.5 * 2**attempt, 5.0))
+            self.settings.sleep(min(0.5 * 2**attempt, 5.0))
             attempt += 1
         version = _api_version(response)
         if version is not None and not version.startswith(KNOWN_API_VERSIONS):
@@ -453,7 +458,7 @@ class RemoteBackend(Backend):
                 if settle is not None:
                     self._settled_mdids(settle)
                 else:
-                    self.sleep(self.existence_delay)
+                    self.settings.sleep(self.settings.existence_delay)
         raise AssertionError("unreachable")
 
     # -- datasets ---------------------------------------------------------------------------
@@ -508,7 +513,7 @@ class RemoteBackend(Backend):
         query = self.exact_range(key)
         previous = self.visible_mdids(query)
         for _ in range(SETTLE_ROUNDS):
-            self.sleep(self.existence_delay)
+            self.settings.sleep(self.settings.existence_delay)
             current = self.visible_mdids(query)
             if current == previous:
                 return current
