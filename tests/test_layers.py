@@ -23,6 +23,8 @@ ALLOWED = {
     "loader.access": set(),
     "loader.yamlsrc": {"yaml"},
     "loader.manifest": {"yaml"},
+    "loader.manifestpart": {"yaml"},
+    "loader.targets": {"yaml"},
     "loader.config": {"yaml"},
     "loader.data": {"pandas", "numpy", "dateutil", "yaml"},
     # The data step imports pandas when it runs: the manifest alone is read without it.
