@@ -180,6 +180,8 @@ class ConfigBuilder:
                 members[str(entity.id)] = []
         for entity in (e for e in entities if e.kind is EntityKind.INDICATOR):
             category_id = entity.body.get("category_id")
+            if not isinstance(category_id, str):
+                continue  # the config's schema reports it
             if category_id not in members:
                 index = self.index_of(EntityKind.INDICATOR, entity.label)
                 self.error(
@@ -206,7 +208,7 @@ class ConfigBuilder:
             trid=int(entity.id),
             label=entity.label,
             unit=str(body.get("relativedelta_unit")),
-            step=int(body.get("relativedelta_num") or 1),
+            step=_whole_step(body.get("relativedelta_num")),
             date_format=str(body.get("date_format") or "%Y-%m-%d"),
         )
         if resolution.unit in UNITS:
@@ -280,6 +282,14 @@ class ConfigBuilder:
             "in the manifest",
         )
         return None
+
+
+def _whole_step(value: Any) -> int:
+    """relativedelta_num as the grid's step; 1 where the config's schema reports it (not
+    a whole number of at least 1), so that a bad config yields problems, never a crash."""
+    if isinstance(value, int) and not isinstance(value, bool) and value >= 1:
+        return value
+    return 1
 
 
 def is_unique_code(properties: list[Mapping[str, Any]], name: str) -> bool:

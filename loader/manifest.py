@@ -320,7 +320,7 @@ class ManifestBuilder(ManifestPart):
         setup = next(iter(setups.values()))
         listed: dict[str, int] = {}  # file -> the entry that lists it first
         for index, entry in enumerate(section if isinstance(section, list) else []):
-            if isinstance(entry, dict) and not self.is_rejected(("datasets", index)):
+            if isinstance(entry, dict) and self.is_readable(("datasets", index)):
                 spec = self.dataset(index, entry, setups, setup, revision)
                 if spec is not None:
                     specs.append(self.once(spec, listed))
@@ -464,7 +464,7 @@ class ManifestBuilder(ManifestPart):
                 )
                 continue
             for index, entry in enumerate(entries if isinstance(entries, list) else []):
-                if isinstance(entry, dict) and not self.is_rejected(("access", scope, index)):
+                if isinstance(entry, dict) and self.is_readable(("access", scope, index)):
                     rule = self.rule(("access", scope, index), scope, entry, setups, indicators)
                     if rule is not None:
                         rules.append(rule)

@@ -34,5 +34,10 @@ class ManifestPart:
         size = len(path)
         return any(bad[:size] == path for bad in self.rejected)
 
+    def is_readable(self, path: JsonPath) -> bool:
+        """Whether the part at `path` can be built: the schema accepted it and it holds no
+        undefined variable (each is reported once, as such, and its text is no value)."""
+        return not self.is_rejected(path) and not self.doc.unresolved(path)
+
     def resolve_path(self, text: str) -> Path:
         return (self.base / text).resolve()
