@@ -617,9 +617,10 @@ def _entity_ref(change: Change) -> tuple[EntityKind, str] | None:
 
 
 def _label_change(recorded: RecordedEntity, entity: ConfigEntity) -> str:
-    title = entity.body.get("label")
-    if recorded.title is not None and isinstance(title, str) and recorded.title != title:
-        return f"label {recorded.title!r} -> {title!r}"
+    body_label = entity.body.get("label")
+    renamed = recorded.body_label is not None and recorded.body_label != body_label
+    if renamed and isinstance(body_label, str):
+        return f"label {recorded.body_label!r} -> {body_label!r}"
     return "definition changed"
 
 

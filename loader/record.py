@@ -155,13 +155,15 @@ class RecordedEntity:
     id: int | str
     label: str  # how the manifest names it
     digest: str
-    title: str | None = None  # its `label` field, to say what a change renamed
+    # The body's own `label` field, to say what a change renamed; "title" in the record's
+    # JSON, as earlier versions wrote it.
+    body_label: str | None = None
 
     @classmethod
     def of(cls, entity: ConfigEntity) -> RecordedEntity:
-        title = entity.body.get("label")
+        body_label = entity.body.get("label")
         return cls(entity.kind, entity.id, entity.label, entity_digest(entity.body),
-                   title if isinstance(title, str) else None)  # fmt: skip
+                   body_label if isinstance(body_label, str) else None)  # fmt: skip
 
     @property
     def ref(self) -> EntityRef:
@@ -221,7 +223,7 @@ class Record:
                 "id": entity.id,
                 "label": entity.label,
                 "digest": entity.digest,
-                "title": entity.title,
+                "title": entity.body_label,
             }
         return {
             "target_url": self.target_url,
@@ -453,7 +455,7 @@ Event = (
 
 def _entity_json(entity: RecordedEntity) -> dict[str, Any]:
     return {"op": "entity", "kind": entity.kind.value, "id": entity.id,
-            "label": entity.label, "digest": entity.digest, "title": entity.title}  # fmt: skip
+            "label": entity.label, "digest": entity.digest, "title": entity.body_label}  # fmt: skip
 
 
 def event_json(event: Event) -> dict[str, Any]:

@@ -5,6 +5,9 @@ from __future__ import annotations
 from collections.abc import Callable
 from pathlib import Path
 
+from click.testing import CliRunner
+
+from loader.cli import cli
 from loader.data import read_datasets
 from loader.model import Dataset, EntityKind
 from loader.validation import validate
@@ -82,3 +85,11 @@ def example() -> tuple[dict[str, list[dict[str, object]]], list[Dataset]]:
             iterator, _ = read_datasets(spec, file, setup)
             datasets.extend(iterator)
     return config, datasets
+
+
+def cli_run(*args: str, env: dict[str, str] | None = None) -> tuple[int, str]:
+    """`flowkit-loader ARGS` in this process: its exit code and output. A traceback (any
+    exception but the exit) fails the test, with the output shown."""
+    result = CliRunner().invoke(cli, list(args), env=env)
+    assert result.exception is None or isinstance(result.exception, SystemExit), result.output
+    return result.exit_code, result.output

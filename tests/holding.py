@@ -1,5 +1,5 @@
 """Hold an apply of an embedded backend in the middle, in a process of its own: the
-harness of the one-writer tests (tests/test_local_writers.py).
+harness of the one-writer tests (tests/cross_cutting/test_local_writers.py).
 
     python -m tests.holding READY GO apply MANIFEST --yes ...   # a real apply
     python -m tests.holding READY GO lock local:PATH            # apply's lock alone

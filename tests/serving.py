@@ -88,3 +88,13 @@ def remote_backend(url: str, tokens: dict[Role, TokenProvider], **options: objec
     settings = RequestSettings(**{k: v for k, v in options.items() if k in sending})  # type: ignore[arg-type]
     own = {k: v for k, v in options.items() if k not in sending}
     return RemoteBackend(url, tokens, settings=settings, **own)  # type: ignore[arg-type]
+
+
+def notebook_fills(base: str) -> None:
+    """The notebook's own flow (bench/notebook_flow.py), as a user ran it."""
+    done = subprocess.run(
+        [sys.executable, str(ROOT / "bench" / "notebook_flow.py"), "--base-url", f"{base}/v1"],
+        env={**os.environ, "NOTEBOOK_CLIENT_SECRET": SECRET},
+        capture_output=True, text=True, timeout=600, check=False,
+    )  # fmt: skip
+    assert done.returncode == 0, done.stdout[-2000:] + done.stderr[-2000:]

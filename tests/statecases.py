@@ -8,6 +8,9 @@ journal and its lock, never the manifest.
 
 from __future__ import annotations
 
+import re
+import shutil
+from dataclasses import dataclass
 from pathlib import Path
 
 import yaml
@@ -52,3 +55,43 @@ def snapshot(directory: Path) -> dict[str, bytes | None]:
         str(path.relative_to(directory)): path.read_bytes() if path.is_file() else None
         for path in sorted(directory.rglob("*"))
     }
+
+
+CORPUS = DATA / "state-invalid"
+
+
+CASES = sorted(p for p in CORPUS.iterdir() if p.is_dir())
+
+
+@dataclass(frozen=True)
+class Expected:
+    command: str
+    stderr: list[str]
+    exit_code: int
+
+
+def expectations(case: Path) -> list[Expected]:
+    """The blocks of a case's expected.txt, in order."""
+    found: list[Expected] = []
+    command: str | None = None
+    lines: list[str] = []
+    for line in (case / "expected.txt").read_text(encoding="utf-8").splitlines():
+        if line.startswith("$ flowkit-loader "):
+            assert command is None, f"{case.name}: {line!r} before the last block's exit"
+            command = line.removeprefix("$ flowkit-loader ").removesuffix(" manifest.yaml")
+            lines = []
+        elif (exit_code := re.fullmatch(r"\[exit (\d+)\]", line)) is not None:
+            assert command is not None, f"{case.name}: an exit without a command"
+            found.append(Expected(command, lines, int(exit_code.group(1))))
+            command = None
+        else:
+            assert command is not None, f"{case.name}: {line!r} outside a block"
+            lines.append(line)
+    assert command is None, f"{case.name}: the last block has no exit"
+    return found
+
+
+def workspace(case: Path, directory: Path) -> Path:
+    """The case's state folder and the base manifest in `directory`; the manifest path."""
+    shutil.copytree(case, directory, dirs_exist_ok=True, ignore=shutil.ignore_patterns("*.txt"))
+    return write_base_manifest(directory)

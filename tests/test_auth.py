@@ -24,9 +24,9 @@ from loader.backends.remote import RemoteBackend
 from loader.execute import Outcome, OutcomeStatus
 from loader.model import Credential, Role, ScopeError
 from tests.helpers import example
+from tests.manifests import example_manifest
 from tests.proxying import proxy
 from tests.serving import SECRET, SECRET_ENV, credential, remote_backend, serving
-from tests.test_end_to_end import example_manifest
 
 DATE_FORMATS = {2: "%Y-%m", 4: "%Y-%m-%d"}
 ENVIRON = {SECRET_ENV: SECRET}

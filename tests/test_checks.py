@@ -19,11 +19,10 @@ from cryptography.hazmat.primitives.asymmetric import rsa
 from loader.cli import cli
 from tests.conftest import ROOT
 from tests.helpers import write_manifest
+from tests.manifests import RESIDENTS, remote_manifest
 from tests.serving import AUDIENCE, SECRET, SECRET_ENV, serving
-from tests.statecases import run_command, snapshot
-from tests.test_state_corpus import CASES, expectations, workspace
+from tests.statecases import CASES, expectations, run_command, snapshot, workspace
 
-RESIDENTS = "month,pcod,residents,residents_perKm2,arrived\n2021-01-01,EX01-01,1,1,1\n"
 ADMIN_SCOPES = "admin profile read:free_data read:premium_data write:data"
 WRITABLE = "writable and lockable"
 NO_RECORD = f"no record yet (the first apply writes it); {WRITABLE}"
@@ -35,23 +34,6 @@ def base(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
     """One server for the module: check writes nothing to it."""
     with serving(tmp_path_factory.mktemp("check") / "serve.db") as url:
         yield url
-
-
-def remote_manifest(directory: Path, base: str, client: str, credentials: str = "") -> Path:
-    """A manifest whose `remote` target uses `client` for every role; `credentials` adds
-    lines to its credentials section (a role of its own, `scopes`)."""
-    manifest = write_manifest(directory, {"residents.csv": RESIDENTS})
-    target = (
-        "  remote:\n"
-        f"    url: {base}/v1\n"
-        f"    auth: {{token_url: '{base}/oauth/token', audience: '{AUDIENCE}'}}\n"
-        f"    credentials:\n"
-        f"{credentials}"
-        f"      all: {{client_id: {client}, client_secret: '${{{SECRET_ENV}}}'}}\n"
-    )
-    text = manifest.read_text().replace("targets:\n", "targets:\n" + target)
-    manifest.write_text(text + "default_target: remote\n")
-    return manifest
 
 
 def client(role: str, name: str) -> str:

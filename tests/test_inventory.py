@@ -13,7 +13,7 @@ import pytest
 
 import loader
 from loader.inventory import SeriesStatus, TargetStatus
-from tests.test_planning import copy_example, env_for
+from tests.manifests import copy_example, env_for
 
 RESIDENTS = ("residents.arrived", "residents.residents", "residents.residents_perKm2")
 MONTHS = ["2021-01", "2021-02", "2021-03", "2021-04", "2021-05", "2021-06"]

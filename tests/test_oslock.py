@@ -2,7 +2,7 @@
 that names a holder and how a refusal describes it, a holder in another process (refused,
 then released), a holder killed with SIGKILL (its file taken), a lock not inherited by a
 child process, and a folder that cannot be made. In-process takers and a holder through
-a real apply are in tests/test_local_writers.py."""
+a real apply are in tests/cross_cutting/test_local_writers.py."""
 
 from __future__ import annotations
 

@@ -14,7 +14,8 @@ from typing import Any
 import pytest
 
 from loader import planfile
-from tests.test_planning import copy_example, env_for, run
+from tests.helpers import cli_run as run
+from tests.manifests import copy_example, env_for
 
 KEY = "plan-key-canary-7f3c9a"
 Document = dict[str, Any]

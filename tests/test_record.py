@@ -30,7 +30,7 @@ from loader.record import (
     event_json,
     replay,
 )
-from tests.test_planning import copy_example, env_for
+from tests.manifests import copy_example, env_for
 
 STATE = Path(".flowkit") / "example.local.state.json"
 

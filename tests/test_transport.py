@@ -2,7 +2,7 @@
 of a bundle it cannot read, and describe()/is_permanent() on real connection errors to
 loopback sockets (refused, closed without an answer, timed out, not TLS) and on each
 cause the TLS library or the resolver gives. Whole requests through the remote client are
-in tests/test_connections.py and tests/test_tls.py."""
+in tests/cross_cutting/test_connections.py and tests/cross_cutting/test_tls.py."""
 
 from __future__ import annotations
 

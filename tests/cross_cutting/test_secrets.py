@@ -66,7 +66,7 @@ def test_plans_state_records_journals_and_locks_hold_no_secret(
     from loader import applying
     from loader.cli import cli
     from loader.planfile import KEY_ENV
-    from tests.test_checks import remote_manifest
+    from tests.manifests import remote_manifest
 
     caplog.set_level(logging.DEBUG)
     files: dict[str, str] = {}

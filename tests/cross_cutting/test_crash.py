@@ -9,29 +9,20 @@ from __future__ import annotations
 import json
 import os
 import random
-import shutil
 import sqlite3
 import subprocess
 import sys
-from collections import Counter
 from pathlib import Path
 from typing import Any
 
 import pytest
-from click.testing import CliRunner
 
 from loader import applying
-from loader.backends.local import LocalBackend
-from loader.cli import cli
 from loader.execute import DEFAULT_PARALLELISM
-from loader.record import groups
-from loader.refresh import Grids, content_matches
-from loader.run import open_run
 from tests.conftest import ROOT
-from tests.helpers import edit_column
+from tests.scenarios import SCENARIOS, assert_exactly_desired, cli_run, prepared
 from tests.serving import SECRET, SECRET_ENV, serving
 
-SCENARIOS = ("fresh", "update", "remove")
 # How many calls of each kind each scenario makes (the example manifest): a kill point
 # beyond them would never fire.
 CALLS = {
@@ -39,33 +30,6 @@ CALLS = {
     "update": {"update_dataset": 6, "grant": 6, "journal": 12},
     "remove": {"delete_dataset": 28, "journal": 28},
 }
-
-
-def cli_run(*args: str, env: dict[str, str]) -> tuple[int, str]:
-    result = CliRunner().invoke(cli, list(args), env=env)
-    assert result.exception is None or isinstance(result.exception, SystemExit), result.output
-    return result.exit_code, result.output
-
-
-def prepared(directory: Path, scenario: str) -> tuple[Path, dict[str, str]]:
-    """The example manifest in `directory`, brought to the point where the scenario's
-    apply starts: nothing yet (fresh), applied then one column changed (update: six
-    PATCHes, each with its re-grant), applied then a file removed (remove: 28 deletes)."""
-    shutil.copytree(ROOT / "manifests", directory / "manifests",
-                    ignore=shutil.ignore_patterns(".flowkit"))  # fmt: skip
-    manifest = directory / "manifests" / "example.yaml"
-    env = {"FLOWKIT_EXAMPLE_DB": str(directory / "example.db")}
-    if scenario == "fresh":
-        return manifest, env
-    assert cli_run("apply", str(manifest), "--yes", env=env)[0] == 0
-    if scenario == "update":
-        csv = manifest.parent / "example" / "data" / "residents_district_monthly.csv"
-        edit_column(csv, "arrived", lambda value: value + 1)
-    else:
-        text = manifest.read_text()
-        start = text.index("  - file: example/data/movements_district_daily.csv")
-        manifest.write_text(text[:start] + text[text.index("access:") :])
-    return manifest, env
 
 
 def crash(manifest: Path, env: dict[str, str], point: str) -> None:
@@ -77,46 +41,6 @@ def crash(manifest: Path, env: dict[str, str], point: str) -> None:
         check=False,
     )  # fmt: skip
     assert done.returncode == -9, f"{point} never fired: {done.stdout}{done.stderr}"
-
-
-def assert_exactly_desired(manifest: Path, env: dict[str, str], db: Path) -> None:
-    run = open_run(manifest, environ={**os.environ, **env})
-    desired = run.desired
-    with sqlite3.connect(db) as connection:
-        rows = connection.execute(
-            "SELECT category_id, indicator_id, srid, trid, dt, mdid FROM metadata"
-        ).fetchall()
-        mappings = connection.execute("SELECT scope, mdid FROM scope_mapping").fetchall()
-    identities = Counter(tuple(row[:5]) for row in rows)
-    assert [i for i, n in identities.items() if n > 1] == []  # no duplicate dataset
-    wanted = {(k.category_id, k.indicator_id, k.srid, k.trid, k.dt) for k in desired.datasets}
-    assert set(identities) == wanted
-    mdid_of = {tuple(row[:5]): row[5] for row in rows}
-    scopes_of: dict[int, set[str]] = {}
-    for scope, mdid in mappings:
-        scopes_of.setdefault(mdid, set()).add(scope)
-    for key in desired.datasets:
-        mdid = mdid_of[(key.category_id, key.indicator_id, key.srid, key.trid, key.dt)]
-        granted = scopes_of.get(mdid, set())
-        assert "admin" in granted, key
-        assert granted - {"admin"} == set(desired.scopes.get(key, ())), key
-    # Every value is the manifest's.
-    backend = LocalBackend(db)
-    grids = Grids(run.setup)
-    contents = {}
-    for group, keys in groups(desired.datasets).items():
-        query = grids.query(keys)
-        assert query is not None
-        contents[group] = backend.dataset_content(query)
-    for dataset in run.datasets(set(desired.datasets)):
-        group = (dataset.key.category_id, dataset.key.indicator_id, dataset.key.srid,
-                 dataset.key.trid)  # fmt: skip
-        cells = contents[group].get(grids.date(dataset.key))
-        assert cells is not None and content_matches(dataset, cells), dataset.key
-    # The record agrees, and the plan finds nothing to do.
-    assert {d.mdid for d in run.record.datasets.values()} == set(mdid_of.values())
-    code, output = cli_run("plan", str(manifest), "--detailed-exitcode", env=env)
-    assert code == 0, output
 
 
 class Resent:
@@ -200,7 +124,7 @@ def test_seeded_kill_points(tmp_path: Path, scenario: str, point: str) -> None:
                                    "during:replace_setup:1"])  # fmt: skip
 def test_kills_against_serve_with_upstream_quirks(tmp_path: Path, point: str) -> None:
     """The client dies while the server goes on (a request in flight completes)."""
-    from tests.test_checks import remote_manifest
+    from tests.manifests import remote_manifest
 
     with serving(tmp_path / "serve.db", "--upstream-quirks") as base:
         manifest = remote_manifest(tmp_path, base, "dev-admin")
@@ -235,7 +159,7 @@ def test_ctrl_c_lets_writes_in_flight_finish_and_the_next_run_completes(tmp_path
     import signal
     import time
 
-    from tests.test_checks import remote_manifest
+    from tests.manifests import remote_manifest
 
     with serving(tmp_path / "serve.db", "--latency", "--request-cost", "0.25") as base:
         manifest = remote_manifest(tmp_path, base, "dev-admin")
@@ -269,8 +193,8 @@ def test_a_backend_that_stops_answering_stops_the_apply_soon(tmp_path: Path) -> 
     one is started and the summary says why; with the network back, the next apply
     finishes the job."""
     from loader import applying
+    from tests.manifests import example_manifest
     from tests.proxying import proxy as loopback_proxy
-    from tests.test_end_to_end import example_manifest
 
     with serving(tmp_path / "serve.db", "--latency", "--request-cost", "0.05") as base:
         with loopback_proxy(base) as network:

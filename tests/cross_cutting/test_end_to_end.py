@@ -23,9 +23,9 @@ from loader.record import groups
 from loader.refresh import Grids, content_matches
 from loader.run import open_run
 from tests.conftest import ROOT, need_reference
+from tests.manifests import example_manifest, upstream_manifest
 from tests.proxying import proxy as loopback_proxy
 from tests.serving import SECRET, SECRET_ENV, remote, serving
-from tests.test_drift import upstream_manifest
 
 READS = {"/v1/query", "/v1/csv"}  # POSTs that write nothing
 # What the access rules give, counted by hand: the example's free rule takes three months
@@ -46,25 +46,6 @@ def run(*args: str, env: dict[str, str]) -> tuple[int, str]:
 def writes(seen: list[tuple[str, str]]) -> list[tuple[str, str]]:
     return [(m, p) for m, p in seen
             if p.startswith("/v1/") and m != "GET" and p not in READS]  # fmt: skip
-
-
-def example_manifest(directory: Path, base: str) -> Path:
-    """The example manifest with a target aimed at `base` (its data copied beside it)."""
-    shutil.copytree(ROOT / "manifests" / "example", directory / "example")
-    text = (ROOT / "manifests" / "example.yaml").read_text()
-    secret = f"client_secret: '${{{SECRET_ENV}}}'"
-    target = (
-        "targets:\n  served:\n"
-        f"    url: {base}/v1\n"
-        f"    auth: {{token_url: '{base}/oauth/token', audience: "
-        "'https://flowkit-ui-backend.local'}\n"
-        f"    credentials:\n      all: {{client_id: dev-admin, {secret}}}\n"
-        "default_target: served\n"
-    )
-    body = text[text.index("# The backend's own config format") :]
-    manifest = directory / "example.yaml"
-    manifest.write_text("version: 1\n" + target + body)
-    return manifest
 
 
 @contextmanager

@@ -23,51 +23,23 @@ import re
 import shutil
 import subprocess
 from collections.abc import Iterator
-from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
 
-from tests.conftest import DATA
-from tests.statecases import COMMANDS, STATE, run_command, snapshot, write_base_manifest
+from tests.statecases import (
+    CASES,
+    COMMANDS,
+    CORPUS,
+    STATE,
+    expectations,
+    run_command,
+    snapshot,
+    workspace,
+    write_base_manifest,
+)
 
-CORPUS = DATA / "state-invalid"
-CASES = sorted(p for p in CORPUS.iterdir() if p.is_dir())
 LOCK = f"{STATE}.lock"
-
-
-@dataclass(frozen=True)
-class Expected:
-    command: str
-    stderr: list[str]
-    exit_code: int
-
-
-def expectations(case: Path) -> list[Expected]:
-    """The blocks of a case's expected.txt, in order."""
-    found: list[Expected] = []
-    command: str | None = None
-    lines: list[str] = []
-    for line in (case / "expected.txt").read_text(encoding="utf-8").splitlines():
-        if line.startswith("$ flowkit-loader "):
-            assert command is None, f"{case.name}: {line!r} before the last block's exit"
-            command = line.removeprefix("$ flowkit-loader ").removesuffix(" manifest.yaml")
-            lines = []
-        elif (exit_code := re.fullmatch(r"\[exit (\d+)\]", line)) is not None:
-            assert command is not None, f"{case.name}: an exit without a command"
-            found.append(Expected(command, lines, int(exit_code.group(1))))
-            command = None
-        else:
-            assert command is not None, f"{case.name}: {line!r} outside a block"
-            lines.append(line)
-    assert command is None, f"{case.name}: the last block has no exit"
-    return found
-
-
-def workspace(case: Path, directory: Path) -> Path:
-    """The case's state folder and the base manifest in `directory`; the manifest path."""
-    shutil.copytree(case, directory, dirs_exist_ok=True, ignore=shutil.ignore_patterns("*.txt"))
-    return write_base_manifest(directory)
 
 
 @pytest.mark.parametrize("case", CASES, ids=lambda p: p.name)

@@ -5,9 +5,6 @@ what a no-change plan costs in requests."""
 from __future__ import annotations
 
 import json
-import os
-import subprocess
-import sys
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -18,11 +15,11 @@ from loader.backends.local import LocalBackend
 from loader.backends.store import Principal
 from loader.cli import cli
 from loader.model import QueryRange, Role
-from tests.conftest import ROOT, UPSTREAM_DATA, need_reference
+from tests.conftest import need_reference
+from tests.manifests import upstream_manifest
 from tests.proxying import proxy as loopback_proxy
-from tests.serving import AUDIENCE, SECRET, SECRET_ENV, remote, serving
+from tests.serving import SECRET, SECRET_ENV, notebook_fills, remote, serving
 
-UPSTREAM_MANIFEST = ROOT / "tests" / "data" / "upstream" / "manifest.yaml"
 GROUPS = 23  # (indicator, srid, trid) of the upstream synthetic data
 
 
@@ -32,50 +29,11 @@ def run(*args: str) -> tuple[int, str]:
     return result.exit_code, result.output
 
 
-def upstream_manifest(directory: Path, base: str, readers: bool = False) -> Path:
-    """The upstream manifest aimed at a server, its data read in place."""
-    text = UPSTREAM_MANIFEST.read_text().replace(
-        "../../../../shared/reference/upstream-data", str(UPSTREAM_DATA)
-    )
-    secret = f"client_secret: '${{{SECRET_ENV}}}'"
-    scopes = (
-        "      scopes:\n"
-        f"        read:free_data: {{client_id: dev-reader, {secret}}}\n"
-        f"        read:premium_data: {{client_id: dev-premium, {secret}}}\n"
-        if readers else ""
-    )  # fmt: skip
-    target = (
-        "targets:\n"
-        "  served:\n"
-        f"    url: {base}/v1\n"
-        f"    state: {directory / 'served.state.json'}\n"
-        f"    auth: {{token_url: '{base}/oauth/token', audience: '{AUDIENCE}'}}\n"
-        "    credentials:\n"
-        f"      all: {{client_id: dev-admin, {secret}}}\n"
-        f"{scopes}"
-    )
-    start = text.index("targets:")
-    end = text.index("setup:")
-    manifest = directory / "upstream.yaml"
-    manifest.write_text(text[:start] + target + text[end:])
-    return manifest
-
-
 @pytest.fixture
 def server(tmp_path: Path) -> Iterator[str]:
     need_reference()
     with serving(tmp_path / "serve.db", "--upstream-quirks") as base:
         yield base
-
-
-def notebook_fills(base: str) -> None:
-    """The notebook's own flow (bench/notebook_flow.py), as a user ran it."""
-    done = subprocess.run(
-        [sys.executable, str(ROOT / "bench" / "notebook_flow.py"), "--base-url", f"{base}/v1"],
-        env={**os.environ, "NOTEBOOK_CLIENT_SECRET": SECRET},
-        capture_output=True, text=True, timeout=600, check=False,
-    )  # fmt: skip
-    assert done.returncode == 0, done.stdout[-2000:] + done.stderr[-2000:]
 
 
 def test_import_takes_over_what_the_notebook_loaded(tmp_path: Path, server: str) -> None:

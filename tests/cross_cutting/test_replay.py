@@ -12,18 +12,17 @@ from __future__ import annotations
 import json
 import re
 from collections.abc import Iterator
-from pathlib import Path
 from typing import Any
 
 import pytest
 
-from tests.conftest import REFERENCE, need_reference
+from tests.conftest import REFERENCE, ROOT, need_reference
 from tests.replay.callers import http_caller, store_caller
 from tests.replay.scenarios import Context, Group, Observed, Scenario, all_scenarios, run_group
 from tests.replay.shape import differences, escaped, parse_recorded
 
 OBSERVATIONS = REFERENCE / "observed-behaviour.json"
-EXCLUSIONS = Path(__file__).resolve().parent / "replay" / "exclusions.json"
+EXCLUSIONS = ROOT / "tests" / "replay" / "exclusions.json"
 
 
 def _observations() -> dict[str, dict[str, Any]]:

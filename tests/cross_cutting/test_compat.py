@@ -19,8 +19,9 @@ from click.testing import CliRunner
 
 import loader
 from loader.cli import cli
+from tests.conftest import DATA
 
-COMPAT = Path(__file__).resolve().parent / "data" / "compat"
+COMPAT = DATA / "compat"
 KEY = "compat-fixture-key"  # FLOWKIT_PLAN_KEY of plans/plan-signed.json
 HOLDER = "ci@gone-runner:4242#c0ffee42"  # locked/'s lock
 # Where plans/ was made: a `local:` target's url is resolved to an absolute path, and the

@@ -162,3 +162,15 @@ def test_no_module_but_the_factory_asks_which_kind_of_backend_it_holds() -> None
                 if isinstance(name, ast.Constant) and name.value in members:
                     found.append(f"{path.name}:{node.lineno}: {node.func.id} {name.value!r}")
     assert found == []
+
+
+def test_each_module_has_a_unit_test_module_named_after_it_and_suites_are_apart() -> None:
+    """tests/test_<module>.py for each module of loader/ (backends/ included); every test
+    module at the top of tests/ is named after one, and suites that cross modules live in
+    tests/cross_cutting/."""
+    modules = {p.stem for p in (ROOT / "loader").rglob("*.py") if not p.stem.startswith("__")}
+    unit_tests = {p.stem.removeprefix("test_") for p in (ROOT / "tests").glob("test_*.py")}
+    assert sorted(modules - unit_tests) == []  # a module without its tests
+    assert sorted(unit_tests - modules) == []  # a suite that belongs in cross_cutting/
+    stems = [p.stem for p in (ROOT / "loader").rglob("*.py") if not p.stem.startswith("__")]
+    assert len(stems) == len(modules)  # one name, one module: test_X.py is unambiguous

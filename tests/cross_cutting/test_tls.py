@@ -15,9 +15,9 @@ from loader.backends.remote import RemoteBackend, RequestSettings
 from loader.backends.transport import tls_context
 from loader.cli import cli
 from loader.model import BackendError, LoaderError, Role
+from tests.manifests import remote_manifest
 from tests.proxying import private_ca, proxy
 from tests.serving import SECRET, SECRET_ENV, credential, serving
-from tests.test_checks import remote_manifest
 
 UNTRUSTED = "certificate not trusted (unable to get local issuer certificate)"
 

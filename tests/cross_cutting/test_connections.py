@@ -18,8 +18,8 @@ from loader.backends.auth import AuthError, TokenProvider
 from loader.backends.remote import RemoteBackend, RequestSettings, UnknownOutcome
 from loader.cli import cli
 from loader.model import BackendError, Role
+from tests.manifests import remote_manifest
 from tests.serving import SECRET, SECRET_ENV, credential, remote_backend, serving
-from tests.test_checks import remote_manifest
 
 NO_NAME = (
     r"name flowkit\.invalid not resolved \((EAI_NONAME: unknown name\): check the host in "

@@ -23,7 +23,7 @@ from fsspec.implementations.memory import MemoryFileSystem
 
 from loader import run, state
 from loader.state import FileStorage, StateStore, Storage, storage_for
-from tests.test_crash import assert_exactly_desired, cli_run, prepared
+from tests.scenarios import assert_exactly_desired, cli_run, prepared
 
 FAULTS = {
     errno.ENOSPC: "No space left on device",

@@ -20,9 +20,9 @@ from loader import applying
 from loader.cli import cli
 from loader.data import read_datasets
 from loader.validation import validate
+from tests.manifests import example_manifest
 from tests.proxying import proxy
 from tests.serving import SECRET, SECRET_ENV, credential, serving
-from tests.test_end_to_end import example_manifest
 
 ENV = {SECRET_ENV: SECRET}
 
@@ -169,7 +169,8 @@ def test_the_end_of_an_apply_sees_a_writer_that_started_with_it(tmp_path: Path) 
 
 
 def test_data_loaded_by_other_means_is_imported_not_overwritten(tmp_path: Path) -> None:
-    from tests.test_drift import notebook_fills, upstream_manifest
+    from tests.manifests import upstream_manifest
+    from tests.serving import notebook_fills
 
     with serving(tmp_path / "serve.db", "--upstream-quirks") as base:
         notebook_fills(base)

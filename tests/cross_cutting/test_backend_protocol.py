@@ -36,8 +36,9 @@ from loader.model import (
     SetupView,
     Target,
 )
+from tests.conftest import DATA
 
-COMPAT = Path(__file__).resolve().parent / "data" / "compat" / "plans"  # a small deployment
+COMPAT = DATA / "compat" / "plans"  # a small deployment
 SUBJECT = "memory-tester"
 
 

@@ -10,38 +10,20 @@ from pathlib import Path
 
 import jsonschema
 import pytest
-from click.testing import CliRunner
 
-from loader.cli import cli
 from loader.planfile import plan_data
 from loader.render import render_markdown
 from loader.validation import schema_text
-from tests.conftest import ROOT
+from tests.helpers import cli_run as run
 from tests.helpers import edit_column, write_manifest
+from tests.manifests import copy_example, env_for
 
 PLAN_SCHEMA = json.loads(schema_text("plan.schema.json"))
-
-
-def run(*args: str, env: dict[str, str] | None = None) -> tuple[int, str]:
-    result = CliRunner().invoke(cli, list(args), env=env)
-    assert result.exception is None or isinstance(result.exception, SystemExit), result.output
-    return result.exit_code, result.output
-
-
-def copy_example(directory: Path) -> Path:
-    """A private copy of the example manifest and its data, its database beside it."""
-    shutil.copytree(ROOT / "manifests", directory / "manifests",
-                    ignore=shutil.ignore_patterns(".flowkit"))  # fmt: skip
-    return directory / "manifests" / "example.yaml"
 
 
 @pytest.fixture
 def example(tmp_path: Path) -> Path:
     return copy_example(tmp_path)
-
-
-def env_for(manifest: Path) -> dict[str, str]:
-    return {"FLOWKIT_EXAMPLE_DB": str(manifest.parent / "example.db")}
 
 
 def plan_json(manifest: Path, *extra: str) -> dict[str, object]:
