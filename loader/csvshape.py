@@ -20,12 +20,15 @@ from __future__ import annotations
 
 import contextlib
 import csv
+import io
 import sys
 from collections.abc import Iterator
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, TextIO
 
 import numpy as np
+
+from loader.fileformats import open_bytes
 
 BLOCK_BYTES = 4 * 2**20  # bytes scanned at once: a few times this is the scan's memory
 MAX_REPORTED = 1  # records described one by one; the rest are counted
@@ -70,10 +73,18 @@ def unlimited_fields() -> Iterator[None]:
         csv.field_size_limit(previous)
 
 
-def scan_shape(path: str) -> Shape:
-    """Every record's field count against the header's (raises OSError if unreadable)."""
-    shape = _fast_scan(path)
-    return shape if shape is not None else _exact_scan(path)
+def scan_shape(path: str, compression: str | None = None) -> Shape:
+    """Every record's field count against the header's (raises OSError if unreadable, and
+    what `open_bytes` raises for a damaged compressed file)."""
+    shape = _fast_scan(path, compression)
+    return shape if shape is not None else _exact_scan(path, compression)
+
+
+def open_text(path: str, compression: str | None) -> TextIO:
+    """The file's decompressed text as every reading of it sees it: UTF-8 with or without a
+    BOM, undecodable bytes replaced (pandas reports them), newlines kept as written."""
+    buffer: Any = open_bytes(path, compression)  # typeshed wants more than reading needs
+    return io.TextIOWrapper(buffer, encoding="utf-8-sig", errors="replace", newline="")
 
 
 class _Scanner:
@@ -193,12 +204,11 @@ class _Scanner:
         return self.shape
 
 
-def _fast_scan(path: str) -> Shape | None:
+def _fast_scan(path: str, compression: str | None = None) -> Shape | None:
     scanner = _Scanner()
-    with open(path, "rb") as handle:
-        if handle.read(len(_BOM)) != _BOM:
-            handle.seek(0)
-        pending = handle.read(BLOCK_BYTES)
+    with open_bytes(path, compression) as handle:
+        first = handle.read(len(_BOM))  # read past, not sought: a stream cannot seek
+        pending = (b"" if first == _BOM else first) + handle.read(BLOCK_BYTES)
         while pending:
             more = handle.read(BLOCK_BYTES)
             data = np.frombuffer(pending, dtype=np.uint8)
@@ -208,24 +218,21 @@ def _fast_scan(path: str) -> Shape | None:
     return scanner.end()
 
 
-def _exact_scan(path: str) -> Shape:
+def _exact_scan(path: str, compression: str | None = None) -> Shape:
     """The csv module's reading, record by record (files with a quote inside a field).
     Strict first: it accepts a quote inside an unquoted field and, unlike the lenient
     reader (which takes a quote left open to the end of the file without a word), names
     the line where a quote opens that nothing closes. Text after a closing quote, which
     pandas reads, stops only the strict reader: such a file is read again leniently."""
-    shape, refused = _read_records(path, strict=True)
-    return _read_records(path, strict=False)[0] if refused else shape
+    shape, refused = _read_records(path, compression, strict=True)
+    return _read_records(path, compression, strict=False)[0] if refused else shape
 
 
-def _read_records(path: str, *, strict: bool) -> tuple[Shape, bool]:
+def _read_records(path: str, compression: str | None, *, strict: bool) -> tuple[Shape, bool]:
     """The shape as one csv reader finds it, and whether the strict one refused the file
     for anything but a quote left open at its end (the shape is then partial)."""
     shape = Shape()
-    with (
-        unlimited_fields(),
-        open(path, encoding="utf-8-sig", errors="replace", newline="") as handle,
-    ):
+    with unlimited_fields(), open_text(path, compression) as handle:
         reader = csv.reader(handle, strict=strict)
         start = 1
         try:
@@ -257,7 +264,9 @@ def field_starts(line: str) -> list[int]:
     return starts
 
 
-def locate_rows(path: str, rows: set[int]) -> dict[int, tuple[int, str, list[str]]]:
+def locate_rows(
+    path: str, rows: set[int], compression: str | None = None
+) -> dict[int, tuple[int, str, list[str]]]:
     """First physical line, raw text (all its lines) and fields of each data row asked for.
 
     One pass with the csv module, which counts physical lines as pandas counts records
@@ -268,10 +277,7 @@ def locate_rows(path: str, rows: set[int]) -> dict[int, tuple[int, str, list[str
     if not rows:
         return found
     last = max(rows)
-    with (
-        unlimited_fields(),
-        open(path, encoding="utf-8-sig", errors="replace", newline="") as handle,
-    ):
+    with unlimited_fields(), open_text(path, compression) as handle:
         raw_lines: list[str] = []
 
         def lines() -> Iterator[str]:
@@ -292,4 +298,6 @@ def locate_rows(path: str, rows: set[int]) -> dict[int, tuple[int, str, list[str
     return found
 
 
-__all__ = ["Ragged", "Shape", "field_starts", "locate_rows", "scan_shape", "unlimited_fields"]
+__all__ = [
+    "Ragged", "Shape", "field_starts", "locate_rows", "open_text", "scan_shape", "unlimited_fields",
+]  # fmt: skip

@@ -1,5 +1,6 @@
-"""CSV files -> canonical datasets (one per indicator per date), and the data problems
-found on the way. pandas lives here and nowhere else.
+"""Data files -> canonical datasets (one per indicator per date), and the data problems
+found on the way. The rows come from a reader (loader/readers.py: CSV, compressed or not,
+and Parquet); what they mean, and every check of them, is here.
 
 A canonical dataset is exactly what the backend will store and what plan compares:
 values rounded to 9 decimals half away from zero, as DECIMAL(20,9) keeps them (and that
@@ -8,36 +9,27 @@ values, and the count, sum, min and max beside it.
 
 Work is vectorised: pandas parses, numpy converts and sorts; Python touches only what is
 few (unique dates, unique unit codes, the problems to report). Files are read in chunks;
-a file above SINGLE_PASS_BYTES is read twice (first its date column only) so that each
-date's datasets are emitted as soon as its last row is read. Memory is then bounded by
-one date's datasets (several times that date's share of the CSV) plus one chunk when the
-file is grouped by date; a file that scatters a date over its whole length keeps those
-dates pending until their last row. A cache keyed by path, size and modification time
-spares re-reading unchanged files when only summaries are needed.
+a large file is read twice (first its date column only) so that each date's datasets are
+emitted as soon as its last row is read. Memory is then bounded by one date's datasets
+(several times that date's share of the file) plus one chunk when the file is grouped by
+date; a file that scatters a date over its whole length keeps those dates pending until
+their last row. loader/summaries.py caches what a file gives a plan.
 """
 
 from __future__ import annotations
 
-import contextlib
-import csv
-import hashlib
 import io
-import json
-import os
-import time
 from array import array
 from collections.abc import Iterator, Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from functools import cache
-from pathlib import Path
 from typing import Any
 
 import numpy as np
 import pandas as pd
 
-from loader.csvshape import field_starts, locate_rows, scan_shape
+from loader.fileformats import format_of
 from loader.model import (
-    DIGEST_VERSION,
     MAX_ABS_VALUE,
     NANOS_PER_UNIT,
     Category,
@@ -46,7 +38,6 @@ from loader.model import (
     DatasetSpec,
     DatasetStats,
     DatasetSummary,
-    Position,
     Problem,
     SetupConfig,
     Severity,
@@ -55,24 +46,9 @@ from loader.model import (
     dataset_digest,
     excerpt,
 )
+from loader.readers import Chunk, Place, reader_for
+from loader.summaries import FileReport, summarize_file
 from loader.timegrid import DateError, Grid, backend_dt, parse_data_date
-
-# Rows per chunk: large enough for pandas to be fast, small enough that a chunk's parsed
-# frames weigh little beside one date's datasets (bench/prepare.py --large measures it).
-CHUNK_ROWS = 250_000
-SINGLE_PASS_BYTES = 16 * 2**20  # files above this are read in two passes
-CACHE_VERSION = 3  # 3: keys as DatasetKey.to_json objects
-RACY_NANOS = 2 * 10**9  # the coarsest timestamps a filesystem may keep (FAT: 2 s)
-
-
-@cache
-def _code_fingerprint() -> str:
-    """Cached results depend on this code: a changed loader never reads an old entry."""
-    digest = hashlib.sha256()
-    for module in ("data.py", "model.py", "timegrid.py"):
-        digest.update((Path(__file__).parent / module).read_bytes())
-    return digest.hexdigest()
-
 
 _UNIT_ROLES = {1: ("spatial unit",), 2: ("origin", "destination")}
 
@@ -184,26 +160,18 @@ def _refused(column: str) -> str:
     return f"\0refused:{column}"
 
 
-@dataclass
-class FileReport:
-    """What reading one file found: its datasets' summaries, counts and problems."""
-
-    spec_index: int
-    path: str  # as shown to the user
-    file: str  # as the manifest's spec lists it (absolute): where to read it again
-    summaries: list[DatasetSummary] = field(default_factory=list)
-    problems: list[Problem] = field(default_factory=list)
-    rows: int = 0
-    values: int = 0
-    missing_cells: dict[str, int] = field(default_factory=dict)  # spelling -> cells skipped
-
-    @property
-    def has_errors(self) -> bool:
-        return any(p.is_error for p in self.problems)
+def _exact(column: str) -> str:
+    """The frame column of a column's exact nanos (Parquet decimals)."""
+    return f"\0exact:{column}"
 
 
-class CsvDatasets:
-    """The canonical datasets of one CSV file of one manifest entry."""
+# How the report counts the null cells of a typed file (among the `missing` spellings).
+NULL = "null"
+
+
+class FileDatasets:
+    """The canonical datasets of one data file of one manifest entry: its rows, as a
+    reader gives them, checked and turned into datasets."""
 
     def __init__(
         self, spec: DatasetSpec, path: str, setup: SetupConfig, shown: str | None = None
@@ -217,37 +185,29 @@ class CsvDatasets:
         self.trid = resolution.trid
         self.grid = Grid.of(resolution)
         self.report = FileReport(spec.index, shown or path, path)
+        self.reader = reader_for(path, self.report.path, format_of(path, spec.format))
         self.findings = _Findings()
         self.header: list[str] = []
         self.indicators: dict[str, str] = {}  # column -> indicator id
         self.dates: dict[str, str | None] = {}  # cell text -> backend dt, None if invalid
         self.header_problems: list[Problem] = []
-        self.unreadable = False  # pandas could not parse the file
+        # A column of typed dates (Parquet) reads as ISO text: a date_format is for text.
+        self.date_format = spec.date_format
 
     # -- header -------------------------------------------------------------------------
 
-    def at(self, line: int, column: int) -> Position:
-        return Position(self.report.path, line, column)
-
     def read_header(self) -> bool:
-        try:
-            with open(self.path, encoding="utf-8-sig", newline="") as handle:
-                first_line = handle.readline()
-        except (OSError, UnicodeDecodeError) as error:
-            self.header_problems.append(Problem(self.at(1, 1), f"cannot read file: {error}"))
+        header = self.reader.header()
+        if header is None:
             return False
-        header = next(csv.reader([first_line]), [])
-        if not any(h.strip() for h in header):
-            self.header_problems.append(Problem(self.at(1, 1), "empty file: no header line"))
-            return False
-        starts = field_starts(first_line.rstrip("\r\n"))
         self.header = header
+        at = self.reader.header_position
         seen: set[str] = set()
         ok = True
         for index, name in enumerate(header):
             if name in seen:
                 self.header_problems.append(
-                    Problem(self.at(1, starts[index] + 1), f"duplicate column '{excerpt(name)}'")
+                    Problem(at(index), f"duplicate column '{excerpt(name)}'")
                 )
                 ok = False
             seen.add(name)
@@ -255,10 +215,11 @@ class CsvDatasets:
         roles = [("date", spec.date_column)]
         unit_roles = ("spatial_unit",) if len(spec.unit_columns) == 1 else ("origin", "destination")
         roles += list(zip(unit_roles, spec.unit_columns, strict=True))
+        start = at(0)
         for role, name in roles:
             if name not in seen:
                 self.header_problems.append(
-                    Problem(self.at(1, 1), f"missing column '{name}' (columns.{role})")
+                    Problem(start, f"missing column '{name}' (columns.{role})")
                 )
                 ok = False
         keys = {spec.date_column, *spec.unit_columns}
@@ -270,7 +231,7 @@ class CsvDatasets:
             if indicator not in self.category.indicators:
                 self.header_problems.append(
                     Problem(
-                        self.at(1, starts[index] + 1),
+                        at(index),
                         f"column '{excerpt(name)}' maps to no indicator: '{excerpt(indicator)}' "
                         f"is not an indicator of category '{spec.category_id}' (map it under "
                         "indicators, or list it under exclude)",
@@ -282,9 +243,9 @@ class CsvDatasets:
                 first = column_of[indicator]
                 self.header_problems.append(
                     Problem(
-                        self.at(1, starts[index] + 1),
-                        f"columns '{excerpt(header[first])}' (column {starts[first] + 1}) and "
-                        f"'{excerpt(name)}' both map to indicator '{indicator}': map one of "
+                        at(index),
+                        f"columns '{excerpt(header[first])}' (column {self._column_number(first)}) "
+                        f"and '{excerpt(name)}' both map to indicator '{indicator}': map one of "
                         "them to another indicator under indicators, or list it under exclude",
                     )
                 )
@@ -294,6 +255,11 @@ class CsvDatasets:
                 self.indicators[name] = indicator
         return ok
 
+    def _column_number(self, index: int) -> int:
+        """How a message names a header column: the text column where it starts (CSV),
+        else its place in the header, from 1."""
+        return self.reader.header_position(index).column or index + 1
+
     # -- rows ---------------------------------------------------------------------------
 
     def datasets(self) -> Iterator[Dataset]:
@@ -302,62 +268,27 @@ class CsvDatasets:
             header_ok = self.read_header()
             # A record whose fields do not line up with the header would be read shifted
             # or cut: nothing of such a file is read until its shape is right.
-            shape_ok = bool(self.header) and self.check_shape()
+            shape_ok = bool(self.header) and self.reader.check(
+                self.spec.date_column, self.spec.unit_columns, list(self.indicators)
+            )
+            if self.reader.typed_dates(self.spec.date_column):
+                self.date_format = None
             if header_ok and shape_ok and self.indicators:
                 yield from self._read_rows()
         finally:
             self._finish_problems()
 
-    def check_shape(self) -> bool:
-        """Every record has the header's number of fields; a file with no data row at
-        all is worth a warning (it loads nothing)."""
-        try:
-            shape = scan_shape(self.path)
-        except OSError as error:
-            self.header_problems.append(Problem(self.at(1, 1), f"cannot read file: {error}"))
-            return False
-        for ragged in shape.ragged:
-            fields = f"{ragged.fields} field{'' if ragged.fields == 1 else 's'}"
-            message = f"{fields}, the header has {shape.header_fields}"
-            if ragged.last_line > ragged.line:
-                message += (
-                    f" (the record runs to line {ragged.last_line}: a quoted field holds "
-                    "line breaks, or a quote is not closed where it should be)"
-                )
-            if shape.ragged_count > 1:
-                message += f" (and {shape.ragged_count - 1} more)"
-            self.header_problems.append(Problem(Position(self.report.path, ragged.line), message))
-        if shape.unterminated_line is not None:
-            self.header_problems.append(
-                Problem(
-                    Position(self.report.path, shape.unterminated_line),
-                    "a quoted field opens here and is never closed",
-                )
-            )
-        if not shape.records and not shape.ragged_count and shape.unterminated_line is None:
-            self.header_problems.append(
-                Problem(
-                    Position(self.report.path),
-                    "no data rows: the file has only its header, so it loads nothing",
-                    Severity.WARNING,
-                )
-            )
-        return not shape.ragged_count and shape.unterminated_line is None
-
     def _read_rows(self) -> Iterator[Dataset]:
         spec = self.spec
         keys = [spec.date_column, *spec.unit_columns]
-        columns = keys + list(self.indicators)
-        last_chunk = self._last_chunk_per_date() if self._two_pass() else None
-        if self.unreadable:
+        last_chunk = self._last_chunk_per_date() if self.reader.is_large() else None
+        if self.reader.failed:
             return
         pending: dict[str, list[pd.DataFrame]] = {}
-        dtypes: dict[str, Any] = dict.fromkeys(keys, "category")
-        if any(_read_as_number(s) for s in spec.missing):
-            # pandas would read such a spelling (`-999`, `Inf`) as a number and lose it:
-            # the indicator columns are read as text, then converted here.
-            dtypes.update(dict.fromkeys(self.indicators, object))
-        chunks = self._chunks(columns, dtypes)
+        # pandas would read such a spelling (`-999`, `Inf`) as a number and lose it: the
+        # indicator columns of a CSV are then read as text, and converted here.
+        as_text = any(_read_as_number(s) for s in spec.missing)
+        chunks = self.reader.chunks(keys, list(self.indicators), as_text)
         for number, chunk in enumerate(chunks):
             for dt, part in self._clean(chunk):
                 pending.setdefault(dt, []).append(part)
@@ -370,51 +301,11 @@ class CsvDatasets:
         for dt in sorted(pending):
             yield from self._date_datasets(dt, pending.pop(dt))
 
-    def _chunks(self, usecols: list[str], dtypes: Mapping[str, Any]) -> Iterator[pd.DataFrame]:
-        """The file's chunks; a file pandas cannot parse becomes one problem."""
-        try:
-            reader = pd.read_csv(
-                self.path,
-                encoding="utf-8-sig",
-                usecols=usecols,
-                dtype=dict(dtypes),
-                keep_default_na=False,
-                na_values=[""],
-                skip_blank_lines=False,
-                chunksize=CHUNK_ROWS,
-                engine="c",
-            )
-            with reader:
-                while True:
-                    try:
-                        chunk = next(reader)
-                    except StopIteration:
-                        return
-                    yield chunk
-        except (
-            pd.errors.ParserError,
-            pd.errors.EmptyDataError,
-            UnicodeDecodeError,
-            ValueError,
-        ) as error:
-            text = str(error).strip()
-            message = text.splitlines()[-1] if text else type(error).__name__
-            self.header_problems.append(Problem(self.at(1, 1), f"cannot parse CSV: {message}"))
-            self.unreadable = True
-
-    def _two_pass(self) -> bool:
-        try:
-            return os.path.getsize(self.path) > SINGLE_PASS_BYTES
-        except OSError:
-            return False
-
     def _last_chunk_per_date(self) -> dict[str, int]:
         """Pass one of a large file: the last chunk in which each date appears."""
         last: dict[str, int] = {}
-        for number, chunk in enumerate(
-            self._chunks([self.spec.date_column], {self.spec.date_column: "category"})
-        ):
-            dates = chunk[self.spec.date_column]
+        for number, chunk in enumerate(self.reader.chunks([self.spec.date_column], [])):
+            dates = chunk.frame[self.spec.date_column]
             for text in dates.cat.categories[np.unique(dates.cat.codes[dates.cat.codes >= 0])]:
                 dt = self._parse_date(str(text))
                 if dt is not None:
@@ -425,7 +316,7 @@ class CsvDatasets:
         if text in self.dates:
             return self.dates[text]
         try:
-            moment = parse_data_date(text, self.grid, self.spec.date_format)
+            moment = parse_data_date(text, self.grid, self.date_format)
         except DateError:
             self.dates[text] = None
             return None
@@ -434,7 +325,7 @@ class CsvDatasets:
 
     def _date_problem(self, text: str, rows: np.ndarray[Any, Any]) -> None:
         try:
-            moment = parse_data_date(text, self.grid, self.spec.date_format)
+            moment = parse_data_date(text, self.grid, self.date_format)
         except DateError as error:
             self.findings.add("date", self.spec.date_column, rows, str(error))
             return
@@ -447,9 +338,10 @@ class CsvDatasets:
             f"expected {self.grid.expected()}",
         )
 
-    def _clean(self, chunk: pd.DataFrame) -> Iterator[tuple[str, pd.DataFrame]]:
+    def _clean(self, read: Chunk) -> Iterator[tuple[str, pd.DataFrame]]:
         """Check one chunk; yield its valid rows grouped by backend dt."""
         spec = self.spec
+        chunk = read.frame
         rows = chunk.index.to_numpy()
         blank = chunk.isna().all(axis=1).to_numpy()
         self.report.rows += int((~blank).sum())
@@ -485,7 +377,9 @@ class CsvDatasets:
         values: dict[str, np.ndarray[Any, Any]] = {}
         refused: dict[str, np.ndarray[Any, Any]] = {}
         for column in self.indicators:
-            values[column], refused[column] = self._values(column, chunk[column], rows, blank)
+            values[column], refused[column] = self._values(
+                column, chunk[column], rows, blank, read.nulls.get(column)
+            )
         valid = pd.DataFrame(
             {
                 "_row": rows[ok],
@@ -498,6 +392,7 @@ class CsvDatasets:
                 },
                 **{c: v[ok] for c, v in values.items()},
                 **{_refused(c): r[ok] for c, r in refused.items()},
+                **{_exact(c): nanos[ok] for c, nanos in read.exact.items()},
             }
         )
         for dt, part in valid.groupby("_dt", sort=False):
@@ -510,18 +405,32 @@ class CsvDatasets:
         series: pd.Series[Any],
         rows: np.ndarray[Any, Any],
         blank: np.ndarray[Any, Any],
+        nulls: np.ndarray[Any, Any] | None = None,
     ) -> tuple[np.ndarray[Any, Any], np.ndarray[Any, Any]]:
         """The column as floats, NaN where missing or invalid; and where it was invalid
-        (invalid cells are reported, missing ones counted per spelling)."""
+        (invalid cells are reported, missing ones counted per spelling). `nulls` marks
+        the cells of a typed file (Parquet) that hold nothing: missing, whatever the
+        manifest's `missing` says; there, an empty cell is an empty text."""
         spellings = [s for s in self.spec.missing if s]
+        if nulls is not None:
+            null = nulls & ~blank
+            self._count_missing(NULL, int(null.sum()))
+        else:
+            null = np.zeros(len(series), dtype=bool)
         if pd.api.types.is_numeric_dtype(series.dtype):
-            # No text in the column: the only missing cells are the empty ones.
             numbers = series.to_numpy(dtype=np.float64, na_value=np.nan, copy=True)
-            empty = np.isnan(numbers) & ~blank
-            refused = np.zeros(len(numbers), dtype=bool)
+            if nulls is None:  # a CSV column with no text: its only gaps are empty cells
+                empty = np.isnan(numbers) & ~blank
+                refused = np.zeros(len(numbers), dtype=bool)
+            else:  # a typed column: a NaN that is not a null is a float's NaN
+                empty = np.zeros(len(numbers), dtype=bool)
+                refused = np.isnan(numbers) & ~null & ~blank
+                self.findings.add("number", column, rows[refused])
         else:
             text = series.astype(object)
-            empty = text.isna().to_numpy() & ~blank
+            absent = text.isna().to_numpy()
+            empty = (absent if nulls is None else (text == "").to_numpy()) & ~blank
+            text = text.where(~(text == "").to_numpy()) if nulls is not None else text
             spelled = text.isin(spellings).to_numpy() if spellings else np.zeros(len(text), bool)
             if spelled.any():
                 for spelling, count in text[spelled].value_counts().items():
@@ -610,7 +519,8 @@ class CsvDatasets:
                     severity=Severity.WARNING,
                 )
                 continue
-            nanos = to_nanos(values[present])
+            exact = frame.get(_exact(column))
+            nanos = to_nanos(values[present]) if exact is None else exact.to_numpy()[order][present]
             present_units = [u[present] for u in sorted_units]
             yield self._dataset(indicator, dt, present_units, lines[present], nanos)
 
@@ -651,27 +561,19 @@ class CsvDatasets:
         wanted = {f.row for f in findings} | {
             f.other_row for f in findings if f.other_row is not None
         }
-        located = locate_rows(self.path, wanted) if wanted else {}
+        located = self.reader.locate(wanted) if wanted else {}
         column_index = {name: i for i, name in enumerate(self.header)}
-        problems = list(self.header_problems)
+        problems = [*self.reader.problems, *self.header_problems]
         for finding in findings:
-            first_line, raw, fields = located.get(finding.row, (finding.row + 2, "", []))
+            place = located.get(finding.row) or self.reader.place(finding.row)
             index = column_index.get(finding.column, 0)
-            starts = field_starts(raw) if raw else [0]
-            offset = starts[index] if index < len(starts) else 0
-            # A quoted field may have carried the record over several physical lines.
-            line = first_line + raw.count("\n", 0, offset)
-            column = offset - (raw.rfind("\n", 0, offset) + 1) + 1
-            cell = fields[index] if index < len(fields) else ""
-            message = self._message(finding, cell, located)
+            message = self._message(finding, place.cell(index), located)
             if finding.count > 1:
                 message += f" (and {finding.count - 1} more)"
-            problems.append(Problem(self.at(line, column), message, finding.severity))
+            problems.append(Problem(place.position(index), message, finding.severity))
         self.report.problems = problems
 
-    def _message(
-        self, finding: _Finding, cell: str, located: Mapping[int, tuple[int, str, list[str]]]
-    ) -> str:
+    def _message(self, finding: _Finding, cell: str, located: Mapping[int, Place]) -> str:
         column = finding.column
         if finding.kind == "missing":
             return f"missing {finding.detail} in column '{column}'"
@@ -700,170 +602,28 @@ class CsvDatasets:
             )
         if finding.kind == "duplicate":
             assert finding.other_row is not None
-            first = located.get(finding.other_row, (finding.other_row + 2, "", []))[0]
-            return f"duplicate row for {excerpt(finding.detail)} (first on line {first})"
+            first = located.get(finding.other_row) or self.reader.place(finding.other_row)
+            return f"duplicate row for {excerpt(finding.detail)} (first on {first.where})"
         return (
             f"no value for {finding.detail}: that dataset is not sent "
             "(the backend refuses an empty dataset)"
         )
 
 
-# ---------------------------------------------------------------------------------------
-# The cache of summaries
-
-
-def _cache_dir() -> Path | None:
-    if os.environ.get("FLOWKIT_LOADER_NO_CACHE"):
-        return None
-    configured = os.environ.get("FLOWKIT_LOADER_CACHE_DIR")
-    if configured:
-        return Path(configured)
-    base = os.environ.get("XDG_CACHE_HOME") or str(Path.home() / ".cache")
-    return Path(base) / "flowkit-loader"
-
-
-@dataclass(frozen=True)
-class _CacheKey:
-    """Which cache entry a file's summaries are in, and the newest of its timestamps."""
-
-    name: str
-    stamp_ns: int
-
-
-def _cache_key(spec: DatasetSpec, path: str, setup: SetupConfig) -> _CacheKey | None:
-    try:
-        stat = os.stat(path)
-    except OSError:
-        return None
-    spatial = setup.spatial[spec.spatial_resolution]
-    temporal = setup.temporal[spec.temporal_resolution]
-    category = setup.categories[spec.category_id]
-    parts = [
-        CACHE_VERSION,
-        DIGEST_VERSION,
-        _code_fingerprint(),
-        os.path.abspath(path),
-        # A same-length edit keeps size and can keep mtime (`touch -r`, tools that set a
-        # fixed one); it cannot keep the inode's change time, which only the kernel sets.
-        # A file replaced by another (an atomic save) has another inode.
-        stat.st_dev,
-        stat.st_ino,
-        stat.st_size,
-        stat.st_mtime_ns,
-        stat.st_ctime_ns,
-        spec.pattern,
-        spec.category_id,
-        spec.date_column,
-        list(spec.unit_columns),
-        sorted(spec.indicator_columns.items()),
-        sorted(spec.exclude),
-        list(spec.missing),
-        spec.revision,
-        spec.date_format,
-        [spatial.srid, spatial.label, spatial.unit_property, sorted(spatial.unit_codes or ())],
-        [temporal.trid, temporal.unit, temporal.step, temporal.date_format, temporal.label],
-        [category.data_type, list(category.indicators)],
-    ]
-    name = hashlib.sha256(json.dumps(parts).encode()).hexdigest()
-    return _CacheKey(name, max(stat.st_mtime_ns, stat.st_ctime_ns))
-
-
-def _is_racy(key: _CacheKey, read_started_ns: int) -> bool:
-    """git's "racily clean" rule: a file whose timestamps lie within the filesystem's
-    granularity of the moment it was read may change again without its timestamps
-    changing (FAT keeps 2 s, some network filesystems 1 s), so its entry is not trusted;
-    the next run reads the file again, and keeps the entry once the file is old enough."""
-    return key.stamp_ns > read_started_ns - RACY_NANOS
-
-
-def _save(path: Path, report: FileReport, racy: bool) -> None:
-    payload = {
-        "racy": racy,
-        "rows": report.rows,
-        "values": report.values,
-        "missing_cells": report.missing_cells,
-        "summaries": [
-            {
-                "key": s.key.to_json(),
-                "data_type": s.data_type,
-                "revision": s.revision,
-                "digest": s.digest,
-                "stats": [s.stats.count, str(s.stats.sum), s.stats.min, s.stats.max],
-                "source": s.source,
-            }
-            for s in report.summaries
-        ],
-        "problems": [
-            [p.position.line, p.position.column, p.message, p.severity.value]
-            for p in report.problems
-        ],
-    }
-    path.parent.mkdir(parents=True, exist_ok=True)
-    temporary = path.with_suffix(f".{os.getpid()}.tmp")
-    temporary.write_text(json.dumps(payload))
-    os.replace(temporary, path)
-
-
-def _load(path: Path, report: FileReport) -> bool:
-    try:
-        payload = json.loads(path.read_text())
-        if payload["racy"] is not False:
-            return False
-        report.rows = payload["rows"]
-        report.values = payload["values"]
-        report.missing_cells = {
-            str(spelling): int(count) for spelling, count in payload["missing_cells"].items()
-        }
-        report.summaries = [
-            DatasetSummary(
-                key=DatasetKey.from_json(s["key"]),
-                data_type=s["data_type"],
-                revision=s["revision"],
-                digest=s["digest"],
-                stats=DatasetStats(s["stats"][0], int(s["stats"][1]), s["stats"][2], s["stats"][3]),
-                source=s["source"],
-            )
-            for s in payload["summaries"]
-        ]
-        report.problems = [
-            Problem(Position(report.path, line, column), message, Severity(severity))
-            for line, column, message, severity in payload["problems"]
-        ]
-    except (OSError, ValueError, KeyError, TypeError, IndexError):
-        return False
-    return True
-
-
-def summarize_file(
-    spec: DatasetSpec, path: str, setup: SetupConfig, shown: str | None = None
-) -> FileReport:
-    """Summaries and problems of one file, from the cache when the file is unchanged."""
-    directory = _cache_dir()
-    key = _cache_key(spec, path, setup) if directory else None
-    entry = directory / f"{key.name}.json" if directory is not None and key else None
-    report = FileReport(spec.index, shown or path, path)
-    if entry is not None and _load(entry, report):
-        return report
-    started = time.time_ns()
-    reader = CsvDatasets(spec, path, setup, shown)
-    for _ in reader.datasets():
-        pass
-    if entry is not None and key is not None:
-        with contextlib.suppress(OSError):  # a cache that cannot be written only costs time
-            _save(entry, reader.report, racy=_is_racy(key, started))
-    return reader.report
-
-
 def read_datasets(
     spec: DatasetSpec, path: str, setup: SetupConfig, shown: str | None = None
 ) -> tuple[Iterator[Dataset], FileReport]:
     """The canonical datasets of one file with their values (for apply and comparison)."""
-    reader = CsvDatasets(spec, path, setup, shown)
-    return reader.datasets(), reader.report
+    reading = FileDatasets(spec, path, setup, shown)
+    return reading.datasets(), reading.report
 
+
+# The name of earlier versions, when CSV was the only format.
+CsvDatasets = FileDatasets
 
 __all__ = [
     "CsvDatasets",
+    "FileDatasets",
     "FileReport",
     "read_datasets",
     "summarize_file",

@@ -418,6 +418,7 @@ class ManifestBuilder(ManifestPart):
             date_format=entry.get("date_format"),
             position=self.doc.position(path),
             missing=self.missing(entry),
+            format=entry.get("format"),
         )
 
     def missing(self, entry: dict[str, Any]) -> tuple[str, ...]:

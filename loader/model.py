@@ -80,13 +80,17 @@ def json_kind(value: object) -> str:
 
 @dataclass(frozen=True, order=True)
 class Position:
-    """A place in a file: 1-based line and column; either may be unknown (0)."""
+    """A place in a file: 1-based line and column, either may be unknown (0); or, in a
+    file of rows without lines (Parquet), the 1-based row."""
 
     path: str
     line: int = 0
     column: int = 0
+    row: int = 0
 
     def __str__(self) -> str:
+        if self.row:
+            return f"{self.path}:row {self.row}"
         if self.line and self.column:
             return f"{self.path}:{self.line}:{self.column}"
         if self.line:
@@ -435,6 +439,7 @@ class DatasetSpec:
     # Spellings of a missing value in indicator columns (skipped, never sent); unit and
     # date columns know only the empty cell: a unit code `NA` is Namibia.
     missing: tuple[str, ...] = DEFAULT_MISSING
+    format: str | None = None  # as the manifest names it (fileformats.FORMATS); else by suffix
 
 
 @dataclass(frozen=True)

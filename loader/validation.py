@@ -42,7 +42,7 @@ from loader.model import (
 from loader.yamlsrc import JsonPath, YamlDocument
 
 if TYPE_CHECKING:
-    from loader.data import FileReport
+    from loader.summaries import FileReport
 
 SCHEMA_NAMES = ("manifest.schema.json", "config.schema.json", "plan.schema.json")
 
@@ -272,7 +272,7 @@ def _check_data(
 ) -> None:
     # pandas only here: the manifest alone (`load_manifest`, and through it the CLI's
     # --help, schema and unlock) is read without it.
-    from loader.data import summarize_file
+    from loader.summaries import summarize_file
 
     setup = manifest.setups[_setup_name(manifest, target)]
     for spec in manifest.datasets:
@@ -306,7 +306,11 @@ def _check_duplicate_datasets(report: ValidationReport) -> None:
     for (path, other), keys in clashes.items():
         more = f" (and {len(keys) - 1} more)" if len(keys) > 1 else ""
         report.problems.append(
-            Problem(Position(path, 1, 1), f"dataset {keys[0]} also comes from {other}{more}")
+            Problem(
+                Position(path, 1, 1),
+                f"dataset {keys[0]} also comes from {other}{more}: each file is a table of its "
+                "own, so the rows of one dataset must all be in one file",
+            )
         )
 
 

@@ -2,13 +2,12 @@
 
 from __future__ import annotations
 
-import os
 from pathlib import Path
 
 import pytest
 from click.testing import CliRunner
 
-from loader import csvshape, data
+from loader import csvshape, data, readers
 from loader.cli import cli
 from loader.model import Dataset, Severity, nanos_to_text
 from loader.validation import validate
@@ -115,8 +114,8 @@ def test_chunked_two_pass_reading_gives_the_same_datasets(
     text = "date,pcod_from,pcod_to,travellers,travellers_pctchangewithref\n" + "\n".join(rows)
     manifest = write_manifest(tmp_path, {"movements.csv": text + "\n"})
     whole = datasets_of(manifest)
-    monkeypatch.setattr(data, "CHUNK_ROWS", 2)
-    monkeypatch.setattr(data, "SINGLE_PASS_BYTES", 0)
+    monkeypatch.setattr(readers, "CHUNK_ROWS", 2)
+    monkeypatch.setattr(readers, "SINGLE_PASS_BYTES", 0)
     chunked = datasets_of(manifest)
     assert sorted(whole) == sorted(chunked)
     for key, dataset in whole.items():
@@ -162,77 +161,6 @@ def test_problems_point_at_the_physical_line(
         "residents.csv:2:22: not a number: 'a\\nb' in column 'residents_perKm2'",
         "residents.csv:5:20: not a number: 'x' in column 'residents'",
     ]
-
-
-def refuse_rereading(monkeypatch: pytest.MonkeyPatch) -> None:
-    """From now on, reading a CSV again is an error: summaries must come from the cache."""
-
-    def refuse(self: data.CsvDatasets) -> None:
-        raise AssertionError("the file was read again")
-
-    monkeypatch.setattr(data.CsvDatasets, "datasets", refuse)
-
-
-def test_the_cache_spares_rereading_unchanged_files(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
-) -> None:
-    # The files were written a moment ago: only with no racy window is their entry trusted.
-    monkeypatch.setattr(data, "RACY_NANOS", 0)
-    manifest = write_manifest(tmp_path, {"residents.csv": RESIDENTS})
-    first = validate(manifest)
-    assert first.ok and len(first.summaries) == 6
-
-    refuse_rereading(monkeypatch)
-    assert validate(manifest).summaries == first.summaries
-    csv_path = tmp_path / "residents.csv"
-    stat = csv_path.stat()
-    os.utime(csv_path, ns=(stat.st_atime_ns, stat.st_mtime_ns + 10**9))
-    with pytest.raises(AssertionError, match="read again"):
-        validate(manifest)
-
-
-def test_a_same_length_edit_with_its_mtime_put_back_is_seen(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
-) -> None:
-    """`touch -r` after an edit keeps size and mtime; the change time betrays it."""
-    monkeypatch.setattr(data, "RACY_NANOS", 0)
-    manifest = write_manifest(tmp_path, {"residents.csv": RESIDENTS})
-    before = {s.key: s for s in validate(manifest).summaries}
-    csv_path = tmp_path / "residents.csv"
-    stat = csv_path.stat()
-    csv_path.write_text(RESIDENTS.replace("200,2.5", "201,2.5"))
-    os.utime(csv_path, ns=(stat.st_atime_ns, stat.st_mtime_ns))
-    after = csv_path.stat()
-    assert (after.st_size, after.st_mtime_ns) == (stat.st_size, stat.st_mtime_ns)
-    changed = [s for s in validate(manifest).summaries if s.digest != before[s.key].digest]
-    assert [(s.key.indicator_id, s.key.dt[:10]) for s in changed] == [
-        ("residents.residents", "2021-02-01")
-    ]
-
-
-def test_an_entry_made_while_the_file_was_new_is_not_trusted(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
-) -> None:
-    """git's racily clean rule: on a filesystem with coarse timestamps, a file changed in
-    the same tick as it was read keeps its stamps; such an entry is read again."""
-    manifest = write_manifest(tmp_path, {"residents.csv": RESIDENTS})
-    validate(manifest)  # the file's change time is within RACY_NANOS of this read
-    refuse_rereading(monkeypatch)
-    with pytest.raises(AssertionError, match="read again"):
-        validate(manifest)
-
-
-def test_the_missing_spellings_are_part_of_the_cache_key(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
-) -> None:
-    monkeypatch.chdir(tmp_path)
-    monkeypatch.setattr(data, "RACY_NANOS", 0)
-    text = "month,pcod,residents\n2021-01-01,EX01-01,NA\n2021-01-01,EX01-02,3\n"
-    manifest = write_manifest(tmp_path, {"residents.csv": text})
-    assert validate(manifest).ok
-    manifest.write_text(manifest.read_text() + '    missing: [""]\n')
-    [problem] = validate(manifest).errors
-    assert str(problem) == "residents.csv:2:20: not a number: 'NA' in column 'residents'"
 
 
 def test_missing_spellings_in_value_columns_are_skipped_and_counted(tmp_path: Path) -> None:

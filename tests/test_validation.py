@@ -502,6 +502,9 @@ def test_ordered_keeps_one_of_each_problem_and_files_in_order_of_appearance() ->
     ]
 
 
+ONE_TABLE = "each file is a table of its own, so the rows of one dataset must all be in one file"
+
+
 def test_datasets_two_files_both_produce_are_reported_at_the_later_file(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
@@ -511,9 +514,9 @@ def test_datasets_two_files_both_produce_are_reported_at_the_later_file(
     report = validate(write_manifest(tmp_path, files))
     assert [str(p) for p in report.problems] == [
         "b.csv:1:1: dataset residents.residents srid=2 trid=2 2021-01-01 00:00:00 also comes "
-        "from a.csv",
+        f"from a.csv: {ONE_TABLE}",
         "c.csv:1:1: dataset residents.residents srid=2 trid=2 2021-01-01 00:00:00 also comes "
-        "from a.csv (and 1 more)",
+        f"from a.csv (and 1 more): {ONE_TABLE}",
     ]
 
 
