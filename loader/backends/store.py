@@ -507,6 +507,18 @@ class Store:
         )
         return {row[0] for row in rows}
 
+    def is_visible(self, column: str, key: Any, principal: Principal) -> bool:
+        """Whether a dataset whose `column` is `key` is mapped to one of the principal's
+        scopes: the first such row answers (a read per entity, not a scan of them all)."""
+        perms = sorted(principal.permissions)
+        row = self.connection().execute(
+            f"SELECT 1 FROM metadata md WHERE md.{column} = ? AND EXISTS (SELECT 1 FROM "
+            f"scope_mapping sm WHERE sm.mdid = md.mdid AND sm.scope IN ({self._in(perms)})) "
+            "LIMIT 1",
+            [key, *perms],
+        ).fetchone()
+        return row is not None
+
     def _entities(self, kind: EntityKind) -> list[dict[str, Any]]:
         order = "CAST(key AS INTEGER)" if kind is EntityKind.TEMPORAL_RESOLUTION else "id"
         return [
@@ -532,14 +544,16 @@ class Store:
         return Reply(200, {kind.value: found})
 
     def get_entity(self, kind: EntityKind, key: Any, principal: Principal) -> Reply:
-        visible = self.visible_keys(self.VISIBLE_BY[kind], principal)
         for entity in self._entities(kind):
-            if str(entity.get(kind.id_field)) == str(key) and entity.get(kind.id_field) in visible:
-                return Reply(200, entity)
+            identity = entity.get(kind.id_field)
+            if str(identity) == str(key):
+                if self.is_visible(self.VISIBLE_BY[kind], identity, principal):
+                    return Reply(200, entity)
+                break
         return Reply(404, _NOT_FOUND[kind])
 
     def for_category(self, kind: EntityKind, category_id: str, principal: Principal) -> Reply:
-        visible = category_id in self.visible_keys("category_id", principal)
+        visible = self.is_visible("category_id", category_id, principal)
         if kind is EntityKind.INDICATOR:
             found = [
                 e for e in self._entities(kind) if visible and e.get("category_id") == category_id
