@@ -9,6 +9,7 @@ import contextlib
 import functools
 import sys
 from collections import defaultdict
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -242,7 +243,10 @@ def plan_command(
         raise LoaderError("--verify reads the server: it cannot be --offline")
     made = run.plan(manifest, target=where.target, offline=offline, verify=verify, only=only,
                     state=where.state, wait_ready=where.wait_ready)  # fmt: skip
-    data = planfile.save_plan(made, out) if out else planfile.document(made)
+    if out:
+        data = planfile.save_plan(made, out)
+    else:  # sealed only where the seal is shown: the JSON document
+        data = planfile.document(made) if fmt == "json" else planfile.plan_data(made)
     click.echo(render(data, fmt), nl=False)
     if out:  # on stderr: stdout is the plan alone (a PR comment, a JSON document)
         hint = planfile.how_to_apply(out, manifest, made.refreshed)
@@ -279,13 +283,18 @@ class ApplyProgress:
         self.lock = threading.Lock()
         self.total = self.done = self.failed = 0
         self.start = self.last = 0.0
+        self.model: Any = None
 
-    def begin(self, total: int) -> None:
-        self.total, self.start = total, self.clock()
+    def begin(self, changes: Sequence[Any]) -> None:
+        from loader.progress import CostModel, Work, work_of
+
+        self.total, self.start = len(changes), self.clock()
         self.last = self.start
+        self.model = CostModel(sum((work_of(c) for c in changes), Work()))
 
     def __call__(self, outcome: Any) -> None:
         from loader.execute import OutcomeStatus
+        from loader.progress import work_of
         from loader.render import progress_line
 
         if outcome.status is OutcomeStatus.SKIPPED and outcome.message == "interrupted":
@@ -294,6 +303,8 @@ class ApplyProgress:
             self.done += 1
             self.failed += outcome.status is OutcomeStatus.FAILED
             now = self.clock()
+            self.model.add(work_of(outcome.change), now - self.start)
+            estimate = {"share": self.model.share_done(), "left": self.model.seconds_left()}
             if self.verbose:
                 clear = "\r\x1b[K" if self.terminal else ""  # the bar's line, wiped first
                 line = f"  {outcome.status.value}: {outcome.change.describe()}"
@@ -301,11 +312,15 @@ class ApplyProgress:
             if self.quiet:
                 return
             if self.terminal:
-                line = progress_line(self.done, self.total, self.failed, now - self.start, 30)
+                line = progress_line(
+                    self.done, self.total, self.failed, now - self.start, 30, **estimate
+                )
                 click.echo(f"\r{line}", nl=self.done == self.total, err=True)
             elif now - self.last >= self.LOG_EVERY or self.done == self.total:
                 self.last = now
-                line = progress_line(self.done, self.total, self.failed, now - self.start)
+                line = progress_line(
+                    self.done, self.total, self.failed, now - self.start, **estimate
+                )
                 click.echo(f"apply: {line}", err=True)
 
 
@@ -371,12 +386,13 @@ def apply_command(  # noqa: PLR0913 (click hands a command each of its options)
             click.echo(render_text(plan_data(made)), nl=False)
 
     def confirm(made: Plan) -> bool:
-        progress.begin(len(made.changes))
-        if not asks:
-            return True
-        if not sys.stdin.isatty():
-            raise LoaderError("not on a terminal: apply needs --yes (or a saved plan)")
-        return click.confirm("Apply these changes?", default=False)
+        if asks:
+            if not sys.stdin.isatty():
+                raise LoaderError("not on a terminal: apply needs --yes (or a saved plan)")
+            if not click.confirm("Apply these changes?", default=False):
+                return False
+        progress.begin(made.changes)  # its clock starts now, not while a person reads
+        return True
 
     options = applying.ApplyOptions(
         target=where.target, state=where.state, wait_ready=where.wait_ready, reviewed=reviewed,

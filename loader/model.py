@@ -191,6 +191,12 @@ class DatasetKey:
     def __str__(self) -> str:
         return f"{self.indicator_id} srid={self.srid} trid={self.trid} {self.dt}"
 
+    @property
+    def order(self) -> tuple[str, str, int, int, str]:
+        """The fields as a tuple, in the order keys sort: `sorted(keys, key=by_key)` compares
+        tuples in C, several times faster than the dataclass's own comparison."""
+        return (self.category_id, self.indicator_id, self.srid, self.trid, self.dt)
+
     def to_json(self) -> dict[str, Any]:
         """The key as every JSON the loader writes or sends holds it: the record, the
         journal, plan files, the data cache, content digests and /data metadata."""
@@ -201,6 +207,10 @@ class DatasetKey:
     def from_json(cls, raw: Mapping[str, Any]) -> DatasetKey:
         """`to_json`'s output read back, each field's type checked and nothing converted;
         a KeyShapeError names the first field that is missing or not of its type."""
+        if type(raw) is dict:  # the fast path: the JSON the loader wrote, every field right
+            fields: tuple[Any, ...] = tuple(raw.get(name) for name, _ in _KEY_FIELDS)
+            if tuple(map(type, fields)) == _KEY_TYPES:
+                return cls(*fields)
         values: list[Any] = []
         for name, kind in _KEY_FIELDS:
             value = raw.get(name) if isinstance(raw, Mapping) else None
@@ -212,6 +222,12 @@ class DatasetKey:
 
 _KEY_FIELDS = (("category_id", str), ("indicator_id", str), ("srid", int), ("trid", int),
                ("dt", str))  # fmt: skip
+_KEY_TYPES = tuple(kind for _, kind in _KEY_FIELDS)
+
+
+def by_key(item: DatasetKey | tuple[DatasetKey, Any]) -> tuple[str, str, int, int, str]:
+    """A sort key for dataset keys, or for (key, value) items: `DatasetKey.order`."""
+    return item.order if isinstance(item, DatasetKey) else item[0].order
 
 
 class KeyShapeError(ValueError):

@@ -25,6 +25,7 @@ from loader.model import (
     EntityKind,
     LoaderError,
     Role,
+    by_key,
     stored_matches,
 )
 from loader.notes import (
@@ -505,7 +506,7 @@ class _PlanBuilder:
     def dataset_changes(self) -> tuple[list[Change], list[Change]]:
         writes: list[Change] = []
         observed = self.observed
-        for key, summary in sorted(self.desired.datasets.items()):
+        for key, summary in sorted(self.desired.datasets.items(), key=by_key):
             if not selected(self.selectors, key):
                 continue
             recorded = self.record.datasets.get(key)
@@ -537,7 +538,7 @@ class _PlanBuilder:
                 f"{recorded.summary.stats.count:,} values; grants to "
                 f"{', '.join(sorted(recorded.scopes)) or 'admin only'} go with it",
             )
-            for key, recorded in sorted(self.record.datasets.items())
+            for key, recorded in sorted(self.record.datasets.items(), key=by_key)
             if key not in self.desired.datasets and selected(self.selectors, key)
         ]
         return writes, deletes

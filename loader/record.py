@@ -34,6 +34,7 @@ from loader.model import (
     EntityKind,
     KeyShapeError,
     LoaderError,
+    by_key,
     excerpt,
     json_kind,
 )
@@ -228,7 +229,7 @@ class Record:
         return {
             "target_url": self.target_url,
             "config": config,
-            "datasets": [_dataset_json(d) for _, d in sorted(self.datasets.items())],
+            "datasets": [_dataset_json(d) for _, d in sorted(self.datasets.items(), key=by_key)],
             "in_doubt": [k.to_json() for k in sorted(self.in_doubt)],
             "history": [_entry_json(e) for e in self.history],
         }
@@ -386,7 +387,7 @@ def group_of(key: DatasetKey) -> tuple[str, str, int, int]:
 
 def groups(keys: Iterable[DatasetKey]) -> dict[tuple[str, str, int, int], list[DatasetKey]]:
     found: dict[tuple[str, str, int, int], list[DatasetKey]] = {}
-    for key in sorted(keys):
+    for key in sorted(keys, key=by_key):
         found.setdefault(group_of(key), []).append(key)
     return found
 
@@ -472,7 +473,7 @@ def event_json(event: Event) -> dict[str, Any]:
         case DatasetDropped(key):
             return {"op": "drop_dataset", **key.to_json()}
         case WritingDatasets(keys):
-            return {"op": "writing", "keys": [k.to_json() for k in sorted(keys)]}
+            return {"op": "writing", "keys": [k.to_json() for k in sorted(keys, key=by_key)]}
         case GrantChanged(key, scope, mdid, granted):
             return {"op": "grant" if granted else "revoke", "scope": scope, "mdid": mdid,
                     **key.to_json()}  # fmt: skip

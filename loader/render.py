@@ -103,10 +103,17 @@ def _stats_line(before: Mapping[str, Any], after: Mapping[str, Any]) -> str:
     return ", ".join(parts)
 
 
+def _key_order(key: Any) -> Any:
+    """A change's dataset key as a value to group by (None for setup and entities)."""
+    if not isinstance(key, Mapping):
+        return key
+    return tuple(key.get(name) for name in ("category_id", "indicator_id", "srid", "trid", "dt"))
+
+
 def _blocks(changes: list[Mapping[str, Any]]) -> list[list[Mapping[str, Any]]]:
     """Dataset and grant changes per dataset identity, in plan order."""
     blocks: list[list[Mapping[str, Any]]] = []
-    for _, run in groupby(changes, key=lambda c: json.dumps(c.get("key"), sort_keys=True)):
+    for _, run in groupby(changes, key=lambda c: _key_order(c.get("key"))):
         blocks.append(list(run))
     return blocks
 
@@ -390,12 +397,28 @@ def render_status(status: TargetStatus) -> str:
     return "\n".join(out) + "\n"
 
 
-def progress_line(done: int, total: int, failed: int, seconds: float, width: int = 0) -> str:
-    """`[#####.....] 45/165 27% 12.3/s ETA 0:09` with a bar of `width` (0: no bar)."""
+def progress_line(
+    done: int,
+    total: int,
+    failed: int,
+    seconds: float,
+    width: int = 0,
+    *,
+    share: float | None = None,
+    left: float | None = None,
+) -> str:
+    """`[#####.....] 45/165 27% 12.3/s ETA 0:09` with a bar of `width` (0: no bar): changes
+    done, the share of the work done and the seconds left (by the cost model of
+    loader/progress.py when given; else by the count of changes)."""
     rate = done / seconds if seconds > 0 else 0.0
-    left = (total - done) / rate if rate > 0 else None
-    eta = "--:--" if left is None else f"{int(left) // 60}:{int(left) % 60:02d}"
-    share = done / total if total else 1.0
+    if share is None:
+        share = done / total if total else 1.0
+        left = (total - done) / rate if rate > 0 else None
+    eta = "--:--"
+    if left is not None:
+        minutes, secs = divmod(int(left), 60)
+        hours, minutes = divmod(minutes, 60)
+        eta = f"{hours}:{minutes:02d}:{secs:02d}" if hours else f"{minutes}:{secs:02d}"
     bar = ""
     if width:
         filled = int(width * share)

@@ -511,12 +511,16 @@ class Store:
         """Whether a dataset whose `column` is `key` is mapped to one of the principal's
         scopes: the first such row answers (a read per entity, not a scan of them all)."""
         perms = sorted(principal.permissions)
-        row = self.connection().execute(
-            f"SELECT 1 FROM metadata md WHERE md.{column} = ? AND EXISTS (SELECT 1 FROM "
-            f"scope_mapping sm WHERE sm.mdid = md.mdid AND sm.scope IN ({self._in(perms)})) "
-            "LIMIT 1",
-            [key, *perms],
-        ).fetchone()
+        row = (
+            self.connection()
+            .execute(
+                f"SELECT 1 FROM metadata md WHERE md.{column} = ? AND EXISTS (SELECT 1 FROM "
+                f"scope_mapping sm WHERE sm.mdid = md.mdid AND sm.scope IN ({self._in(perms)})) "
+                "LIMIT 1",
+                [key, *perms],
+            )
+            .fetchone()
+        )
         return row is not None
 
     def _entities(self, kind: EntityKind) -> list[dict[str, Any]]:

@@ -48,6 +48,7 @@ ALLOWED = {
     "loader.refresh": set(),
     "loader.execute": set(),
     "loader.render": set(),
+    "loader.progress": set(),
 }
 
 
