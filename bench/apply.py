@@ -88,9 +88,9 @@ def planned_writes(directory: Path, secret: str) -> Writes:
     return Writes(config, datasets, grants)
 
 
-def floor(directory: Path, secret: str, writes: Writes, concurrency: int) -> float:
+def floor(directory: Path, secret: str, writes: Writes, concurrency: int, run: int) -> float:
     """A bare client sending `writes` with `concurrency` requests in flight."""
-    with serving(directory / f"floor-{concurrency}.db", secret, *SERVE_OPTIONS) as base:
+    with serving(directory / f"floor-{concurrency}-{run}.db", secret, *SERVE_OPTIONS) as base:
         with contextlib.redirect_stdout(io.StringIO()):
             token = fetch_token(base.removesuffix("/v1") + "/oauth/token", SERVE_AUDIENCE,
                                 "dev-admin", secret)  # fmt: skip
@@ -134,8 +134,10 @@ def notebook(directory: Path, secret: str, run: int) -> float:
 
 
 def ours(directory: Path, secret: str, run: int) -> float:
+    own = directory / f"ours-{run}"  # a state record of its own
+    own.mkdir()
     with serving(directory / f"ours-{run}.db", secret, *SERVE_OPTIONS) as base:
-        manifest = served_manifest(directory, base)
+        manifest = served_manifest(own, base)
         start = time.perf_counter()
         applied = loader.apply(manifest, environ={SERVE_SECRET_ENV: secret})
         seconds = time.perf_counter() - start
@@ -179,7 +181,7 @@ def main() -> int:
         writes = planned_writes(directory, secret)
         for run in range(RUNS):
             for concurrency in CONCURRENCIES:
-                took = floor(directory, secret, writes, concurrency)
+                took = floor(directory, secret, writes, concurrency, run)
                 times.setdefault(f"floor, {concurrency} in flight", []).append(took)
             times.setdefault("flowkit-loader apply", []).append(ours(directory, secret, run))
             times.setdefault("notebook flow", []).append(notebook(directory, secret, run))

@@ -4,9 +4,9 @@
 indicators of one daily category over 20, 200 and 1,000 days, three units each, one CSV
 per month, one access rule over ten indicators: many dates and indicators, few units, so
 that the embedded backend is not what is measured) in a temporary folder. For each size,
-three times, each step runs in a fresh process of its own, timed inside it (interpreter
-start and imports left out), its memory the peak resident size minus the size after its
-imports:
+five times (three at 50,000; in rounds of all sizes in turn), each step runs in a fresh
+process of its own, timed inside it (interpreter start and imports left out), its memory
+the peak resident size minus the size after its imports:
 
   validate     every file read and checked (no cache)
   plan         a fresh plan against the empty backend (files in the cache, as after
@@ -49,7 +49,9 @@ EXAMPLE_CONFIG = ROOT / "manifests" / "example" / "config.json"
 INDICATORS = 50
 UNITS = ("EX01-01", "EX01-02", "EX02-01")
 SIZES = {1_000: 20, 10_000: 200, 50_000: 1_000}  # datasets: days
-RUNS = 3
+# Runs per size, medians taken: more of the small sizes, whose seconds the machine's
+# noise moves most, at little cost.
+RUNS = {1_000: 5, 10_000: 5, 50_000: 3}
 BAR = 1.5
 COMMENT_LIMIT = 65_536  # characters in a GitHub comment
 FIRST_DAY = date(2020, 1, 1)
@@ -226,18 +228,29 @@ def main() -> None:
         return
     sizes = [int(s) for s in options.sizes.split(",")]
     started = time.perf_counter()
-    medians: dict[str, dict[int, dict[str, float]]] = {}
+    runs: dict[int, list[dict[str, dict[str, float]]]] = {size: [] for size in sizes}
     with tempfile.TemporaryDirectory(prefix="flowkit-scale-") as folder:
         for size in sizes:
+            write_deployment(Path(folder) / str(size), SIZES[size])
+        time.sleep(2.5)  # files older than the cache's racy window, as a user's are
+        for size in sizes:  # the cache filled, as validate (with it) leaves it for plans
             directory = Path(folder) / str(size)
-            write_deployment(directory, SIZES[size])
-            runs = [one_run(directory, SIZES[size]) for _ in range(RUNS)]
-            for step in (*STEPS, "record"):
-                medians.setdefault(step, {})[size] = {
-                    key: statistics.median(run[step][key] for run in runs) for key in runs[0][step]
-                }
-            print(f"{size:>7,} datasets: done in {time.perf_counter() - started:.0f} s",
+            measure("plan", directory / "manifest.yaml", directory / "cache")
+        # Rounds of every size in turn: a machine that is busier for a while slows all
+        # sizes alike, not one of them (the ratios compare sizes).
+        for number in range(max(RUNS.values())):
+            for size in sizes:
+                if number < RUNS[size]:
+                    runs[size].append(one_run(Path(folder) / str(size), SIZES[size]))
+            print(f"round {number + 1}: done in {time.perf_counter() - started:.0f} s",
                   flush=True)  # fmt: skip
+    medians: dict[str, dict[int, dict[str, float]]] = {}
+    for step in (*STEPS, "record"):
+        for size in sizes:
+            keys = runs[size][0][step]
+            medians.setdefault(step, {})[size] = {
+                key: statistics.median(r[step][key] for r in runs[size]) for key in keys
+            }
     failed = False
     print(f"\n{'step':<9}" + "".join(f"{s:>16,}" for s in sizes) + "   time ratio  memory ratio")
     for step in STEPS:

@@ -83,8 +83,11 @@ class Subject(enum.Enum):
 
 @dataclass(frozen=True)
 class SetupTarget:
-    """The whole config, languages included: the only way to write languages."""
+    """The whole config, languages included: the only way to write languages. `entities`
+    is how many it posts (each is checked after, one request each: loader/progress.py
+    weighs the change by them)."""
 
+    entities: int = 0
     subject: ClassVar[Subject] = Subject.SETUP
 
     def describe(self) -> str:
@@ -399,12 +402,14 @@ class _PlanBuilder:
         )
         counts = _entity_counts(self.desired.entities)
         if fresh:
-            return Change(Action.CREATE, Reason.NEW, SetupTarget(), f"fresh deployment: {counts}")
+            setup = SetupTarget(len(self.desired.entities))
+            return Change(Action.CREATE, Reason.NEW, setup, f"fresh deployment: {counts}")
         drift = server is not None and any("server" in r for r in reasons)
         reason = Reason.DRIFTED if drift else Reason.CONTENT_CHANGED
         return Change(
-            Action.REPLACE, reason, SetupTarget(), f"{'; '.join(reasons)}; posts {counts}"
-        )
+            Action.REPLACE, reason, SetupTarget(len(self.desired.entities)),
+            f"{'; '.join(reasons)}; posts {counts}",
+        )  # fmt: skip
 
     def entity_changes(self) -> tuple[list[Change], list[Change]]:
         """Creates and updates in dependency order, and deletes in reverse."""

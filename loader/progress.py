@@ -16,7 +16,7 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass
 
-from loader.planner import Action, Change, DatasetTarget
+from loader.planner import Action, Change, DatasetTarget, SetupTarget
 
 # How long ago an interval must be to count half: a fifth of the time the apply has run
 # (the recent part of a long apply tells its speed now), never under MIN_HALF_LIFE (enough
@@ -48,10 +48,12 @@ class Work:
 
 def work_of(change: Change) -> Work:
     """One request per change; a dataset written (created, updated, replaced) also sends
-    each of its values."""
+    each of its values; the setup, its POST and GET and a check of each entity posted."""
     match change.target:
         case DatasetTarget(summary=summary) if change.action is not Action.DELETE:
             return Work(1, summary.stats.count)
+        case SetupTarget(entities=entities):
+            return Work(2 + entities, 0)
         case _:
             return Work(1, 0)
 
@@ -76,12 +78,11 @@ class CostModel:
             return
         step = self.done - self._closed
         self._decay(elapsed)
-        # Each interval weighs inversely to its work (in requests, a value counting as the
-        # prior's share of one): plain least squares would let the intervals that happened
-        # to hold most work decide the rates; so, with one mix of work, the rate is the
-        # (decayed) time over the (decayed) work, as throughput is measured.
+        # Each interval weighs inversely to its length (an interval's time varies in
+        # proportion to it): plain least squares would let the intervals that happened to
+        # hold most work decide the rates.
         r, v = float(step.requests), float(step.values)
-        w = 1.0 / max(r + v / PRIOR_VALUES_PER_REQUEST, 1e-9)
+        w = 1.0 / max(span, 1e-9)
         self._rr += w * r * r
         self._vv += w * v * v
         self._rv += w * r * v

@@ -15,7 +15,8 @@ from __future__ import annotations
 
 import hashlib
 import json
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -95,6 +96,23 @@ class Grids:
         return self.by_trid[key.trid].format(from_backend_dt(key.dt))
 
 
+# Existence reads in flight at once: each is one small /query; the server answers them
+# side by side (backend-contract: 23 of them concurrent in ~0.15 s).
+READS_IN_FLIGHT = 8
+
+Group = tuple[str, str, int, int]
+
+
+def _read_all(
+    read: Callable[[QueryRange], frozenset[int]], ranges: Mapping[Group, QueryRange]
+) -> dict[Group, frozenset[int]]:
+    """`read` of every range, READS_IN_FLIGHT at a time; the first error is raised."""
+    if len(ranges) <= 1:
+        return {group: read(query) for group, query in ranges.items()}
+    with ThreadPoolExecutor(READS_IN_FLIGHT, thread_name_prefix="refresh") as pool:
+        return dict(zip(ranges, pool.map(read, ranges.values()), strict=True))
+
+
 def refresh(
     backend: Backend,
     record: Record,
@@ -118,13 +136,20 @@ def refresh(
     notes: list[Note] = []
     ranges: dict[tuple[str, str, int, int], QueryRange] = {}
     unknown: list[list[DatasetKey]] = []  # the groups where the server shows mdids we do not
-    for group, keys in groups([*record.datasets, *desired.datasets]).items():
+    grouped = groups({*record.datasets, *desired.datasets})
+    for group, keys in grouped.items():
         query = grids.query(keys)
         if query is None:
             notes.append(NoSuchResolution(keys[0].indicator_id, keys[0].trid))
-            continue
-        ranges[group] = query
-        visible = backend.visible_mdids(query)
+        else:
+            ranges[group] = query
+    visible_in = _read_all(backend.visible_mdids, ranges)
+    sees = {
+        scope: _read_all(reader.visible_mdids, ranges) for scope, reader in (readers or {}).items()
+    }
+    for group, query in ranges.items():
+        keys = grouped[group]
+        visible = visible_in[group]
         seen["/".join(map(str, group))] = sorted(visible)
         mine = {k: record.datasets[k] for k in keys if k in record.datasets}
         vanished.update(k for k, d in mine.items() if d.mdid not in visible)
@@ -132,8 +157,8 @@ def refresh(
         if extra:
             unrecorded[(query.indicator_id, query.srid, query.trid)] = len(extra)
             unknown.append(keys)
-        for scope, reader in (readers or {}).items():
-            reader_sees = reader.visible_mdids(query)
+        for scope, found in sees.items():
+            reader_sees = found[group]
             seen[f"{scope}:" + "/".join(map(str, group))] = sorted(reader_sees)
             missing.update(
                 (scope, k)
@@ -203,13 +228,14 @@ def other_writers_now(
     each indicator and resolution first, date by date only where the record lacks some."""
     grids = Grids(setup)
     wanted = list(wanted)
+    grouped = groups({*record.datasets, *wanted})
+    ranges = {g: q for g, keys in grouped.items() if (q := grids.query(keys)) is not None}
+    visible = _read_all(backend.visible_mdids, ranges)
     unknown = []
-    for keys in groups([*record.datasets, *wanted]).values():
-        query = grids.query(keys)
-        if query is None:
-            continue
+    for group in ranges:
+        keys = grouped[group]
         known = {record.datasets[k].mdid for k in keys if k in record.datasets}
-        if backend.visible_mdids(query) - known:
+        if visible[group] - known:
             unknown.append(keys)
     return other_writers(backend, record, wanted, grids, unknown)
 

@@ -32,7 +32,8 @@ def test_a_dataset_write_carries_its_values_and_everything_else_one_request() ->
     assert work_of(dataset_change(1_500, Action.UPDATE)) == Work(1, 1_500)
     assert work_of(dataset_change(1_500, Action.DELETE)) == Work(1, 0)
     assert work_of(grant_change()) == Work(1, 0)
-    assert work_of(Change(Action.UPDATE, Reason.CONTENT_CHANGED, SetupTarget())) == Work(1, 0)
+    setup = Change(Action.UPDATE, Reason.CONTENT_CHANGED, SetupTarget(entities=38))
+    assert work_of(setup) == Work(40, 0)
     assert Work(2, 5) + Work(1, 1) - Work(3, 6) == Work()
 
 
@@ -106,7 +107,7 @@ def test_a_server_that_slows_down_is_followed() -> None:
             found = model.seconds_left(), truly_left, 500 / (1_500 / clock)
     assert found is not None
     left, truly, whole_apply_rate = found
-    assert abs(left - truly) / truly < 0.2
+    assert abs(left - truly) / truly < 0.25  # the half-life: steadiness against lag
     assert abs(whole_apply_rate - truly) / truly > 0.3
 
 

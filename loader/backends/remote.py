@@ -25,6 +25,7 @@ import random
 import threading
 import time
 from collections.abc import Callable, Iterable, Mapping
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, replace
 from typing import Any
 
@@ -385,24 +386,40 @@ class RemoteBackend(Backend):
         # Upstream answers 500 even when every row was written (Hazard 1).
         with contextlib.suppress(UnknownOutcome):
             self.expect(self.request("POST", "/setup", Role.ADMIN, ADMIN, config, write=True), 204)
-        view = self.read_setup()
-        for kind, stored in ((EntityKind.LANGUAGE, view.languages),
-                             (EntityKind.DATA_PROVIDER, view.data_providers)):  # fmt: skip
-            have = {item.get(kind.id_field) for item in stored}
-            missing = [e for e in config.get(kind.value, []) if e.get(kind.id_field) not in have]
-            if missing:
-                raise BackendError("POST /setup", 500, f"{kind.value} missing afterwards: "
-                                   f"{[m.get(kind.id_field) for m in missing]}")  # fmt: skip
-        for kind in (EntityKind.CATEGORY, EntityKind.INDICATOR, EntityKind.SPATIAL_RESOLUTION,
-                     EntityKind.TEMPORAL_RESOLUTION):  # fmt: skip
-            for entity in config.get(kind.value, []):
-                write = self.create_entity(kind, entity)
-                if not stored_matches(entity, write.stored):
-                    raise BackendError(
-                        f"POST /{kind.value}",
-                        303,
-                        f"{kind.singular} {entity.get(kind.id_field)!r} differs after setup",
-                    )
+        checks = [
+            (kind, entity)
+            for kind in (EntityKind.CATEGORY, EntityKind.INDICATOR,
+                         EntityKind.SPATIAL_RESOLUTION, EntityKind.TEMPORAL_RESOLUTION)
+            for entity in config.get(kind.value, [])
+        ]  # fmt: skip
+
+        def check(item: tuple[EntityKind, Mapping[str, Any]]) -> None:
+            kind, entity = item
+            write = self.create_entity(kind, entity)
+            if not stored_matches(entity, write.stored):
+                raise BackendError(
+                    f"POST /{kind.value}",
+                    303,
+                    f"{kind.singular} {entity.get(kind.id_field)!r} differs after setup",
+                )
+
+        # The checks are reads in effect (each answers 303 with what is stored): all in
+        # flight at once, as many as the connection allows, GET /setup among them; the
+        # first failure is raised, languages and data providers first, then config order.
+        with ThreadPoolExecutor(self.settings.parallelism, thread_name_prefix="setup") as pool:
+            viewing = pool.submit(self.read_setup)
+            checked = pool.map(check, checks)
+            view = viewing.result()
+            for kind, stored in ((EntityKind.LANGUAGE, view.languages),
+                                 (EntityKind.DATA_PROVIDER, view.data_providers)):  # fmt: skip
+                have = {item.get(kind.id_field) for item in stored}
+                missing = [e for e in config.get(kind.value, [])
+                           if e.get(kind.id_field) not in have]  # fmt: skip
+                if missing:
+                    raise BackendError("POST /setup", 500, f"{kind.value} missing afterwards: "
+                                       f"{[m.get(kind.id_field) for m in missing]}")  # fmt: skip
+            for _ in checked:
+                pass
 
     def create_entity(self, kind: EntityKind, body: Mapping[str, Any]) -> EntityWrite:
         path = f"/{kind.value}"
