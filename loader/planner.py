@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import enum
 from collections.abc import Iterable, Mapping
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
 from datetime import date, datetime
 from fnmatch import fnmatchcase
 from typing import ClassVar
@@ -85,9 +85,9 @@ class Subject(enum.Enum):
 class SetupTarget:
     """The whole config, languages included: the only way to write languages. `entities`
     is how many it posts (each is checked after, one request each: loader/progress.py
-    weighs the change by them)."""
+    weighs the change by them); a measure of the work, not part of what the change is."""
 
-    entities: int = 0
+    entities: int = field(default=0, compare=False)
     subject: ClassVar[Subject] = Subject.SETUP
 
     def describe(self) -> str:

@@ -2,6 +2,10 @@
 
 from __future__ import annotations
 
+import io
+import subprocess
+import sys
+import zipfile
 from collections.abc import Callable
 from pathlib import Path
 
@@ -93,3 +97,32 @@ def cli_run(*args: str, env: dict[str, str] | None = None) -> tuple[int, str]:
     result = CliRunner().invoke(cli, list(args), env=env)
     assert result.exception is None or isinstance(result.exception, SystemExit), result.output
     return result.exit_code, result.output
+
+
+def zipped(*members: tuple[str, bytes]) -> bytes:
+    """A zip archive of `members` (name, content), built in memory."""
+    buffer = io.BytesIO()
+    with zipfile.ZipFile(buffer, "w") as archive:
+        for name, data in members:
+            archive.writestr(name, data)
+    return buffer.getvalue()
+
+
+def without_package(package: str, code: str) -> str:
+    """What `code` prints in a fresh interpreter where `package` cannot be imported (as
+    where an optional extra is not installed)."""
+    program = f"import sys\nsys.modules[{package!r}] = None\n{code}"
+    done = subprocess.run([sys.executable, "-c", program], cwd=ROOT, capture_output=True,
+                          text=True, check=True, timeout=60)  # fmt: skip
+    return done.stdout
+
+
+# A small residents CSV: two months, one empty density cell, one empty arrived cell, and
+# a density that rounds at its ninth decimal.
+RESIDENTS_SAMPLE = (
+    "month,pcod,residents,residents_perKm2,arrived\n"
+    "2021-02-01,EX01-02,200,2.5,20\n"
+    "2021-01-01,EX02-01,300,,30\n"
+    "2021-01-01,EX01-01,100,1.25,\n"
+    "2021-02-01,EX01-01,110,0.1234567895,11\n"
+)

@@ -11,15 +11,9 @@ from loader import csvshape, data, readers
 from loader.cli import cli
 from loader.model import Dataset, Severity, nanos_to_text
 from loader.validation import validate
-from tests.helpers import write_manifest
+from tests.helpers import RESIDENTS_SAMPLE, write_manifest
 
-RESIDENTS = (
-    "month,pcod,residents,residents_perKm2,arrived\n"
-    "2021-02-01,EX01-02,200,2.5,20\n"
-    "2021-01-01,EX02-01,300,,30\n"
-    "2021-01-01,EX01-01,100,1.25,\n"
-    "2021-02-01,EX01-01,110,0.1234567895,11\n"
-)
+RESIDENTS = RESIDENTS_SAMPLE
 MOVEMENTS = (
     "date,pcod_from,pcod_to,travellers,travellers_pctchangewithref\n"
     "2021-03-02,EX01-02,EX01-01,7,-1.5\n"

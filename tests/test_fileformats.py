@@ -6,12 +6,8 @@ from __future__ import annotations
 
 import bz2
 import gzip
-import io
 import json
 import lzma
-import subprocess
-import sys
-import zipfile
 from collections.abc import Callable
 from pathlib import Path
 
@@ -27,17 +23,9 @@ from loader.fileformats import (
     open_bytes,
 )
 from loader.validation import schema_text
-from tests.conftest import ROOT
+from tests.helpers import without_package, zipped
 
 TEXT = b"month,pcod,residents\n2021-01-01,EX01-01,1\n" * 100
-
-
-def zipped(*members: tuple[str, bytes]) -> bytes:
-    buffer = io.BytesIO()
-    with zipfile.ZipFile(buffer, "w") as archive:
-        for name, data in members:
-            archive.writestr(name, data)
-    return buffer.getvalue()
 
 
 WRITERS: dict[str, Callable[[bytes], bytes]] = {
@@ -129,18 +117,13 @@ def test_zstd_without_its_package_says_which_extra_to_install(tmp_path: Path) ->
     path = tmp_path / "data.csv.zst"
     path.write_bytes(WRITERS["zstd"](TEXT))
     code = (
-        "import sys\n"
-        "sys.modules['zstandard'] = None  # not installed\n"
         "from loader.fileformats import READ_ERRORS, open_bytes\n"
         "try:\n"
         f"    open_bytes({str(path)!r}, 'zstd')\n"
         "except READ_ERRORS as error:\n"
         "    print(error)\n"
     )
-    done = subprocess.run(
-        [sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, check=True,
-        timeout=60,
-    )  # fmt: skip
-    assert done.stdout == (
+    printed = without_package("zstandard", code)
+    assert printed == (
         "reading .zst files needs the zstandard package (pip install 'flowkit-loader[zstd]')\n"
     )

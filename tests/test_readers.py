@@ -10,11 +10,7 @@ from __future__ import annotations
 
 import bz2
 import gzip
-import io
 import lzma
-import subprocess
-import sys
-import zipfile
 from collections.abc import Callable
 from datetime import date, datetime
 from decimal import Decimal
@@ -32,8 +28,7 @@ from loader.fileformats import FileFormat
 from loader.model import Dataset, Position, nanos_to_text
 from loader.readers import CsvReader, ParquetReader, reader_for
 from loader.validation import validate
-from tests.conftest import ROOT
-from tests.helpers import write_manifest
+from tests.helpers import without_package, write_manifest, zipped
 
 RESIDENTS = (
     "month,pcod,residents,residents_perKm2,arrived\n"
@@ -48,14 +43,6 @@ COMPRESSORS: dict[str, Callable[[bytes], bytes]] = {
     "xz": lzma.compress,
     "zst": lambda data: zstandard.ZstdCompressor().compress(data),
 }
-
-
-def zipped(*members: tuple[str, bytes]) -> bytes:
-    buffer = io.BytesIO()
-    with zipfile.ZipFile(buffer, "w") as archive:
-        for name, data in members:
-            archive.writestr(name, data)
-    return buffer.getvalue()
 
 
 def residents_table(**types: pa.DataType) -> pa.Table:
@@ -311,17 +298,12 @@ def test_parquet_without_pyarrow_says_which_extra_to_install(tmp_path: Path) -> 
     """In an interpreter where pyarrow cannot be imported (as without the extra)."""
     (tmp_path / "residents.parquet").write_bytes(parquet_bytes(residents_table(), tmp_path))
     code = (
-        "import sys\n"
-        "sys.modules['pyarrow'] = None  # not installed\n"
         "from loader.readers import ParquetReader\n"
         f"reader = ParquetReader({str(tmp_path / 'residents.parquet')!r}, 'residents.parquet')\n"
         "print(reader.header(), [str(p) for p in reader.problems], reader.failed)\n"
     )
-    done = subprocess.run(
-        [sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, check=True,
-        timeout=60,
-    )  # fmt: skip
-    assert done.stdout == (
+    printed = without_package("pyarrow", code)
+    assert printed == (
         'None ["residents.parquet: reading Parquet files needs pyarrow (pip install '
         "'flowkit-loader[parquet]')\"] True\n"
     )

@@ -19,15 +19,9 @@ import pytest
 from loader import data, summaries
 from loader.validation import validate
 from tests.conftest import ROOT
-from tests.helpers import write_manifest
+from tests.helpers import RESIDENTS_SAMPLE, write_manifest
 
-RESIDENTS = (
-    "month,pcod,residents,residents_perKm2,arrived\n"
-    "2021-02-01,EX01-02,200,2.5,20\n"
-    "2021-01-01,EX02-01,300,,30\n"
-    "2021-01-01,EX01-01,100,1.25,\n"
-    "2021-02-01,EX01-01,110,0.1234567895,11\n"
-)
+RESIDENTS = RESIDENTS_SAMPLE
 
 
 def refuse_rereading(monkeypatch: pytest.MonkeyPatch) -> None:
