@@ -24,7 +24,7 @@ from typing import Any
 from common import SERVE_SECRET_ENV, fail, served_manifest, serving
 
 from loader.applying import ApplyOptions, apply
-from loader.progress import CostModel, Work, work_of
+from loader.progress import CostModel, work_of
 
 BAR = 0.25
 MARKS = (25, 50, 75)
@@ -43,7 +43,7 @@ class Tracker:
 
     def confirm(self, plan: Any) -> bool:
         self.total = len(plan.changes)
-        self.model = CostModel(sum((work_of(c) for c in plan.changes), Work()))
+        self.model = CostModel.of(plan.changes)
         self.start = time.perf_counter()
         return True
 

@@ -294,11 +294,11 @@ class ApplyProgress:
         self.model: Any = None
 
     def begin(self, changes: Sequence[Any]) -> None:
-        from loader.progress import CostModel, Work, work_of
+        from loader.progress import CostModel
 
         self.total, self.start = len(changes), self.clock()
         self.last = self.start
-        self.model = CostModel(sum((work_of(c) for c in changes), Work()))
+        self.model = CostModel.of(changes)
 
     def __call__(self, outcome: Any) -> None:
         from loader.execute import OutcomeStatus

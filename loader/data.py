@@ -428,9 +428,12 @@ class FileDatasets:
                 self.findings.add("number", column, rows[refused])
         else:
             text = series.astype(object)
-            absent = text.isna().to_numpy()
-            empty = (absent if nulls is None else (text == "").to_numpy()) & ~blank
-            text = text.where(~(text == "").to_numpy()) if nulls is not None else text
+            if nulls is None:  # a CSV: its empty cells were read as NaN
+                empty = text.isna().to_numpy() & ~blank
+            else:  # a typed file: an empty text is the empty cell (a null is counted above)
+                is_empty = (text == "").to_numpy()
+                empty = is_empty & ~blank
+                text = text.where(~is_empty)
             spelled = text.isin(spellings).to_numpy() if spellings else np.zeros(len(text), bool)
             if spelled.any():
                 for spelling, count in text[spelled].value_counts().items():

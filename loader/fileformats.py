@@ -24,7 +24,7 @@ from typing import Any
 COMPRESSIONS = {".gz": "gzip", ".bz2": "bz2", ".xz": "xz", ".zst": "zstd", ".zip": "zip"}
 
 # What `format:` may name, and the suffixes that choose a format by themselves.
-FORMATS = ("csv", *(f"csv.{s}" for s in ("gz", "bz2", "xz", "zst", "zip")), "parquet")
+FORMATS = ("csv", *(f"csv{suffix}" for suffix in COMPRESSIONS), "parquet")
 PARQUET_SUFFIXES = (".parquet", ".pq")
 
 
@@ -39,8 +39,8 @@ class FileFormat:
     def name(self) -> str:
         """As the manifest names it (and as the cache keys it)."""
         if self.kind == "csv" and self.compression is not None:
-            suffix = {"gzip": "gz", "zstd": "zst"}.get(self.compression, self.compression)
-            return f"csv.{suffix}"
+            suffix = next(s for s, name in COMPRESSIONS.items() if name == self.compression)
+            return f"csv{suffix}"
         return self.kind
 
 

@@ -14,6 +14,7 @@ the one rate measured. Standard library only: no import cost for the CLI.
 from __future__ import annotations
 
 import math
+from collections.abc import Iterable
 from dataclasses import dataclass
 
 from loader.planner import Action, Change, DatasetTarget, SetupTarget
@@ -61,6 +62,11 @@ def work_of(change: Change) -> Work:
 class CostModel:
     """seconds ~= a * requests + b * values, fitted online; `seconds_left` for the rest."""
 
+    @classmethod
+    def of(cls, changes: Iterable[Change]) -> CostModel:
+        """The model of an apply of these changes, nothing done yet."""
+        return cls(sum((work_of(c) for c in changes), Work()))
+
     def __init__(self, total: Work) -> None:
         self.total = total
         self.done = Work()
@@ -86,8 +92,8 @@ class CostModel:
         self._rr += w * r * r
         self._vv += w * v * v
         self._rv += w * r * v
-        self._rt += w * r * span
-        self._vt += w * v * span
+        self._rt += r  # w * r * span
+        self._vt += v  # w * v * span
         self._closed, self._closed_at = self.done, elapsed
 
     def _decay(self, now: float) -> None:

@@ -17,7 +17,7 @@ from __future__ import annotations
 import csv
 import os
 from collections.abc import Iterator, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import date, datetime
 from typing import TYPE_CHECKING, Any, Protocol
 
@@ -75,9 +75,6 @@ class TableReader(Protocol):
     problems: list[Problem]  # of the file as a whole: unreadable, wrong shape or types
     failed: bool  # nothing of it can be read
 
-    # Nulls (Parquet) are missing whatever the manifest's `missing` says; a CSV has none.
-    nulls_are_missing: bool
-
     def header(self) -> list[str] | None:
         """The column names; None (with a problem) when there are none to read."""
 
@@ -117,8 +114,6 @@ def reader_for(path: str, shown: str, file_format: FileFormat) -> TableReader:
 
 
 class CsvReader:
-    nulls_are_missing = False
-
     def __init__(self, path: str, shown: str, compression: str | None = None) -> None:
         self.path = path
         self.shown = shown
@@ -130,8 +125,8 @@ class CsvReader:
     def at(self, line: int, column: int = 0) -> Position:
         return Position(self.shown, line, column)
 
-    def _fail(self, message: str, position: Position | None = None) -> None:
-        self.problems.append(Problem(position or self.at(1, 1), message))
+    def _fail(self, message: str) -> None:
+        self.problems.append(Problem(self.at(1, 1), message))
         self.failed = True
 
     def header(self) -> list[str] | None:
@@ -266,8 +261,6 @@ class ParquetReader:
     A null is a missing cell; the manifest's `missing` spellings apply to text only.
     """
 
-    nulls_are_missing = True
-
     def __init__(self, path: str, shown: str) -> None:
         self.path = path
         self.shown = shown
@@ -370,18 +363,17 @@ class ParquetReader:
                 index = pd.RangeIndex(offset, offset + batch.num_rows)
                 offset += batch.num_rows
                 frame: dict[str, Any] = {}
-                read = Chunk(pd.DataFrame(index=index))
+                exact, nulls = {}, {}
                 for name in columns:
                     array = batch.column(name)
                     if name in values:
                         frame[name], nanos = _values(array)
-                        read.nulls[name] = array.is_null().to_numpy(zero_copy_only=False)
+                        nulls[name] = array.is_null().to_numpy(zero_copy_only=False)
                         if nanos is not None:
-                            read.exact[name] = nanos
+                            exact[name] = nanos
                     else:
                         frame[name] = _categorical(array)
-                read.frame = pd.DataFrame(frame, index=index)
-                yield read
+                yield Chunk(pd.DataFrame(frame, index=index), exact, nulls)
         except (OSError, pa.ArrowException) as error:
             self._fail(f"cannot read Parquet file: {error}")
 
@@ -401,7 +393,7 @@ class ParquetReader:
                     columns = [taken.column(n).to_pylist() for n in names]
                     for i, row in enumerate(inside):
                         cells = [_cell_text(column[i]) for column in columns]
-                        found[row] = Place([self.place(row).positions[0]], cells, f"row {row + 1}")
+                        found[row] = replace(self.place(row), cells=cells)
                 offset += batch.num_rows
                 if offset > wanted[-1]:
                     break
