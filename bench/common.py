@@ -99,16 +99,23 @@ def served_manifest(directory: Path, base_url: str) -> Path:
     text = UPSTREAM_MANIFEST.read_text().replace(
         "../../../../shared/reference/upstream-data", str(UPSTREAM_DATA)
     )
+    manifest = directory / "upstream.yaml"
+    manifest.write_text(aimed_at(text, base_url, directory / "served.state.json"))
+    return manifest
+
+
+def aimed_at(manifest_text: str, base_url: str, state: Path) -> str:
+    """A manifest's text with its targets replaced by one: the `serve` at `base_url`
+    (…/v1), as its dev-admin client, its state record at `state`."""
     root = base_url.removesuffix("/v1")
     secret = f"client_secret: '${{{SERVE_SECRET_ENV}}}'"
     target = (
         "targets:\n"
         "  served:\n"
         f"    url: {base_url}\n"
-        f"    state: {directory / 'served.state.json'}\n"
+        f"    state: {state}\n"
         f"    auth: {{token_url: '{root}/oauth/token', audience: '{SERVE_AUDIENCE}'}}\n"
         f"    credentials:\n      all: {{client_id: dev-admin, {secret}}}\n"
     )
-    manifest = directory / "upstream.yaml"
-    manifest.write_text(text[: text.index("targets:")] + target + text[text.index("setup:") :])
-    return manifest
+    head, _, rest = manifest_text.partition("targets:")
+    return head + target + rest[rest.index("setup:") :]

@@ -17,9 +17,10 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass, replace
 from datetime import datetime, timezone
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Any, Literal, TypeVar
 
 from loader.backends.factory import writer_lock
+from loader.backends.pacing import DEFAULT_CEILING, AdaptiveLimit
 from loader.execute import DEFAULT_PARALLELISM, ApplyResult, Executor, OutcomeStatus, Progress
 from loader.model import DatasetKey, LoaderError, loader_version, plural
 from loader.planfile import PlanRefused, SavedPlan, is_plan_file
@@ -37,6 +38,7 @@ class Applied:
     plan: Plan
     result: ApplyResult
     record: Record
+    pacing: AdaptiveLimit | None = None  # with parallelism "auto": the limit it found
 
 
 @dataclass(frozen=True)
@@ -45,7 +47,9 @@ class ApplyOptions:
     state record, how long to wait for a service that starts on its first request, the
     lock holder's name, the environment its credentials come from), what it plans
     (`only`, `verify`, a `reviewed` plan file its changes must match), what it may
-    destroy, who sees and confirms the plan, and how it sends."""
+    destroy, who sees and confirms the plan, and how it sends: `parallelism` writes in
+    flight, or "auto" (a remote target: as many as the server takes, found as the apply
+    runs, never more than `max_parallelism`; see backends/pacing.py)."""
 
     target: str | None = None
     state: str | None = None
@@ -59,8 +63,15 @@ class ApplyOptions:
     max_destroy: int | None = None
     show: Callable[[Plan], None] | None = None  # sees the plan first (before any refusal)
     confirm: Callable[[Plan], bool] | None = None  # may then decline it
-    parallelism: int = DEFAULT_PARALLELISM
+    parallelism: int | Literal["auto"] = DEFAULT_PARALLELISM
+    max_parallelism: int = DEFAULT_CEILING
     progress: Progress | None = None
+
+    @property
+    def threads(self) -> int:
+        """Changes carried out at once (with "auto", the adaptive limit gates their
+        requests under this)."""
+        return self.max_parallelism if self.parallelism == "auto" else max(self.parallelism, 1)
 
 
 def apply(manifest: str | Path, options: ApplyOptions | None = None, /, **fields: Any) -> Applied:
@@ -102,9 +113,10 @@ def apply(manifest: str | Path, options: ApplyOptions | None = None, /, **fields
     # refuse).
     holder = options.holder
     with writer_lock(run.target, holder), run.store.held(StateStore.holder(holder)):
-        pool = max(options.parallelism, 1) * 2
-        with connect(run, wait_ready=options.wait_ready, parallelism=pool) as connection:
-            return _plan_and_apply(run, connection, saved, options)
+        pacing = AdaptiveLimit(options.max_parallelism) if options.parallelism == "auto" else None
+        with connect(run, wait_ready=options.wait_ready, parallelism=options.threads * 2,
+                     pacing=pacing) as connection:  # fmt: skip
+            return replace(_plan_and_apply(run, connection, saved, options), pacing=pacing)
 
 
 def _plan_and_apply(
@@ -172,7 +184,7 @@ def _execute(run: Run, connection: Connection, the_plan: Plan, options: ApplyOpt
     if writing:
         record_change(WritingDatasets(tuple(writing)))  # sorted in the journal
     executor = Executor(backend, record_change, run.datasets, run.setup.entities,
-                        parallelism=options.parallelism, progress=options.progress)  # fmt: skip
+                        parallelism=options.threads, progress=options.progress)  # fmt: skip
     result = executor.run(the_plan)
     record = adopt_languages(built.build(), run.desired, run.observed)
     never_sent = {o.change.target.key for o in result.outcomes if o.status is OutcomeStatus.SKIPPED

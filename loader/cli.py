@@ -12,7 +12,7 @@ import sys
 from collections import defaultdict
 from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Literal
 
 import click
 
@@ -180,6 +180,20 @@ def check_command(manifest: str, target: str | None, state: str | None, wait_rea
 
 # ---------------------------------------------------------------------------------------
 # plan, show, apply, import, status
+
+
+MOST_IN_FLIGHT = 64  # a loader that needs more is better split (see the README's Scale)
+
+
+def _parallelism(ctx: click.Context, param: click.Parameter, value: str) -> int | str:
+    """`--parallelism`: a number of writes in flight, or auto."""
+    text = str(value).strip().lower()
+    if text == "auto":
+        return text
+    if not text.isdigit() or not 1 <= int(text) <= MOST_IN_FLIGHT:
+        raise click.BadParameter(f"{value!r} is neither auto nor a number from 1 to "
+                                 f"{MOST_IN_FLIGHT}")  # fmt: skip
+    return int(text)
 
 
 @dataclass(frozen=True)
@@ -360,17 +374,26 @@ class ApplyProgress:
 @click.option(
     "--parallelism",
     "-j",
-    type=click.IntRange(min=1, max=64),
-    default=4,
+    metavar="N|auto",
+    callback=_parallelism,
+    default="4",
     show_default=True,
-    help="Dataset writes in flight at once.",
+    help="Dataset writes in flight at once, or auto: as many as the server takes (found "
+    "as the apply runs; backs off on 429, 503, timeouts and rising latency).",
+)
+@click.option(
+    "--max-parallelism",
+    type=click.IntRange(min=1, max=MOST_IN_FLIGHT),
+    default=16,
+    show_default=True,
+    help="With --parallelism auto: the most requests it may keep in flight.",
 )
 @click.option("--quiet", "-q", is_flag=True, help="Only the summary and errors.")
 @click.option("--verbose", "-v", is_flag=True, help="Every change as it completes.")  # fmt: skip
 def apply_command(  # noqa: PLR0913 (click hands a command each of its options)
     source: str, where: _Where, only: tuple[str, ...], verify: bool, reviewed: str | None,
-    yes: bool, allow_destroy: bool, max_destroy: int | None, parallelism: int, quiet: bool,
-    verbose: bool,
+    yes: bool, allow_destroy: bool, max_destroy: int | None, parallelism: int | Literal["auto"],
+    max_parallelism: int, quiet: bool, verbose: bool,
 ) -> None:  # fmt: skip
     """Make the target match MANIFEST (plan, confirm, apply), or carry out a saved PLAN
     exactly (refused when stale or made for another target). With --reviewed, MANIFEST is
@@ -406,7 +429,8 @@ def apply_command(  # noqa: PLR0913 (click hands a command each of its options)
         target=where.target, state=where.state, wait_ready=where.wait_ready, reviewed=reviewed,
         only=only,
         verify=verify, allow_destroy=allow_destroy, max_destroy=max_destroy, show=show,
-        confirm=confirm, parallelism=parallelism, progress=progress,
+        confirm=confirm, parallelism=parallelism, max_parallelism=max_parallelism,
+        progress=progress,
     )  # fmt: skip
     applied = applying.apply(source, options)
     if not applied.plan.has_changes:
@@ -416,6 +440,8 @@ def apply_command(  # noqa: PLR0913 (click hands a command each of its options)
         click.echo("Apply cancelled: nothing was written.")
         sys.exit(1)
     click.echo(render_result(applied.result), nl=False)
+    if applied.pacing is not None and not quiet:
+        click.echo(applied.pacing.describe())
     if applied.result.interrupted:
         sys.exit(130)
     sys.exit(0 if applied.result.ok else 1)
@@ -529,6 +555,12 @@ def schema_command(which: str) -> None:
     help="With --latency: seconds per value written or read (serialised).",
 )
 @click.option(
+    "--capacity",
+    type=click.IntRange(min=1),
+    help="Requests served at once (implies --latency); as many again wait their turn, "
+    "more answer 429 at once.",
+)
+@click.option(
     "--audience",
     default="https://flowkit-ui-backend.local",
     show_default=True,
@@ -549,6 +581,7 @@ def serve_command(  # noqa: PLR0913 (click hands a command each of its options)
     latency: bool,
     request_cost: float,
     value_cost: float,
+    capacity: int | None,
     audience: str,
     max_body_bytes: int,
 ) -> None:
@@ -557,7 +590,7 @@ def serve_command(  # noqa: PLR0913 (click hands a command each of its options)
     an empty one enables none)."""
     from loader.backends.server import CostModel, serve
 
-    cost = CostModel(request_cost, value_cost) if latency else None
+    cost = CostModel(request_cost, value_cost, capacity) if latency or capacity else None
     with contextlib.suppress(KeyboardInterrupt):  # Ctrl-C is how a server stops
         serve(db, host, port, quirks=upstream_quirks, cost=cost, audience=audience,
               announce=lambda line: click.echo(line, err=True),

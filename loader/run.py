@@ -17,6 +17,7 @@ from functools import cached_property
 from pathlib import Path
 
 from loader.backends.factory import Opening, open_backend
+from loader.backends.pacing import AdaptiveLimit
 from loader.contract import SEES_EVERYTHING
 from loader.manifest import display_path
 from loader.model import (
@@ -164,9 +165,15 @@ class Connection:
 
 
 def connect(
-    run: Run, *, wait_ready: float = 0, parallelism: int = 8, read_only: bool = False
+    run: Run,
+    *,
+    wait_ready: float = 0,
+    parallelism: int = 8,
+    pacing: AdaptiveLimit | None = None,
+    read_only: bool = False,
 ) -> Connection:
-    opening = Opening(environ=run.environ, parallelism=parallelism, read_only=read_only)
+    opening = Opening(environ=run.environ, parallelism=parallelism, pacing=pacing,
+                      read_only=read_only)  # fmt: skip
     backend = open_backend(run.target, run.setup, opening)
     try:
         if wait_ready > 0:  # otherwise the first real request tells

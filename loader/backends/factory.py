@@ -15,17 +15,20 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
+from loader.backends.pacing import AdaptiveLimit
 from loader.model import Backend, Credential, LoaderError, SetupConfig, Target
 
 
 @dataclass(frozen=True)
 class Opening:
     """How a command opens its target: the environment that holds the credentials'
-    secrets, the requests it may have in flight, and whether it only reads (a backend
-    that does not exist yet is then not created: it reads as an empty service)."""
+    secrets, the requests it may have in flight (and the adaptive limit under them, with
+    `--parallelism auto`), and whether it only reads (a backend that does not exist yet
+    is then not created: it reads as an empty service)."""
 
     environ: Mapping[str, str] | None = None
     parallelism: int = 8  # requests in flight at most (the remote client's pool)
+    pacing: AdaptiveLimit | None = None
     read_only: bool = False
 
 
@@ -78,7 +81,9 @@ def _open_remote(target: Target, setup: SetupConfig, opening: Opening) -> Backen
         {role: provider(credential) for role, credential in target.credentials.items()},
         scope_tokens={s: provider(c) for s, c in target.scope_readers.items()},
         date_formats={r.trid: r.date_format for r in setup.temporal.values()},
-        settings=RequestSettings(ca_bundle=target.ca_bundle, parallelism=opening.parallelism),
+        settings=RequestSettings(
+            ca_bundle=target.ca_bundle, parallelism=opening.parallelism, pacing=opening.pacing
+        ),
     )
 
 

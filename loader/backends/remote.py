@@ -3,8 +3,10 @@ contract (`reference/backend-contract.md`), hazards included. httpx lives here.
 
 - Requests: JSON bodies, gzip when large, pooled connections, timeouts; retries with
   exponential backoff and jitter on connection errors before the request was sent and on
-  429, 502, 503, 504. A TLS failure is not retried: it stays until someone changes
-  something. A connection error names the URL and its cause (`transport.py`).
+  502 and 504; a 429 or 503 (refused before anything was done) is sent again for as long
+  as `overload_patience` allows, however many times. A TLS failure is not retried: it
+  stays until someone changes something. A connection error names the URL and its
+  cause (`transport.py`).
 - A 500, a timeout or a reset on a write is an unknown outcome (Hazards 3, 5, 7), never
   blindly repeated: a config create is posted again and must answer 303 with the stored
   object; a dataset create is sent again only after two existence checks some seconds
@@ -32,6 +34,7 @@ from typing import Any
 import httpx
 
 from loader.backends.auth import Token, TokenProvider
+from loader.backends.pacing import AdaptiveLimit, Answer
 from loader.backends.transport import describe, is_permanent, tls_context
 from loader.contract import (
     ADMIN,
@@ -66,6 +69,8 @@ from loader.model import (
 )
 
 RETRY_STATUSES = {429, 502, 503, 504}
+OVERLOADED = {429, 503}  # the server asks for less (the adaptive limit backs off)
+MAX_PAUSE = 10.0  # seconds between two attempts at most, unless the server asks for more
 GATEWAY_TIMEOUTS = {502, 504}  # on a write: an unknown outcome, not a refusal
 SETTLE_ROUNDS = 10  # reads of a dataset's existence before giving up on it settling
 GZIP_ABOVE = 1024  # bytes of JSON body
@@ -128,14 +133,18 @@ def dataset_body(dataset: Dataset) -> bytes:
 class RequestSettings:
     """How a client sends: the CA bundle that adds a private CA to the public roots, the
     timeout per request, the connections kept, retries and their backoff, how long to wait
-    before reading whether a write took effect, and (for tests) the transport and sleep."""
+    before reading whether a write took effect, the adaptive limit on requests in flight
+    (`--parallelism auto`; without one, the callers' threads are the limit), and (for
+    tests) the transport and sleep."""
 
     ca_bundle: str | None = None
     timeout: float = 120.0
     parallelism: int = 8
     retries: int = 6
     backoff: float = 0.5
+    overload_patience: float = 300.0  # seconds of pauses a request may spend on 429 / 503
     existence_delay: float = 3.0
+    pacing: AdaptiveLimit | None = None
     transport: httpx.BaseTransport | None = None
     sleep: Callable[[float], None] = time.sleep
 
@@ -270,7 +279,9 @@ class RemoteBackend(Backend):
             if len(content) > GZIP_ABOVE:
                 content = gzip.compress(content, compresslevel=5)
                 headers["Content-Encoding"] = "gzip"
+        kind = f"{call} {len(content or b'').bit_length()}"  # whose latencies compare
         attempt = 0  # transient failures so far, each followed by a pause
+        patience = self.settings.overload_patience  # pauses left for 429 / 503
         renewed = False  # sent again with a renewed token after a 401: once, no more
         while True:
             token = None
@@ -278,7 +289,7 @@ class RemoteBackend(Backend):
                 token = self.token(role, scope, call)
                 headers["Authorization"] = f"Bearer {token.value}"
             try:
-                response = self.http.request(method, url, content=content, headers=headers)
+                response = self._send(method, url, content, headers, kind)
             except (httpx.ConnectError, httpx.ConnectTimeout, httpx.PoolTimeout) as error:
                 # Not sent: safe to try again, unless waiting cannot make it work.
                 if attempt == self.settings.retries or is_permanent(error):
@@ -289,7 +300,7 @@ class RemoteBackend(Backend):
             except httpx.TransportError as error:
                 # Sent, perhaps processed: a read is repeated, a write is not.
                 if write:
-                    raise UnknownOutcome(call, 0, self.explain(error, url)) from None
+                    raise self._unknown(call, 0, self.explain(error, url)) from None
                 if attempt == self.settings.retries:
                     raise Unanswered(call, self.explain(error, url)) from None
                 self.pause(attempt)
@@ -298,8 +309,12 @@ class RemoteBackend(Backend):
             status = response.status_code
             if status in GATEWAY_TIMEOUTS and write:
                 # A gateway gave up waiting; the service behind it may still be writing.
-                raise UnknownOutcome(call, status, _text(response))
-            if status in RETRY_STATUSES and attempt < self.settings.retries:
+                raise self._unknown(call, status, _text(response))
+            if status in OVERLOADED and patience > 0:
+                patience -= self.pause(attempt, response.headers.get("retry-after"))
+                attempt += 1
+                continue
+            if status in RETRY_STATUSES - OVERLOADED and attempt < self.settings.retries:
                 self.pause(attempt, response.headers.get("retry-after"))
                 attempt += 1
                 continue
@@ -317,19 +332,46 @@ class RemoteBackend(Backend):
             if token is not None and role is not None:
                 self.tokens[role].accepted(token)
             if status == 500 and write:
-                raise UnknownOutcome(call, 500, _text(response))
+                raise self._unknown(call, 500, _text(response))
             return response
+
+    def _send(
+        self, method: str, url: str, content: bytes | None, headers: dict[str, str], kind: str
+    ) -> httpx.Response:
+        """One exchange, within the adaptive limit when there is one (it is told how the
+        server took it: a request left by an exception counts as timed out)."""
+        pacing = self.settings.pacing
+        if pacing is None:
+            return self.http.request(method, url, content=content, headers=headers)
+        with pacing.slot(kind) as answered:
+            response = self.http.request(method, url, content=content, headers=headers)
+            answered(_answer(response.status_code))
+            return response
+
+    def _unknown(self, call: str, status: int, text: str) -> UnknownOutcome:
+        """A write's unknown outcome; the adaptive limit holds until it is resolved."""
+        if self.settings.pacing is not None:
+            self.settings.pacing.unknown()
+        return UnknownOutcome(call, status, text)
+
+    def _write(self) -> contextlib.AbstractContextManager[None]:
+        """One write, the resolution of an unknown outcome included."""
+        pacing = self.settings.pacing
+        return contextlib.nullcontext() if pacing is None else pacing.resolving()
 
     def explain(self, error: httpx.TransportError, url: str) -> str:
         """A connection failure in one line: the URL, the cause, what to do."""
         return describe(error, url, ca_bundle=self.settings.ca_bundle)
 
-    def pause(self, attempt: int, retry_after: str | None = None) -> None:
-        """Exponential backoff with full jitter (or what the server asks for)."""
+    def pause(self, attempt: int, retry_after: str | None = None) -> float:
+        """Exponential backoff with full jitter, each pause at most MAX_PAUSE (or what the
+        server asks for, at most a minute); the seconds paused."""
         if retry_after and retry_after.isdigit():
-            self.settings.sleep(min(float(retry_after), 60.0))
-            return
-        self.settings.sleep(random.uniform(0, self.settings.backoff * 2**attempt))
+            seconds = min(float(retry_after), 60.0)
+        else:
+            seconds = random.uniform(0, min(self.settings.backoff * 2**attempt, MAX_PAUSE))
+        self.settings.sleep(seconds)
+        return seconds
 
     def expect(self, response: httpx.Response, *statuses: int) -> httpx.Response:
         if response.status_code not in statuses:
@@ -383,6 +425,10 @@ class RemoteBackend(Backend):
         """POST /setup with explicit ids; its known 500 is tolerated, then it is checked:
         languages and data providers through GET /setup, every other entity by posting it
         again and expecting 303 with the same object."""
+        with self._write():
+            self._replace_setup(config)
+
+    def _replace_setup(self, config: Mapping[str, Any]) -> None:
         # Upstream answers 500 even when every row was written (Hazard 1).
         with contextlib.suppress(UnknownOutcome):
             self.expect(self.request("POST", "/setup", Role.ADMIN, ADMIN, config, write=True), 204)
@@ -422,6 +468,10 @@ class RemoteBackend(Backend):
                 pass
 
     def create_entity(self, kind: EntityKind, body: Mapping[str, Any]) -> EntityWrite:
+        with self._write():
+            return self._create_entity(kind, body)
+
+    def _create_entity(self, kind: EntityKind, body: Mapping[str, Any]) -> EntityWrite:
         path = f"/{kind.value}"
         try:
             response = self.request("POST", path, Role.ADMIN, ADMIN, body, write=True)
@@ -463,20 +513,21 @@ class RemoteBackend(Backend):
         """A write that is safe to send again: after an unknown outcome, wait and resend;
         for a dataset (`settle`), only once its mdids stopped changing, so that the first
         write cannot still be running when the second arrives (Hazard 5)."""
-        for attempt in range(3):
-            try:
-                response = self.request(method, path, role, scope, body, raw=raw, write=True)
-                return self.expect(response, *statuses)
-            except UnknownOutcome as unknown:
-                if "Ambiguous dataset" in unknown.text:
-                    raise BackendError(unknown.call, 500, AMBIGUOUS) from None
-                if attempt == 2:
-                    raise
-                if settle is not None:
-                    self._settled_mdids(settle)
-                else:
-                    self.settings.sleep(self.settings.existence_delay)
-        raise AssertionError("unreachable")
+        with self._write():
+            for attempt in range(3):
+                try:
+                    response = self.request(method, path, role, scope, body, raw=raw, write=True)
+                    return self.expect(response, *statuses)
+                except UnknownOutcome as unknown:
+                    if "Ambiguous dataset" in unknown.text:
+                        raise BackendError(unknown.call, 500, AMBIGUOUS) from None
+                    if attempt == 2:
+                        raise
+                    if settle is not None:
+                        self._settled_mdids(settle)
+                    else:
+                        self.settings.sleep(self.settings.existence_delay)
+            raise AssertionError("unreachable")
 
     # -- datasets ---------------------------------------------------------------------------
 
@@ -486,7 +537,7 @@ class RemoteBackend(Backend):
             return self._identity_locks.setdefault(key, threading.Lock())
 
     def create_dataset(self, dataset: Dataset) -> DatasetWrite:
-        with self.identity_lock(dataset.key):
+        with self.identity_lock(dataset.key), self._write():
             return self._create_dataset(dataset)
 
     def _create_dataset(self, dataset: Dataset) -> DatasetWrite:
@@ -585,6 +636,13 @@ AMBIGUOUS = (
 
 def _ambiguous(key: DatasetKey) -> BackendError:
     return BackendError("POST /data", 500, f"{AMBIGUOUS} ({key})")
+
+
+def _answer(status: int) -> Answer:
+    """What an answer tells the adaptive limit: a gateway that gave up is a timeout."""
+    if status in OVERLOADED:
+        return Answer.OVERLOADED
+    return Answer.TIMED_OUT if status in GATEWAY_TIMEOUTS else Answer.ANSWERED
 
 
 def _text(response: httpx.Response) -> str:

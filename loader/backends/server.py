@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import contextlib
 import errno
 import ipaddress
 import json
@@ -31,7 +32,7 @@ import socket
 import sqlite3
 import time
 import zlib
-from collections.abc import Awaitable, Callable, Mapping, Sequence
+from collections.abc import AsyncIterator, Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
@@ -105,11 +106,36 @@ def client_secret(client_id: str, environ: Mapping[str, str]) -> str | None:
 @dataclass
 class CostModel:
     """Time the real service spends: per request, and per value written or read (values
-    are serialised, as the real service's single database makes them)."""
+    are serialised, as the real service's single database makes them); and, with a
+    `capacity`, how many requests it serves at once: as many again wait their turn, and
+    past that a request answers 429 at once, as a loaded service behind a gateway does.
+    A client that sends more than the capacity then sees latency rise, then 429s."""
 
     per_request: float = 0.005
     per_value: float = 0.00004
+    capacity: int | None = None
     _lock: asyncio.Lock = field(default_factory=asyncio.Lock, repr=False)
+    _serving: asyncio.Semaphore | None = field(default=None, repr=False)
+    _present: int = field(default=0, repr=False)  # requests served or waiting
+
+    def admits(self) -> bool:
+        """Whether a new request may wait for a turn (or is served at once)."""
+        return self.capacity is None or self._present < 2 * self.capacity
+
+    @contextlib.asynccontextmanager
+    async def turn(self) -> AsyncIterator[None]:
+        """One request served, once one of `capacity` turns is free."""
+        if self.capacity is None:
+            yield
+            return
+        if self._serving is None:  # made in the server's event loop
+            self._serving = asyncio.Semaphore(self.capacity)
+        self._present += 1
+        try:
+            async with self._serving:
+                yield
+        finally:
+            self._present -= 1
 
     async def charge(self, values: int) -> None:
         await asyncio.sleep(self.per_request)
@@ -261,6 +287,14 @@ class Api:
         values: Callable[[Any, Reply], int] | None = None,
     ) -> Callable[[Request], Awaitable[Response]]:
         async def run(request: Request) -> Response:
+            if self.cost is None:
+                return await serve_one(request)
+            if not self.cost.admits():
+                return JSONResponse("Too many requests: try again later", status_code=429)
+            async with self.cost.turn():
+                return await serve_one(request)
+
+        async def serve_one(request: Request) -> Response:
             try:
                 payload = await self.body(request) if body else None
             except _Refused as refused:
