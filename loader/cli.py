@@ -54,8 +54,16 @@ class LoaderGroup(click.Group):
         sys.exit(code if isinstance(code, int) else 0)
 
 
+def _show_version(ctx: click.Context, param: click.Parameter, value: bool) -> None:
+    # Looked up only when asked: reading the package metadata costs every command 10 ms.
+    if value and not ctx.resilient_parsing:
+        click.echo(f"flowkit-loader, version {loader_version()}")
+        ctx.exit()
+
+
 @click.group(cls=LoaderGroup, context_settings={"help_option_names": ["-h", "--help"]})
-@click.version_option(loader_version(), prog_name="flowkit-loader")
+@click.option("--version", is_flag=True, expose_value=False, is_eager=True,
+              callback=_show_version, help="Show the version and exit.")  # fmt: skip
 def cli() -> None:
     """Declarative loader for FlowKit-UI deployments: validate, plan, apply."""
 

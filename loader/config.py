@@ -51,8 +51,10 @@ class ConfigBuilder:
         locate_ids: Locate,
         unit_properties: Mapping[str, str],
         locate_unit_property: Locate,
+        known_digests: Mapping[str, str] | None = None,
     ) -> None:
         self.config = config
+        self.known_digests = known_digests or {}  # remembered for this config's text
         self.locate = locate
         self.ids = ids
         self.locate_ids = locate_ids
@@ -113,7 +115,9 @@ class ConfigBuilder:
             seen[entity_id] = label
             body = dict(item)
             body[kind.id_field] = entity_id
-            entities.append(ConfigEntity(kind, entity_id, label, body))
+            entity = ConfigEntity(kind, entity_id, label, body)
+            known = self.known_digests.get(entity.digest_key)
+            entities.append(entity if known is None else entity.knowing_digest(known))
         for label in given_ids:
             if label not in used_labels:
                 known = ", ".join(sorted(e.label for e in entities)) or "none"

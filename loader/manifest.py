@@ -18,6 +18,7 @@ from fnmatch import fnmatchcase
 from pathlib import Path
 from typing import Any
 
+from loader import checked
 from loader.config import ConfigBuilder
 from loader.contract import SEES_EVERYTHING
 from loader.fileroot import FileRoot, OutsideRoot
@@ -38,7 +39,7 @@ from loader.model import (
 )
 from loader.targets import TargetReader
 from loader.timegrid import DateError, Grid
-from loader.yamlsrc import JsonPath, YamlDocument, YamlSyntaxError, load_yaml
+from loader.yamlsrc import MAX_NESTING, JsonPath, YamlDocument, YamlSyntaxError, load_yaml
 
 _GLOB_CHARS = re.compile(r"[*?\[]")
 
@@ -76,6 +77,7 @@ class SetupSource:
     config: Any
     locate: Callable[[JsonPath], Position]
     from_file: bool
+    digest: str = ""  # of the file's text, for what is remembered of it (checked.py)
 
 
 def load_setup_source(document: YamlDocument, base: Path) -> SetupSource | Problem:
@@ -103,14 +105,18 @@ def load_setup_source(document: YamlDocument, base: Path) -> SetupSource | Probl
     except (OSError, UnicodeDecodeError) as error:
         return Problem(where, f"cannot read setup config {value}: {error}")
     positions = JsonPositions(shown, text)
-    too_deep = positions.nesting_problem()  # before json.loads, which recurses per level
-    if too_deep is not None:
-        return too_deep
+    digest = checked.digest_of(text)
+    nesting = checked.digest_of(digest, str(MAX_NESTING))
+    if checked.recall("nesting", nesting) is None:
+        too_deep = positions.nesting_problem()  # before json.loads, which recurses per level
+        if too_deep is not None:
+            return too_deep
+        checked.remember("nesting", nesting, True)
     try:
         config = json.loads(text)
     except json.JSONDecodeError as error:
         return Problem(Position(shown, error.lineno, error.colno), f"invalid JSON: {error.msg}")
-    return SetupSource(config, positions.position, from_file=True)
+    return SetupSource(config, positions.position, from_file=True, digest=digest)
 
 
 class ManifestBuilder(ManifestPart):
@@ -217,6 +223,8 @@ class ManifestBuilder(ManifestPart):
         config = self.source.config if isinstance(self.source.config, Mapping) else {}
         built: dict[str, tuple[SetupConfig, list[Problem]]] = {}
         setups: dict[str, SetupConfig] = {}
+        digest = self.source.digest
+        known = checked.recall_texts("digests", digest) if digest else {}
         names = list(targets) or [""]
         for name in names:
             target_ids = self.ids_section(
@@ -235,9 +243,14 @@ class ManifestBuilder(ManifestPart):
                     self.locate_ids(name),
                     unit_props,
                     self.doc.key_position,
+                    known,
                 )
                 built[fingerprint] = (builder.build(), builder.problems)
             setups[name] = built[fingerprint][0]
+        if digest:
+            found = {e.digest_key: e.digest for s in setups.values() for e in s.entities}
+            if not found.items() <= known.items():
+                checked.remember("digests", digest, {**known, **found})
         seen: set[Problem] = set()
         for _, problems in built.values():
             for problem in problems:

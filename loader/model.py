@@ -11,6 +11,7 @@ whole admissible range (|v| <= 2,147,483,647 gives |nanos| < 2.2e18 < 9.2e18).
 from __future__ import annotations
 
 import enum
+import functools
 import hashlib
 import json
 import reprlib
@@ -26,6 +27,7 @@ DataType = Literal["single_location", "flow"]
 DATA_TYPES: tuple[DataType, ...] = ("single_location", "flow")
 
 
+@functools.cache
 def loader_version() -> str:
     """This package's version, or 'unknown' in a checkout that was never installed."""
     from importlib.metadata import PackageNotFoundError, version
@@ -345,6 +347,32 @@ class ConfigEntity:
     id: int | str
     label: str  # how the manifest names it (code, name, label or id)
     body: Mapping[str, Any]
+
+    @functools.cached_property
+    def digest(self) -> str:
+        """The body's digest, computed once (a spatial resolution's boundaries are
+        megabytes of JSON, and a plan compares each entity more than once)."""
+        return entity_digest(self.body)
+
+    @property
+    def digest_key(self) -> str:
+        """What, with the digest of the config text it comes from, determines its body
+        (the config's object of this kind and label, given this id): where its digest is
+        remembered (checked.py)."""
+        return f"{self.kind.value}/{self.label}/{self.id!r}"
+
+    def knowing_digest(self, digest: str) -> ConfigEntity:
+        """This entity, its digest remembered from an earlier run on the same config text
+        (stored where `cached_property` keeps what it computed; a copy made by `replace`
+        computes its own)."""
+        self.__dict__["digest"] = digest
+        return self
+
+
+def entity_digest(body: Mapping[str, Any]) -> str:
+    """A config body's digest: canonical JSON, so that key order does not matter."""
+    text = json.dumps(body, sort_keys=True, separators=(",", ":"), ensure_ascii=False)
+    return hashlib.sha256(text.encode()).hexdigest()
 
 
 @dataclass(frozen=True)

@@ -44,7 +44,7 @@ from loader.model import (
     nanos_to_text,
 )
 from loader.planner import Action, Change, DatasetTarget, EntityTarget, GrantTarget, Plan
-from loader.record import Actual, Desired, Record, entity_digest
+from loader.record import Actual, Desired, Record
 from loader.render import note_text, render_json
 from loader.validation import plan_schema_error
 
@@ -143,9 +143,7 @@ def fingerprint(
     parts = {
         "manifest": hashlib.sha256(manifest.read_bytes()).hexdigest(),
         "target": [target.name, target.url],
-        "config": sorted(
-            [e.kind.value, str(e.id), entity_digest(e.body)] for e in desired.entities
-        ),
+        "config": sorted([e.kind.value, str(e.id), e.digest] for e in desired.entities),
         "data": sorted([str(k), s.digest] for k, s in desired.datasets.items()),
         "grants": sorted([str(k), sorted(v)] for k, v in desired.scopes.items()),
         # What the record says, not its serial: folding a journal left behind changes the

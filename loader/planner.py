@@ -45,7 +45,6 @@ from loader.record import (
     EntityRef,
     RecordedDataset,
     RecordedEntity,
-    entity_digest,
     entity_ref,
     used_ids,
 )
@@ -385,7 +384,7 @@ class _PlanBuilder:
                 stored = None if server is None else server.get(ref[1])
                 if stored is None or not stored_matches(entity.body, stored):
                     reasons.append(f"language {entity.label} new")
-            elif recorded[ref].digest != entity_digest(entity.body):
+            elif recorded[ref].digest != entity.digest:
                 reasons.append(f"language {entity.label} changed")
             elif server is not None and ref[1] not in server:
                 reasons.append(f"language {entity.label} missing on the server")
@@ -427,7 +426,7 @@ class _PlanBuilder:
             change = None
             if recorded is None:
                 change = Change(Action.CREATE, Reason.NEW, target)
-            elif recorded.digest != entity_digest(entity.body):
+            elif recorded.digest != entity.digest:
                 change = Change(Action.UPDATE, Reason.CONTENT_CHANGED, target,
                                 _label_change(recorded, entity))  # fmt: skip
             elif entity.kind is EntityKind.DATA_PROVIDER and providers is not None:

@@ -17,8 +17,6 @@ from __future__ import annotations
 
 import contextlib
 import gc
-import hashlib
-import json
 import re
 from collections.abc import Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field, replace
@@ -137,12 +135,6 @@ def _entity_kind(name: str, path: str) -> EntityKind:
         raise _Shape(f"{path}: {excerpt(name, 40)} is not a config kind") from None
 
 
-def entity_digest(body: Mapping[str, Any]) -> str:
-    """A config body's digest: canonical JSON, so that key order does not matter."""
-    text = json.dumps(body, sort_keys=True, separators=(",", ":"), ensure_ascii=False)
-    return hashlib.sha256(text.encode()).hexdigest()
-
-
 EntityRef = tuple[EntityKind, str]  # (kind, id as text): ids are ints or strings
 
 
@@ -163,7 +155,7 @@ class RecordedEntity:
     @classmethod
     def of(cls, entity: ConfigEntity) -> RecordedEntity:
         body_label = entity.body.get("label")
-        return cls(entity.kind, entity.id, entity.label, entity_digest(entity.body),
+        return cls(entity.kind, entity.id, entity.label, entity.digest,
                    body_label if isinstance(body_label, str) else None)  # fmt: skip
 
     @property

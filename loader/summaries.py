@@ -65,7 +65,7 @@ class FileReport:
         return any(p.is_error for p in self.problems)
 
 
-def _cache_dir() -> Path | None:
+def cache_dir() -> Path | None:
     if os.environ.get("FLOWKIT_LOADER_NO_CACHE"):
         return None
     configured = os.environ.get("FLOWKIT_LOADER_CACHE_DIR")
@@ -194,7 +194,7 @@ def summarize_file(
     spec: DatasetSpec, path: str, setup: SetupConfig, shown: str | None = None
 ) -> FileReport:
     """Summaries and problems of one file, from the cache when the file is unchanged."""
-    directory = _cache_dir()
+    directory = cache_dir()
     file_format = format_of(path, spec.format).name
     key = _cache_key(spec, path, setup, file_format) if directory else None
     entry = directory / f"{key.name}.json" if directory is not None and key else None

@@ -1,5 +1,7 @@
 """Manifest path -> every problem at once: JSON Schema, setup config, data files, access
-rules. jsonschema lives here and nowhere else. Nothing is sent anywhere.
+rules. jsonschema lives here and nowhere else, imported only when a schema check runs: a
+manifest and config that passed before (by content, see checked.py) are not checked
+again. Nothing is sent anywhere.
 
 Problems carry positions: the YAML position for the manifest, the JSON position for a
 config.json, the CSV's physical line for data.
@@ -7,7 +9,7 @@ config.json, the CSV's physical line for data.
 
 from __future__ import annotations
 
-import difflib
+import contextlib
 import json
 import os
 from collections.abc import Callable, Iterable, Mapping
@@ -17,9 +19,7 @@ from importlib import resources
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-import jsonschema
-from referencing import Registry, Resource
-
+from loader import checked
 from loader.access import RuleSelector
 from loader.manifest import (
     ManifestBuilder,
@@ -42,6 +42,8 @@ from loader.model import (
 from loader.yamlsrc import JsonPath, YamlDocument
 
 if TYPE_CHECKING:
+    import jsonschema
+
     from loader.summaries import FileReport
 
 SCHEMA_NAMES = ("manifest.schema.json", "config.schema.json", "plan.schema.json")
@@ -60,6 +62,9 @@ def schema_text(name: str = "manifest.schema.json") -> str:
 
 @cache
 def _validator(name: str) -> jsonschema.protocols.Validator:
+    import jsonschema
+    from referencing import Registry, Resource
+
     registry: Registry[Any] = Registry().with_resources(
         (schema, Resource.from_contents(json.loads(schema_text(schema)))) for schema in SCHEMA_NAMES
     )
@@ -78,6 +83,8 @@ def schema_problems(
     """Every schema violation, each at the position of the offending key or value; the
     paths of the rejected values are added to `rejected`."""
     problems: list[Problem] = []
+    import difflib
+
     for error in _validator(schema).iter_errors(instance):
         path: JsonPath = tuple(error.absolute_path)
         if skip(path):
@@ -225,13 +232,14 @@ def validate(
     base = manifest_path.absolute().parent
     unresolved = {v.path for v in document.variables if not v.defined}
     rejected: set[JsonPath] = set()
-    report.problems += schema_problems(
-        document.value,
-        document.position,
-        document.key_position,
-        skip=lambda p: p in unresolved,
-        rejected=rejected,
-    )
+
+    def check_manifest() -> list[Problem]:
+        return schema_problems(document.value, document.position, document.key_position,
+                               skip=lambda p: p in unresolved, rejected=rejected)  # fmt: skip
+
+    # What the check sees: the document, and which of its values are left unchecked.
+    seen = json.dumps([document.value, sorted(map(list, unresolved))], sort_keys=True, default=str)
+    report.problems += _unless_passed(seen, "manifest.schema.json", check_manifest)
     loaded = load_setup_source(document, base)
     source: SetupSource | None = None
     if isinstance(loaded, Problem):
@@ -239,9 +247,13 @@ def validate(
     else:
         source = loaded
         if source.from_file:
-            report.problems += schema_problems(
-                source.config, source.locate, source.locate, schema="config.schema.json"
-            )
+            config = source
+
+            def check_config() -> list[Problem]:
+                return schema_problems(config.config, config.locate, config.locate,
+                                       schema="config.schema.json")  # fmt: skip
+
+            report.problems += _unless_passed(source.digest, "config.schema.json", check_config)
     builder = ManifestBuilder(document, base, source, target, frozenset(rejected))
     manifest = builder.build()
     report.problems += builder.problems
@@ -258,6 +270,36 @@ def validate(
         _check_data(report, manifest, target, document)
     report.problems = _ordered(report.problems, report.path)
     return report
+
+
+def _unless_passed(content: str, schema: str, check: Callable[[], list[Problem]]) -> list[Problem]:
+    """`check()`'s problems, or none when the same content passed the same schema, checked
+    by the same jsonschema, before (remembered then: checked.py)."""
+    key = checked.digest_of(content, schema_text(schema), _jsonschema_stamp())
+    if checked.recall("schema", key) is not None:
+        return []
+    problems = check()
+    if not problems:
+        checked.remember("schema", key, True)
+    return problems
+
+
+@cache
+def _jsonschema_stamp() -> str:
+    """Which jsonschema checks, without importing it: its installed files' sizes and
+    times (an upgrade changes them)."""
+    from importlib.util import find_spec
+
+    spec = find_spec("jsonschema")
+    if spec is None or not spec.origin:
+        return "absent"
+    package = Path(spec.origin).parent
+    stamps = []
+    for module in ("__init__.py", "validators.py", "_keywords.py", "_format.py"):
+        with contextlib.suppress(OSError):
+            stat = (package / module).stat()
+            stamps.append(f"{module}:{stat.st_size}:{stat.st_mtime_ns}")
+    return ";".join(stamps)
 
 
 def _setup_name(manifest: Manifest, target: str | None) -> str:
@@ -338,7 +380,9 @@ def plan_schema_error(data: object) -> str | None:
     """What is wrong with a plan document against schemas/plan.schema.json, as `where:
     message` (cut: a hand-edited file may hold anything), or None. Reading and verifying
     plan files is loader/planfile.py's; only the schema check lives here, with jsonschema."""
-    wrong = jsonschema.exceptions.best_match(_validator("plan.schema.json").iter_errors(data))
+    from jsonschema.exceptions import best_match
+
+    wrong = best_match(_validator("plan.schema.json").iter_errors(data))
     if wrong is None:
         return None
     where = "/".join(map(str, wrong.absolute_path)) or "top level"

@@ -34,6 +34,7 @@ from loader.model import (
     QueryRange,
     SetupConfig,
     SetupView,
+    entity_digest,
     nanos_to_float,
 )
 from loader.notes import NoSuchResolution
@@ -45,7 +46,6 @@ from loader.record import (
     Record,
     RecordedDataset,
     RecordedEntity,
-    entity_digest,
 )
 from loader.refresh import (
     Grids,

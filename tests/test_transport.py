@@ -16,7 +16,7 @@ from pathlib import Path
 import httpx
 import pytest
 
-from loader.backends.transport import describe, is_permanent, tls_context
+from loader.backends.transport import describe, is_permanent, tls_context, tls_context_for
 from loader.model import LoaderError
 
 URL = "https://flowkit.invalid/v1/setup"
@@ -81,6 +81,22 @@ def test_without_a_bundle_certificates_and_host_names_are_verified() -> None:
     context = tls_context(None)
     assert (context.verify_mode, context.check_hostname) == (ssl.CERT_REQUIRED, True)
     assert tls_context("").cert_store_stats() == context.cert_store_stats()  # "" adds nothing
+
+
+def test_a_plain_http_client_loads_no_roots_and_still_verifies_whatever_it_meets() -> None:
+    plain = tls_context_for("HTTP://127.0.0.1:8000/v1", None)
+    assert plain.cert_store_stats()["x509_ca"] == 0  # never used: nothing to load
+    assert (plain.verify_mode, plain.check_hostname) == (ssl.CERT_REQUIRED, True)
+    public = tls_context(None).cert_store_stats()
+    assert tls_context_for("https://flowkit.example/v1", None).cert_store_stats() == public
+    assert tls_context_for("http://127.0.0.1:8000/v1", "").cert_store_stats()["x509_ca"] == 0
+
+
+def test_a_plain_http_client_given_a_bundle_still_checks_it(tmp_path: Path) -> None:
+    broken = tmp_path / "ca.pem"
+    broken.write_text("not a certificate")
+    with pytest.raises(LoaderError, match="cannot be read as PEM certificates"):
+        tls_context_for("http://127.0.0.1:8000/v1", str(broken))
 
 
 def test_a_refused_connection_names_the_url_without_its_password(closed_port: int) -> None:

@@ -30,7 +30,7 @@ from typing import Any
 
 import httpx
 
-from loader.backends.transport import describe, tls_context
+from loader.backends.transport import describe, tls_context_for
 from loader.model import Credential, LoaderError
 
 MAX_MARGIN = 60.0  # seconds before `exp` at which a long-lived token is renewed
@@ -217,7 +217,7 @@ class TokenProvider:
         http = self.http
         if http is None:
             if self._tls is None:
-                self._tls = tls_context(self.ca_bundle)
+                self._tls = tls_context_for(url, self.ca_bundle)
             http = httpx.Client(timeout=self.timeout, verify=self._tls)
         try:
             response = http.post(url, json=body)

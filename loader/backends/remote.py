@@ -35,7 +35,7 @@ import httpx
 
 from loader.backends.auth import Token, TokenProvider
 from loader.backends.pacing import AdaptiveLimit, Answer
-from loader.backends.transport import describe, is_permanent, tls_context
+from loader.backends.transport import describe, is_permanent, tls_context_for
 from loader.contract import (
     ADMIN,
     BACKEND_DT_FORMAT,
@@ -174,7 +174,7 @@ class RemoteBackend(Backend):
         self.http = httpx.Client(
             # TLS verification is never off; a CA bundle adds a private CA to the public
             # roots (the token endpoint trusts the same, see auth.py).
-            verify=tls_context(settings.ca_bundle),
+            verify=tls_context_for(self.base_url, settings.ca_bundle),
             timeout=httpx.Timeout(timeout, connect=min(timeout, 30.0)),
             limits=httpx.Limits(max_connections=connections, max_keepalive_connections=connections),
             follow_redirects=False,  # 303 means "exists", not "go there"

@@ -51,6 +51,16 @@ def tls_context(ca_bundle: str | None) -> ssl.SSLContext:
     return context
 
 
+def tls_context_for(url: str, ca_bundle: str | None) -> ssl.SSLContext:
+    """The trust of a client that only ever calls `url` (no redirects are followed): for
+    plain `http://` without a bundle, a context that trusts nothing, since it is never
+    used (loading the public roots costs a no-change plan a tenth of its time); else
+    `tls_context`."""
+    if url.lower().startswith("http://") and not ca_bundle:
+        return ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)  # verifying, with no root: fails shut
+    return tls_context(ca_bundle)
+
+
 def is_permanent(error: httpx.TransportError) -> bool:
     """Whether trying again cannot help: a TLS failure (an untrusted or invalid certificate,
     a server that does not speak TLS) stays as it is until someone changes something."""
