@@ -5,9 +5,12 @@ service's hazards, and its cost per request and per value: the values of all req
 written one request at a time, as the real service's single database does), in one
 session, each on a fresh database:
 
-* the floor: a bare httpx client that sends exactly the writes apply sends (POST /setup,
-  the 149 datasets as the very bodies apply builds, prepared before the clock starts, then
-  the 164 scope mappings), at fixed concurrencies of 1, 2, 4 and 8; the best is the floor;
+* the floor: a bare httpx client that sends exactly the requests apply sends, byte for
+  byte as apply sent them in a warm-up apply before the clock starts (the plan's reads,
+  POST /setup, the setup's checks, the 149 datasets and 15 grants, the closing existence
+  reads), phase by phase at fixed concurrencies of 1, 2, 4 and 8 (a grant names the mdid its
+  own dataset write was given); it fetches its token on the clock, as apply does; the best
+  concurrency is the floor;
 * ours: ``loader.apply`` of the upstream manifest (``tests/data/upstream/manifest.yaml``,
   the same data read in place, the notebook's access rules), timed from the call to its
   return: validation and preparation (no cache), plan, setup and its checks, datasets,
@@ -18,9 +21,9 @@ session, each on a fresh database:
 Each is run RUNS times, alternately, and the medians are compared. The final databases of
 ours and the notebook are compared: the same config, the same datasets (identity,
 revision, data type, min, max, every unit and value), the same scope mappings (by dataset
-identity; mdids and dates added differ by nature). Prints the times, ours / floor (the bar:
-at most 1.10) and notebook / ours; the exit status is non-zero when the databases differ
-or ours is above the bar.
+identity; mdids and dates added differ by nature). Prints the requests replayed, the times,
+ours / floor (the bar: at most 1.10) and notebook / ours; the exit status is non-zero when
+the databases differ or ours is above the bar.
 """
 
 from __future__ import annotations
@@ -34,88 +37,153 @@ import statistics
 import sys
 import tempfile
 import time
+from collections import Counter
+from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import httpx
-from common import (
-    SERVE_AUDIENCE,
-    SERVE_SECRET_ENV,
-    UPSTREAM_MANIFEST,
-    fail,
-    load_manifest,
-    prepare,
-    served_manifest,
-    serving,
-)
+from common import SERVE_AUDIENCE, SERVE_SECRET_ENV, fail, served_manifest, serving
 from notebook_flow import fetch_token, run_notebook_flow, upstream_config
 
 import loader
-from loader.backends.remote import dataset_body
-from loader.model import DatasetKey, EntityKind
-from loader.planner import GrantTarget
 
 MAX_RATIO = 1.10  # ours / the floor
 RUNS = 3
 CONCURRENCIES = (1, 2, 4, 8)
 SERVE_OPTIONS = ("--upstream-quirks", "--latency")
+SENT_HEADERS = ("content-type", "content-encoding", "accept", "accept-encoding")
 
 
 @dataclass(frozen=True)
-class Writes:
-    """What apply writes to an empty backend, prepared: the setup body, each dataset's key
-    and body, and the grants (scope, dataset key)."""
+class Sent:
+    """One request as apply sent it (its path below /v1), and the mdid it was answered
+    with when it wrote a dataset."""
 
-    setup: dict[str, list[Any]]
-    datasets: list[tuple[DatasetKey, bytes]]
-    grants: list[tuple[str, DatasetKey]]
+    method: str
+    path: str
+    headers: dict[str, str]
+    content: bytes
+    mdid: int | None = None
 
-
-def planned_writes(directory: Path, secret: str) -> Writes:
-    """The writes of a plan of the upstream manifest against an empty serve."""
-    manifest = load_manifest(UPSTREAM_MANIFEST)
-    setup = manifest.setup()
-    config: dict[str, list[Any]] = {kind.value: [] for kind in EntityKind}
-    for entity in setup.entities:
-        config[entity.kind.value].append(entity.body)
-    datasets = [(d.key, dataset_body(d)) for d in prepare(manifest)]
-    with serving(directory / "planned.db", secret, *SERVE_OPTIONS) as base:
-        made = loader.plan(served_manifest(directory, base), environ={SERVE_SECRET_ENV: secret})
-    grants = [(c.target.scope, c.target.key) for c in made.changes
-              if isinstance(c.target, GrantTarget)]  # fmt: skip
-    return Writes(config, datasets, grants)
+    @property
+    def call(self) -> str:
+        return f"{self.method} {self.path}"
 
 
-def floor(directory: Path, secret: str, writes: Writes, concurrency: int, run: int) -> float:
-    """A bare client sending `writes` with `concurrency` requests in flight."""
+@dataclass(frozen=True)
+class Phases:
+    """Apply's requests in the order it depends on: what comes before POST /setup (the
+    plan's reads), POST /setup, its checks, the dataset writes, the grants, and the reads
+    after the last write."""
+
+    reads: list[Sent]
+    setup: list[Sent]
+    checks: list[Sent]
+    datasets: list[Sent]
+    grants: list[Sent]
+    closing: list[Sent]
+
+    def count(self) -> Counter[str]:
+        every = self.reads + self.setup + self.checks + self.datasets + self.grants
+        return Counter(sent.call for sent in every + self.closing)
+
+
+@contextlib.contextmanager
+def recording() -> Iterator[list[tuple[httpx.Request, httpx.Response]]]:
+    """Every request an httpx client sends in this process, with its response, while the
+    block runs (httpx's own transport, wrapped and restored)."""
+    seen: list[tuple[httpx.Request, httpx.Response]] = []
+    original = httpx.HTTPTransport.handle_request
+
+    def handle(self: httpx.HTTPTransport, request: httpx.Request) -> httpx.Response:
+        response = original(self, request)
+        response.read()
+        seen.append((request, response))
+        return response
+
+    httpx.HTTPTransport.handle_request = handle  # type: ignore[method-assign]
+    try:
+        yield seen
+    finally:
+        httpx.HTTPTransport.handle_request = original  # type: ignore[method-assign]
+
+
+def apply_requests(directory: Path, secret: str) -> Phases:
+    """The requests of an apply of the upstream manifest to an empty serve, as sent."""
+    own = directory / "warm-up"
+    own.mkdir()
+    with serving(directory / "warm-up.db", secret, *SERVE_OPTIONS) as base, recording() as seen:
+        applied = loader.apply(served_manifest(own, base), environ={SERVE_SECRET_ENV: secret})
+    if not applied.result.ok:
+        fail(f"the warm-up apply did not complete: {applied.result.counts()}")
+    prefix = httpx.URL(base).path
+    sent = []
+    for request, response in seen:
+        path = request.url.raw_path.decode()
+        if not path.startswith(prefix + "/"):
+            continue  # the token: the floor fetches its own
+        mdid = int(response.json()) if path == prefix + "/data" and request.method == "POST" \
+            else None  # fmt: skip
+        headers = {name: request.headers[name] for name in SENT_HEADERS if name in request.headers}
+        sent.append(Sent(request.method, path.removeprefix(prefix), headers, request.content, mdid))
+    calls = [s.call for s in sent]
+    setup = calls.index("POST /setup")
+    first = calls.index("POST /data")
+    last = max(i for i, s in enumerate(sent) if s.path in ("/data", "/scope_mapping"))
+    writes = sent[first : last + 1]
+    phases = Phases(
+        reads=sent[:setup],
+        setup=[sent[setup]],
+        checks=sent[setup + 1 : first],
+        datasets=[s for s in writes if s.path == "/data"],
+        grants=[s for s in writes if s.path == "/scope_mapping"],
+        closing=sent[last + 1 :],
+    )
+    if len(phases.datasets) + len(phases.grants) != len(writes):
+        fail(f"the warm-up apply sent other writes: {Counter(s.call for s in writes)}")
+    return phases
+
+
+def floor(directory: Path, secret: str, phases: Phases, concurrency: int, run: int) -> float:
+    """A bare client sending `phases` with `concurrency` requests in flight."""
     with serving(directory / f"floor-{concurrency}-{run}.db", secret, *SERVE_OPTIONS) as base:
-        with contextlib.redirect_stdout(io.StringIO()):
-            token = fetch_token(base.removesuffix("/v1") + "/oauth/token", SERVE_AUDIENCE,
-                                "dev-admin", secret)  # fmt: skip
-        headers = {"Authorization": f"Bearer {token}", "Content-Type": "application/json"}
         limits = httpx.Limits(max_connections=concurrency, max_keepalive_connections=concurrency)
-        with httpx.Client(base_url=base, headers=headers, limits=limits, timeout=120) as client:
+        with httpx.Client(base_url=base, limits=limits, timeout=120) as client:
 
-            def post_dataset(item: tuple[DatasetKey, bytes]) -> tuple[DatasetKey, int]:
-                response = client.post("/data", content=item[1])
+            def send(sent: Sent, content: bytes | None = None) -> httpx.Response:
+                body = sent.content if content is None else content
+                return client.request(sent.method, sent.path, headers=sent.headers, content=body)
+
+            def post_dataset(sent: Sent) -> tuple[int | None, int]:
+                response = send(sent)
                 if response.status_code != 201:
                     fail(f"floor: POST /data answered {response.status_code}")
-                return item[0], int(response.json())
-
-            def post_mapping(item: tuple[str, int]) -> None:
-                response = client.post("/scope_mapping", json={"scope": item[0], "mdid": item[1]})
-                if response.status_code != 201:
-                    fail(f"floor: POST /scope_mapping answered {response.status_code}")
+                return sent.mdid, int(response.json())
 
             start = time.perf_counter()
-            setup = client.post("/setup", json=writes.setup)
-            if setup.status_code not in (204, 500):  # upstream's 500 after a full write
-                fail(f"floor: POST /setup answered {setup.status_code}")
+            with contextlib.redirect_stdout(io.StringIO()):
+                token = fetch_token(base.removesuffix("/v1") + "/oauth/token", SERVE_AUDIENCE,
+                                    "dev-admin", secret)  # fmt: skip
+            client.headers["Authorization"] = f"Bearer {token}"
             with ThreadPoolExecutor(concurrency) as pool:
-                mdids = dict(pool.map(post_dataset, writes.datasets))
-                list(pool.map(post_mapping, [(s, mdids[k]) for s, k in writes.grants]))
+                list(pool.map(send, phases.reads))
+                setup = send(phases.setup[0])
+                if setup.status_code not in (204, 500):  # upstream's 500 after a full write
+                    fail(f"floor: POST /setup answered {setup.status_code}")
+                list(pool.map(send, phases.checks))
+                mdids = dict(pool.map(post_dataset, phases.datasets))
+
+                def grant(sent: Sent) -> None:
+                    body = json.loads(sent.content)
+                    body["mdid"] = mdids[body["mdid"]]  # the mdid of this run's write
+                    if send(sent, json.dumps(body).encode()).status_code != 201:
+                        fail("floor: POST /scope_mapping did not answer 201")
+
+                list(pool.map(grant, phases.grants))
+                list(pool.map(send, phases.closing))
             return time.perf_counter() - start
 
 
@@ -178,10 +246,13 @@ def main() -> int:
     times: dict[str, list[float]] = {}
     with tempfile.TemporaryDirectory(prefix="flowkit-bench-apply-") as scratch:
         directory = Path(scratch)
-        writes = planned_writes(directory, secret)
+        phases = apply_requests(directory, secret)
+        print(
+            "requests replayed: " + ", ".join(f"{call} {n}" for call, n in phases.count().items())
+        )
         for run in range(RUNS):
             for concurrency in CONCURRENCIES:
-                took = floor(directory, secret, writes, concurrency, run)
+                took = floor(directory, secret, phases, concurrency, run)
                 times.setdefault(f"floor, {concurrency} in flight", []).append(took)
             times.setdefault("flowkit-loader apply", []).append(ours(directory, secret, run))
             times.setdefault("notebook flow", []).append(notebook(directory, secret, run))
