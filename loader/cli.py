@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import contextlib
 import functools
-import gc
 import sys
 from collections import defaultdict
 from collections.abc import Sequence
@@ -20,8 +19,6 @@ from loader.model import LoaderError, loader_version, nanos_to_text, plural
 from loader.render import PLAN_FORMATS
 from loader.validation import SCHEMA_NAMES, ValidationReport, schema_text, validate
 
-GC_YOUNG_THRESHOLD = 100_000  # allocations between young collections (Python's is 700)
-
 
 class LoaderGroup(click.Group):
     """Errors a user can cause are one line on stderr and exit 1, never a traceback; a
@@ -29,11 +26,6 @@ class LoaderGroup(click.Group):
     Ctrl-C exits 130."""
 
     def invoke(self, ctx: click.Context) -> object:
-        # A command builds large structures without cycles (summaries, records, plans: a
-        # few objects per dataset); the cyclic collector's default rhythm traverses them
-        # again and again as they grow (a third of `plan --only` at 50,000 datasets,
-        # bench/scale.py). Rarer young collections keep its cost in proportion.
-        gc.set_threshold(GC_YOUNG_THRESHOLD, *gc.get_threshold()[1:])
         try:
             return super().invoke(ctx)
         except LoaderError as error:

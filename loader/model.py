@@ -14,7 +14,9 @@ import enum
 import functools
 import hashlib
 import json
+import os
 import reprlib
+import sys
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from decimal import ROUND_HALF_UP, Decimal, localcontext
@@ -27,9 +29,25 @@ DataType = Literal["single_location", "flow"]
 DATA_TYPES: tuple[DataType, ...] = ("single_location", "flow")
 
 
+DIST_INFO = ("flowkit_loader-", ".dist-info")  # an installed wheel's metadata folder
+
+
 @functools.cache
 def loader_version() -> str:
-    """This package's version, or 'unknown' in a checkout that was never installed."""
+    """This package's version, or 'unknown' in a checkout that was never installed: read
+    from the name of its metadata folder on sys.path (`flowkit_loader-VERSION.dist-info`,
+    the first one, as importlib.metadata finds it), since importlib.metadata itself, which
+    parses every installed package's metadata, costs each plan 20-30 ms (bench/plan.py).
+    Anything else (an egg, a zip) is asked of importlib.metadata."""
+    prefix, suffix = DIST_INFO
+    for entry in sys.path:
+        try:
+            names = sorted(os.listdir(entry or "."))
+        except OSError:
+            continue
+        for name in names:
+            if name.startswith(prefix) and name.endswith(suffix):
+                return name[len(prefix) : -len(suffix)]
     from importlib.metadata import PackageNotFoundError, version
 
     try:

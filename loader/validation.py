@@ -15,7 +15,6 @@ import os
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from functools import cache
-from importlib import resources
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -54,10 +53,14 @@ SCHEMA_NAMES = ("manifest.schema.json", "config.schema.json", "plan.schema.json"
 
 
 def schema_text(name: str = "manifest.schema.json") -> str:
-    packaged = resources.files("loader").joinpath("schemas").joinpath(name)
-    if packaged.is_file():
-        return packaged.read_text(encoding="utf-8")
-    return (Path(__file__).resolve().parent.parent / "schemas" / name).read_text(encoding="utf-8")
+    here = Path(__file__).resolve().parent
+    for path in (here / "schemas" / name, here.parent / "schemas" / name):  # wheel, checkout
+        if path.is_file():
+            return path.read_text(encoding="utf-8")
+    # Imported only here: importlib.resources costs a plan more than the schema's read.
+    from importlib import resources  # a package inside a zip file
+
+    return resources.files("loader").joinpath("schemas").joinpath(name).read_text(encoding="utf-8")
 
 
 @cache

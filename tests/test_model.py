@@ -4,6 +4,10 @@ and the small conversions to and from what the backend answers."""
 
 from __future__ import annotations
 
+import sys
+from importlib.metadata import version
+from pathlib import Path
+
 import pytest
 
 from loader.model import (
@@ -15,6 +19,7 @@ from loader.model import (
     dataset_digest,
     excerpt,
     json_kind,
+    loader_version,
     metadata_of,
     nanos_to_float,
     nanos_to_text,
@@ -153,3 +158,23 @@ def test_query_range_body() -> None:
 def test_stored_matches(desired: dict[str, object], stored: dict[str, object],
                         matches: bool) -> None:  # fmt: skip
     assert stored_matches(desired, stored) is matches
+
+
+def test_loader_version_is_what_importlib_metadata_says(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    assert loader_version() == version("flowkit-loader")
+    # The first metadata folder on the path wins, as for importlib.metadata; nothing
+    # installed gives 'unknown'.
+    (tmp_path / "first").mkdir()
+    (tmp_path / "first" / "flowkit_loader-9.8.7.dist-info").mkdir()
+    monkeypatch.setattr(sys, "path", [str(tmp_path / "missing"), str(tmp_path / "first"),
+                                      *sys.path])  # fmt: skip
+    loader_version.cache_clear()
+    try:
+        assert loader_version() == "9.8.7"
+        monkeypatch.setattr(sys, "path", [str(tmp_path / "missing")])
+        loader_version.cache_clear()
+        assert loader_version() == "unknown"
+    finally:
+        loader_version.cache_clear()
