@@ -7,9 +7,10 @@ from __future__ import annotations
 
 import contextlib
 import functools
+import os
 import sys
 from collections import defaultdict
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, Literal
 
@@ -46,6 +47,53 @@ class LoaderGroup(click.Group):
         sys.exit(code if isinstance(code, int) else 0)
 
 
+# Terraform's colours: what is created, changed, deleted.
+SYMBOL_COLOURS = {"+": "green", "~": "yellow", "-": "red"}
+
+
+def _set_colour(ctx: click.Context, param: click.Parameter, value: bool | None) -> None:
+    if value is not None:  # an unset command option leaves the group's choice alone
+        ctx.find_root().meta["colour"] = value
+
+
+_COLOR = click.option(
+    "--color/--no-color", default=None, expose_value=False, callback=_set_colour,
+    help="Colour the output, or not (default: on a terminal, unless NO_COLOR is set; "
+    "FORCE_COLOR turns it on).",
+)  # fmt: skip
+
+
+def colour_wanted(choice: bool | None, environ: Mapping[str, str], terminal: bool) -> bool:
+    """--color / --no-color, else NO_COLOR (no-color.org: any value but empty) turns colour
+    off, else FORCE_COLOR (any value but empty or 0) on, else a terminal decides."""
+    if choice is not None:
+        return choice
+    if environ.get("NO_COLOR"):
+        return False
+    if environ.get("FORCE_COLOR", "0") not in ("", "0"):
+        return True
+    return terminal
+
+
+def _colour() -> bool:
+    choice = click.get_current_context().find_root().meta.get("colour")
+    return colour_wanted(choice, os.environ, sys.stdout.isatty())
+
+
+def paint_symbol(symbol: str) -> str:
+    """A plan symbol in Terraform's colours: `-/+` red, then green."""
+    return "".join(click.style(c, fg=SYMBOL_COLOURS[c]) if c in SYMBOL_COLOURS else c
+                   for c in symbol)  # fmt: skip
+
+
+def echo_plan_text(data: Mapping[str, Any]) -> None:
+    from loader.render import render_text
+
+    colour = _colour()
+    text = render_text(data, paint_symbol) if colour else render_text(data)
+    click.echo(text, nl=False, color=colour)
+
+
 def _show_version(ctx: click.Context, param: click.Parameter, value: bool) -> None:
     # Looked up only when asked: reading the package metadata costs every command 10 ms.
     if value and not ctx.resilient_parsing:
@@ -56,6 +104,7 @@ def _show_version(ctx: click.Context, param: click.Parameter, value: bool) -> No
 @click.group(cls=LoaderGroup, context_settings={"help_option_names": ["-h", "--help"]})
 @click.option("--version", is_flag=True, expose_value=False, is_eager=True,
               callback=_show_version, help="Show the version and exit.")  # fmt: skip
+@_COLOR
 def cli() -> None:
     """Declarative loader for FlowKit-UI deployments: validate, plan, apply."""
 
@@ -252,24 +301,33 @@ _FORMAT = click.option(
 @click.option("--out", type=click.Path(dir_okay=False), help="Save the plan (JSON) for apply.")
 @click.option("--detailed-exitcode", is_flag=True,
               help="Exit 0 when nothing changes, 2 when something does (1 on error).")  # fmt: skip
-def plan_command(
+@click.option("--quiet", "-q", is_flag=True, help="Only the summary line (text format).")
+@_COLOR
+def plan_command(  # noqa: PLR0913 (click hands a command each of its options)
     manifest: str, where: _Where, only: tuple[str, ...], fmt: str, offline: bool, verify: bool,
     out: str | None,
-    detailed_exitcode: bool,
+    detailed_exitcode: bool, quiet: bool,
 ) -> None:  # fmt: skip
     """Show what applying MANIFEST would change on its target; nothing is written."""
     from loader import planfile, run
-    from loader.render import render
+    from loader.render import render, summary_text
 
     if offline and verify:
         raise LoaderError("--verify reads the server: it cannot be --offline")
+    if quiet and fmt != "text":
+        raise click.UsageError(f"--quiet is for the text format, not {fmt}")
     made = run.plan(manifest, target=where.target, offline=offline, verify=verify, only=only,
                     state=where.state, wait_ready=where.wait_ready)  # fmt: skip
     if out:
         data = planfile.save_plan(made, out)
     else:  # sealed only where the seal is shown: the JSON document
         data = planfile.document(made) if fmt == "json" else planfile.plan_data(made)
-    click.echo(render(data, fmt), nl=False)
+    if quiet:
+        click.echo(summary_text(data), nl=False)
+    elif fmt == "text":
+        echo_plan_text(data)
+    else:
+        click.echo(render(data, fmt), nl=False)
     if out:  # on stderr: stdout is the plan alone (a PR comment, a JSON document)
         hint = planfile.how_to_apply(out, manifest, made.refreshed)
         click.echo(f"Saved to {out}: {hint}.", err=True)
@@ -279,6 +337,7 @@ def plan_command(
 @cli.command(name="show")
 @click.argument("plan_file", metavar="PLAN", type=click.Path(dir_okay=False))
 @_FORMAT
+@_COLOR
 def show_command(plan_file: str, fmt: str) -> None:
     """Render a saved plan (`plan --out`) as text, Markdown or JSON; refused when it was
     changed after it was written (its digest), or is not signed with FLOWKIT_PLAN_KEY
@@ -286,7 +345,11 @@ def show_command(plan_file: str, fmt: str) -> None:
     from loader import planfile
     from loader.render import render
 
-    click.echo(render(planfile.read(plan_file), fmt), nl=False)
+    data = planfile.read(plan_file)
+    if fmt == "text":
+        echo_plan_text(data)
+    else:
+        click.echo(render(data, fmt), nl=False)
 
 
 class ApplyProgress:
@@ -306,6 +369,7 @@ class ApplyProgress:
         self.total = self.done = self.failed = 0
         self.start = self.last = 0.0
         self.model: Any = None
+        self.open_line = False  # the bar drawn and its line not ended (an interrupted apply)
 
     def begin(self, changes: Sequence[Any]) -> None:
         from loader.progress import CostModel
@@ -313,6 +377,14 @@ class ApplyProgress:
         self.total, self.start = len(changes), self.clock()
         self.last = self.start
         self.model = CostModel.of(changes)
+
+    def end(self) -> None:
+        """The bar's line ended, so that what follows (the summary after a Ctrl-C or a
+        stop) starts on a line of its own."""
+        with self.lock:
+            if self.open_line:
+                click.echo(err=True)
+                self.open_line = False
 
     def __call__(self, outcome: Any) -> None:
         from loader.execute import OutcomeStatus
@@ -337,7 +409,8 @@ class ApplyProgress:
                 line = progress_line(
                     self.done, self.total, self.failed, now - self.start, 30, **estimate
                 )
-                click.echo(f"\r{line}", nl=self.done == self.total, err=True)
+                self.open_line = self.done < self.total
+                click.echo(f"\r{line}", nl=not self.open_line, err=True)
             elif now - self.last >= self.LOG_EVERY or self.done == self.total:
                 self.last = now
                 line = progress_line(
@@ -390,6 +463,7 @@ class ApplyProgress:
 )
 @click.option("--quiet", "-q", is_flag=True, help="Only the summary and errors.")
 @click.option("--verbose", "-v", is_flag=True, help="Every change as it completes.")  # fmt: skip
+@_COLOR
 def apply_command(  # noqa: PLR0913 (click hands a command each of its options)
     source: str, where: _Where, only: tuple[str, ...], verify: bool, reviewed: str | None,
     yes: bool, allow_destroy: bool, max_destroy: int | None, parallelism: int | Literal["auto"],
@@ -404,7 +478,7 @@ def apply_command(  # noqa: PLR0913 (click hands a command each of its options)
         raise click.UsageError("--quiet and --verbose: choose one")
     from loader.planfile import is_plan_file, plan_data
     from loader.planner import Plan
-    from loader.render import render_result, render_text
+    from loader.render import render_result
 
     saved = is_plan_file(source)
 
@@ -414,7 +488,7 @@ def apply_command(  # noqa: PLR0913 (click hands a command each of its options)
 
     def show(made: Plan) -> None:
         if asks or not quiet:
-            click.echo(render_text(plan_data(made)), nl=False)
+            echo_plan_text(plan_data(made))
 
     def confirm(made: Plan) -> bool:
         if asks:
@@ -439,6 +513,7 @@ def apply_command(  # noqa: PLR0913 (click hands a command each of its options)
     if not applied.result.outcomes:
         click.echo("Apply cancelled: nothing was written.")
         sys.exit(1)
+    progress.end()
     click.echo(render_result(applied.result), nl=False)
     if applied.pacing is not None and not quiet:
         click.echo(applied.pacing.describe())

@@ -26,6 +26,7 @@ from loader.notes import (
     Unexplained,
     Unrecorded,
 )
+from loader.planner import Action
 
 if TYPE_CHECKING:  # render only reads them: no import of the commands' modules
     from loader.execute import ApplyResult
@@ -240,20 +241,37 @@ def _header(data: Mapping[str, Any]) -> str:
 # Text and Markdown
 
 
-def render_text(data: Mapping[str, Any]) -> str:
+SYMBOLS = frozenset(action.value for action in Action)  # what `paint` is given
+
+
+def _as_is(symbol: str) -> str:
+    return symbol
+
+
+def render_text(data: Mapping[str, Any], paint: Callable[[str], str] = _as_is) -> str:
+    """The plan for a terminal or a log; `paint` colours each change's symbol (`+`, `~`,
+    `-`, `-/+`, the grants' too) where the reader's terminal shows colour."""
     out = [_header(data)]
     lines = _lines(data)
     if not lines:
         out.append("No changes: the target matches the manifest.")
     for symbol, text, details in lines:
-        out.append(f"  {symbol:<3} {text}")
-        out += [f"        {d}" for d in details]
+        out.append(f"  {paint(symbol)}{' ' * (4 - len(symbol))}{text}")
+        for detail in details:
+            first, _, rest = detail.partition(" ")
+            painted = f"{paint(first)} {rest}" if first in SYMBOLS and rest else detail
+            out.append(f"        {painted}")
     for note in data["notes"]:
         out.append(f"note: {note}")
     out.append(f"Plan: {_summary_line(data)}")
     if data["changes"]:
         out.append(f"Roles needed: {', '.join(data['roles'])}")
     return "\n".join(out) + "\n"
+
+
+def summary_text(data: Mapping[str, Any]) -> str:
+    """The plan's one summary line (`plan -q`)."""
+    return f"Plan: {_summary_line(data)}\n"
 
 
 def render_markdown(data: Mapping[str, Any], limit: int = GITHUB_COMMENT_LIMIT) -> str:

@@ -10,8 +10,12 @@ from pathlib import Path
 import pytest
 from click.testing import CliRunner
 
-from loader.cli import cli
+from loader.cli import ApplyProgress, cli, colour_wanted
+from loader.execute import Outcome, OutcomeStatus
+from loader.model import DatasetKey
+from loader.planner import Action, Change, GrantTarget, Reason
 from tests.conftest import DATA, ROOT, need_reference
+from tests.helpers import RESIDENTS_SAMPLE, cli_run, write_manifest
 
 EXAMPLE_MANIFESTS = sorted((ROOT / "manifests").glob("*.yaml"))
 
@@ -156,3 +160,81 @@ def test_pre_commit_hooks_run_validate(monkeypatch: pytest.MonkeyPatch) -> None:
         assert entry[0] == "flowkit-loader"
         code, lines = run(*entry[1:], "manifests/example.yaml")
         assert code == 0, lines
+
+
+# -- colour, quiet plans, the bar's line ---------------------------------------------------
+
+GREEN_PLUS = "\x1b[32m+\x1b[0m"
+
+
+@pytest.mark.parametrize(
+    ("choice", "environ", "terminal", "wanted"),
+    [
+        (None, {}, True, True),
+        (None, {}, False, False),
+        (None, {"NO_COLOR": "1"}, True, False),
+        (None, {"NO_COLOR": ""}, True, True),  # no-color.org: an empty value is unset
+        (None, {"FORCE_COLOR": "1"}, False, True),
+        (None, {"FORCE_COLOR": "0"}, True, True),
+        (None, {"FORCE_COLOR": "0"}, False, False),
+        (None, {"NO_COLOR": "1", "FORCE_COLOR": "1"}, True, False),
+        (True, {"NO_COLOR": "1"}, False, True),
+        (False, {"FORCE_COLOR": "1"}, True, False),
+    ],
+)
+def test_colour_is_chosen_by_flag_then_no_color_then_force_color_then_terminal(
+    choice: bool | None, environ: dict[str, str], terminal: bool, wanted: bool
+) -> None:
+    assert colour_wanted(choice, environ, terminal) is wanted
+
+
+def _fresh_plan(
+    tmp_path: Path, *plan_args: str, before: tuple[str, ...] = (), env: dict[str, str] | None = None
+) -> tuple[int, str]:
+    """`flowkit-loader BEFORE... plan MANIFEST PLAN_ARGS...` of a fresh local target."""
+    manifest = write_manifest(tmp_path, {"residents.csv": RESIDENTS_SAMPLE})
+    return cli_run(*before, "plan", str(manifest), *plan_args, env=env)
+
+
+def test_a_plan_is_coloured_only_when_asked_or_forced(tmp_path: Path) -> None:
+    plain = {"NO_COLOR": "", "FORCE_COLOR": ""}
+    code, piped = _fresh_plan(tmp_path, env=plain)  # CliRunner's output is a pipe
+    assert code == 0 and "\x1b[" not in piped and "\n  +   " in piped
+    coloured = [_fresh_plan(tmp_path, "--color", env=plain),
+                _fresh_plan(tmp_path, before=("--color",), env=plain),
+                _fresh_plan(tmp_path, env={"FORCE_COLOR": "1", "NO_COLOR": ""})]  # fmt: skip
+    for code, output in coloured:
+        assert code == 0 and f"  {GREEN_PLUS}   " in output
+        assert output.replace(GREEN_PLUS, "+") == piped  # colour adds nothing else
+    plain_again = [_fresh_plan(tmp_path, "--no-color", env={"FORCE_COLOR": "1"}),
+                   _fresh_plan(tmp_path, env={"FORCE_COLOR": "1", "NO_COLOR": "1"})]  # fmt: skip
+    assert plain_again == [(0, piped), (0, piped)]
+
+
+def test_plan_quiet_prints_the_summary_line_only(tmp_path: Path) -> None:
+    full = _fresh_plan(tmp_path)[1].splitlines()
+    assert _fresh_plan(tmp_path, "-q") == (0, "".join(f"{line}\n" for line in full
+                                                      if line.startswith("Plan: ")))  # fmt: skip
+    code, output = _fresh_plan(tmp_path, "-q", "--format", "json")
+    assert (
+        code == 1 and output.splitlines()[-1] == "Error: --quiet is for the text format, not json"
+    )
+
+
+def test_after_an_interrupted_bar_the_summary_starts_on_a_new_line(
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    key = DatasetKey("c", "c.i", 1, 1, "2021-01-01 00:00:00")
+    changes = [Change(Action.CREATE, Reason.NEW, GrantTarget(f"s{n}", key)) for n in range(3)]
+    progress = ApplyProgress(quiet=False, verbose=False)
+    progress.terminal = True
+    progress.begin(changes)
+    progress(Outcome(changes[0], OutcomeStatus.DONE))
+    progress.end()  # Ctrl-C: two changes never came
+    progress.end()  # once only
+    drawn = capsys.readouterr().err
+    assert drawn.startswith("\r") and drawn.endswith("\n") and drawn.count("\n") == 1
+    for change in changes[1:]:
+        progress(Outcome(change, OutcomeStatus.DONE))
+    progress.end()  # a finished bar ended its own line
+    assert capsys.readouterr().err.count("\n") == 1
