@@ -33,6 +33,21 @@ class LoaderGroup(click.Group):
             click.echo(f"error: {error}", err=True)
             ctx.exit(1)
 
+    # The commands by what a user does with them (`--help` lists them so).
+    SECTIONS = (
+        ("Write", ("validate", "schema")),
+        ("Review", ("plan", "show", "status")),
+        ("Change", ("apply", "import", "unlock")),
+        ("Run", ("serve", "check")),
+    )
+
+    def format_commands(self, ctx: click.Context, formatter: click.HelpFormatter) -> None:
+        for title, names in self.SECTIONS:
+            rows = [(name, self.commands[name].get_short_help_str(limit=formatter.width))
+                    for name in names]  # fmt: skip
+            with formatter.section(f"{title} commands"):
+                formatter.write_dl(rows)
+
     def main(self, *args: Any, **kwargs: Any) -> Any:
         if kwargs.get("standalone_mode", True) is False:
             return super().main(*args, **kwargs)
@@ -94,6 +109,11 @@ def echo_plan_text(data: Mapping[str, Any]) -> None:
     click.echo(text, nl=False, color=colour)
 
 
+def examples(*lines: str) -> str:
+    """A command's --help epilog: its examples, kept as written (click's \\b)."""
+    return "\b\nExamples:\n" + "\n".join(f"  {line}" for line in lines)
+
+
 def _show_version(ctx: click.Context, param: click.Parameter, value: bool) -> None:
     # Looked up only when asked: reading the package metadata costs every command 10 ms.
     if value and not ctx.resilient_parsing:
@@ -106,10 +126,21 @@ def _show_version(ctx: click.Context, param: click.Parameter, value: bool) -> No
               callback=_show_version, help="Show the version and exit.")  # fmt: skip
 @_COLOR
 def cli() -> None:
-    """Declarative loader for FlowKit-UI deployments: validate, plan, apply."""
+    """Declarative loader for FlowKit-UI deployments: validate, plan, apply.
+
+    Each command has its own --help, with examples. Shell completion: see the README
+    (`_FLOWKIT_LOADER_COMPLETE=bash_source flowkit-loader`)."""
 
 
-@cli.command(name="validate")
+@cli.command(
+    name="validate",
+    short_help="Check manifests, their config and data; nothing is sent.",
+    epilog=examples(
+        "flowkit-loader validate deploy.yaml",
+        "flowkit-loader validate deploy.yaml --no-data     # manifest and config only",
+        "flowkit-loader validate deploy.yaml -v            # the datasets it prepares",
+    ),
+)
 @click.argument("manifests", nargs=-1, required=True, type=click.Path(dir_okay=False))
 @click.option("--target", "-t", help="The target whose ids to check (default: the default).")
 @click.option("--no-data", is_flag=True, help="Check the manifest and config only, not the CSVs.")
@@ -195,7 +226,14 @@ def _dataset_lines(report: ValidationReport) -> list[str]:
     return lines
 
 
-@cli.command(name="check")
+@cli.command(
+    name="check",
+    short_help="Check the credentials, state store and lock plan and apply will use.",
+    epilog=examples(
+        "flowkit-loader check deploy.yaml",
+        "flowkit-loader check deploy.yaml --target production --wait-ready 60",
+    ),
+)
 @click.argument("manifest", type=click.Path(dir_okay=False))
 @click.option("--target", "-t", help="The target to check (default: the default).")
 @click.option("--state", help="Where the state record is (default: the target's).")
@@ -287,7 +325,17 @@ _FORMAT = click.option(
 )  # fmt: skip
 
 
-@cli.command(name="plan")
+@cli.command(
+    name="plan",
+    short_help="Show what apply would change; nothing is written.",
+    epilog=examples(
+        "flowkit-loader plan deploy.yaml",
+        "flowkit-loader plan deploy.yaml --out plan.json    # for `apply plan.json`",
+        "flowkit-loader plan deploy.yaml --format markdown  # a pull-request comment",
+        "flowkit-loader plan deploy.yaml --offline --only indicator='residents.*'",
+        "flowkit-loader plan deploy.yaml --detailed-exitcode -q  # exit 2 when there are changes",
+    ),
+)
 @click.argument("manifest", type=click.Path(dir_okay=False))
 @_target_options
 @_ONLY
@@ -334,7 +382,13 @@ def plan_command(  # noqa: PLR0913 (click hands a command each of its options)
     sys.exit(2 if detailed_exitcode and made.has_changes else 0)
 
 
-@cli.command(name="show")
+@cli.command(
+    name="show",
+    short_help="Render a saved plan as text, Markdown or JSON.",
+    epilog=examples(
+        "flowkit-loader show plan.json", "flowkit-loader show plan.json --format markdown"
+    ),
+)
 @click.argument("plan_file", metavar="PLAN", type=click.Path(dir_okay=False))
 @_FORMAT
 @_COLOR
@@ -419,7 +473,16 @@ class ApplyProgress:
                 click.echo(f"apply: {line}", err=True)
 
 
-@cli.command(name="apply")
+@cli.command(
+    name="apply",
+    short_help="Make the target match the manifest, or carry out a saved plan.",
+    epilog=examples(
+        "flowkit-loader apply deploy.yaml                 # plan, confirm, apply",
+        "flowkit-loader apply plan.json                   # exactly that plan, refused if stale",
+        "flowkit-loader apply deploy.yaml --reviewed pr-plan.json --yes   # in CI, after review",
+        "flowkit-loader apply deploy.yaml --yes --parallelism auto",
+    ),
+)
 @click.argument("source", metavar="MANIFEST|PLAN", type=click.Path(dir_okay=False))
 @_target_options
 @_ONLY
@@ -522,7 +585,13 @@ def apply_command(  # noqa: PLR0913 (click hands a command each of its options)
     sys.exit(0 if applied.result.ok else 1)
 
 
-@cli.command(name="import")
+@cli.command(
+    name="import",
+    short_help="Record what the server already holds of the manifest.",
+    epilog=examples(
+        "flowkit-loader import deploy.yaml", "flowkit-loader import deploy.yaml --target production"
+    ),
+)
 @click.argument("manifest", type=click.Path(dir_okay=False))
 @_target_options
 def import_command(manifest: str, where: _Where) -> None:
@@ -537,7 +606,14 @@ def import_command(manifest: str, where: _Where) -> None:
     click.echo(render_import(report), nl=False)
 
 
-@cli.command(name="status")
+@cli.command(
+    name="status",
+    short_help="Show the dates loaded, gaps, grants and the last apply.",
+    epilog=examples(
+        "flowkit-loader status deploy.yaml",
+        "flowkit-loader status deploy.yaml --offline   # from the state record alone",
+    ),
+)
 @click.argument("manifest", type=click.Path(dir_okay=False))
 @_target_options
 @click.option("--offline", is_flag=True, help="From the state record alone.")
@@ -552,7 +628,14 @@ def status_command(manifest: str, where: _Where, offline: bool) -> None:
     click.echo(render_status(found), nl=False)
 
 
-@cli.command(name="unlock")
+@cli.command(
+    name="unlock",
+    short_help="Break the state lock of a run that is gone.",
+    epilog=examples(
+        "flowkit-loader unlock deploy.yaml",
+        "flowkit-loader unlock deploy.yaml --force   # before it expires",
+    ),
+)
 @click.argument("manifest", type=click.Path(dir_okay=False))
 @click.option("--target", "-t", help="The target (default: the manifest's default).")
 @click.option("--state", help="Where the state record is (default: the target's).")
@@ -568,7 +651,13 @@ def unlock_command(manifest: str, target: str | None, state: str | None, force: 
     click.echo(f"{done.location}: {broken}")
 
 
-@cli.command(name="schema")
+@cli.command(
+    name="schema",
+    short_help="Print the manifest's (or the config's) JSON Schema.",
+    epilog=examples(
+        "flowkit-loader schema > manifest.schema.json", "flowkit-loader schema --config"
+    ),
+)
 @click.option(
     "--config",
     "which",
@@ -588,7 +677,14 @@ def schema_command(which: str) -> None:
     click.echo(schema_text(which), nl=False)
 
 
-@cli.command(name="serve")
+@cli.command(
+    name="serve",
+    short_help="Serve a local backend over HTTP with the real service's API.",
+    epilog=examples(
+        "FLOWKIT_SERVE_SECRET=dev-secret flowkit-loader serve --db .flowkit/serve.db",
+        "flowkit-loader serve --port 0 --upstream-quirks --latency  # its hazards and costs",
+    ),
+)
 @click.option(
     "--db",
     default=".flowkit/serve.db",

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -10,7 +11,7 @@ from pathlib import Path
 import pytest
 from click.testing import CliRunner
 
-from loader.cli import ApplyProgress, cli, colour_wanted
+from loader.cli import ApplyProgress, LoaderGroup, cli, colour_wanted
 from loader.execute import Outcome, OutcomeStatus
 from loader.model import DatasetKey
 from loader.planner import Action, Change, GrantTarget, Reason
@@ -238,3 +239,41 @@ def test_after_an_interrupted_bar_the_summary_starts_on_a_new_line(
         progress(Outcome(change, OutcomeStatus.DONE))
     progress.end()  # a finished bar ended its own line
     assert capsys.readouterr().err.count("\n") == 1
+
+
+# -- help ---------------------------------------------------------------------------------
+
+
+def test_the_top_level_help_groups_every_command_once_in_whole_sentences() -> None:
+    code, lines = run("--help")
+    assert code == 0
+    listed = [name for _, names in LoaderGroup.SECTIONS for name in names]
+    assert sorted(listed) == sorted(cli.commands)  # each command in exactly one section
+    headings = [line for line in lines if line.endswith(" commands:")]
+    assert headings == ["Write commands:", "Review commands:", "Change commands:",
+                        "Run commands:"]  # fmt: skip
+    for name in listed:
+        (row,) = [line for line in lines if line.startswith(f"  {name} ")]
+        text = row.removeprefix(f"  {name} ").strip()
+        assert text.endswith(".") and not text.endswith("...") and text[0].isupper(), row
+
+
+@pytest.mark.parametrize("command", sorted(cli.commands))
+def test_every_command_shows_examples_of_itself(command: str) -> None:
+    code, lines = run(command, "--help")
+    assert code == 0
+    examples = lines[lines.index("  Examples:") + 1 :]
+    assert examples and all(f"flowkit-loader {command}" in line for line in examples), examples
+
+
+@pytest.mark.parametrize("shell", ["bash", "zsh", "fish"])
+def test_shell_completion_scripts_are_printed(shell: str) -> None:
+    env = {**os.environ, "_FLOWKIT_LOADER_COMPLETE": f"{shell}_source"}
+    done = subprocess.run([sys.executable, "-m", "loader"], env=env, capture_output=True,
+                          text=True, check=False, timeout=60)  # fmt: skip
+    assert done.returncode == 0 and "_FLOWKIT_LOADER_COMPLETE" in done.stdout, done.stderr
+    words = {**env, "_FLOWKIT_LOADER_COMPLETE": "bash_complete", "COMP_WORDS": "flowkit-loader pl",
+             "COMP_CWORD": "1"}  # fmt: skip
+    done = subprocess.run([sys.executable, "-m", "loader"], env=words, capture_output=True,
+                          text=True, check=False, timeout=60)  # fmt: skip
+    assert done.stdout.split() == ["plain,plan"]
