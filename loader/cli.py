@@ -152,29 +152,44 @@ def cli() -> None:
     help="Print at most this many problems per manifest.",
 )
 @click.option("--verbose", "-v", is_flag=True, help="List the prepared datasets per indicator.")
+@click.option(
+    "--format", "-f", "fmt", type=click.Choice(["text", "github", "json"]), default="text",
+    show_default=True,
+    help="text; github: annotations on the pull request's diff (in GitHub Actions); json "
+    "(schemas/validation.schema.json).",
+)  # fmt: skip
 def validate_command(
     manifests: tuple[str, ...],
     target: str | None,
     no_data: bool,
     max_problems: int,
     verbose: bool,
+    fmt: str,
 ) -> None:
     """Check MANIFEST(s) and their data; print every problem as path:line:column: message.
 
     Nothing is sent anywhere. Exit 1 when there is any error (warnings do not fail).
     """
+    from loader.render import github_annotation, render_validation_json, validation_data
+
     failed = False
+    documents = []
     for manifest in manifests:
         report = validate(manifest, target=target, data=not no_data)
+        failed = failed or not report.ok
+        if fmt == "json":
+            documents.append(validation_data(report, data=not no_data, max_problems=max_problems))
+            continue
         for problem in report.problems[:max_problems]:
-            click.echo(str(problem))
+            click.echo(github_annotation(problem) if fmt == "github" else str(problem))
         if len(report.problems) > max_problems:
             click.echo(f"... and {len(report.problems) - max_problems} more")
         if verbose and report.ok:
             for line in [*_dataset_lines(report), *_missing_lines(report)]:
                 click.echo(line)
         click.echo(_summary(report, data=not no_data))
-        failed = failed or not report.ok
+    if fmt == "json":
+        click.echo(render_validation_json(documents), nl=False)
     sys.exit(1 if failed else 0)
 
 

@@ -31,7 +31,9 @@ from loader.planner import Action
 if TYPE_CHECKING:  # render only reads them: no import of the commands' modules
     from loader.execute import ApplyResult
     from loader.inventory import TargetStatus
+    from loader.model import Problem
     from loader.refresh import ImportReport
+    from loader.validation import ValidationReport
 
 GITHUB_COMMENT_LIMIT = 65_536
 COLLAPSE_AFTER = 3  # more datasets than this of one indicator and action: one line
@@ -472,3 +474,69 @@ def render_import(report: ImportReport) -> str:
                      "(the next apply grants them; 303 where they exist)")  # fmt: skip
         out.append(line)
     return "\n".join(out) + "\n"
+
+
+# ---------------------------------------------------------------------------------------
+# Validation reports (`validate --format github | json`)
+
+VALIDATION_FORMAT_VERSION = 1
+
+
+def _escaped(text: str, *, in_property: bool = False) -> str:
+    """GitHub's escaping of a workflow command's message (and, more, of a property)."""
+    text = text.replace("%", "%25").replace("\r", "%0D").replace("\n", "%0A")
+    return text.replace(":", "%3A").replace(",", "%2C") if in_property else text
+
+
+def github_annotation(problem: Problem) -> str:
+    """One problem as a GitHub Actions workflow command: an annotation on the pull
+    request's diff at the problem's file, line and column (a Parquet row in the text)."""
+    where = problem.position
+    properties = [f"file={_escaped(where.path, in_property=True)}"]
+    if where.line:
+        properties.append(f"line={where.line}")
+    if where.column:
+        properties.append(f"col={where.column}")
+    properties.append("title=flowkit-loader validate")
+    message = f"row {where.row}: {problem.message}" if where.row else problem.message
+    return f"::{problem.severity.value} {','.join(properties)}::{_escaped(message)}"
+
+
+def validation_data(report: ValidationReport, *, data: bool, max_problems: int) -> dict[str, Any]:
+    """One manifest's report as `validate --format json` gives it
+    (schemas/validation.schema.json): its problems (the first `max_problems`), counts, and
+    what each data file gave."""
+    shown = report.problems[:max_problems]
+    return {
+        "path": report.path,
+        "ok": report.ok,
+        "data_checked": data,
+        "errors": len(report.errors),
+        "warnings": len(report.warnings),
+        "problems": [
+            {
+                "path": p.position.path,
+                "line": p.position.line or None,
+                "column": p.position.column or None,
+                "row": p.position.row or None,
+                "severity": p.severity.value,
+                "message": p.message,
+            }
+            for p in shown
+        ],
+        "problems_not_shown": len(report.problems) - len(shown),
+        "files": [
+            {
+                "path": f.path,
+                "rows": f.rows,
+                "values": f.values,
+                "datasets": len(f.summaries),
+                "missing_cells": dict(sorted(f.missing_cells.items())),
+            }
+            for f in report.files
+        ],
+    }
+
+
+def render_validation_json(reports: list[dict[str, Any]]) -> str:
+    return render_json({"format_version": VALIDATION_FORMAT_VERSION, "manifests": reports})

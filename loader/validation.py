@@ -45,7 +45,8 @@ if TYPE_CHECKING:
 
     from loader.summaries import FileReport
 
-SCHEMA_NAMES = ("manifest.schema.json", "config.schema.json", "plan.schema.json")
+SCHEMA_NAMES = ("manifest.schema.json", "config.schema.json", "plan.schema.json",
+                "validation.schema.json")  # fmt: skip
 
 
 # ---------------------------------------------------------------------------------------

@@ -13,8 +13,10 @@ from click.testing import CliRunner
 
 from loader.cli import ApplyProgress, LoaderGroup, cli, colour_wanted
 from loader.execute import Outcome, OutcomeStatus
-from loader.model import DatasetKey
+from loader.model import DatasetKey, Position, Problem, Severity
 from loader.planner import Action, Change, GrantTarget, Reason
+from loader.render import github_annotation
+from loader.validation import schema_text, validate
 from tests.conftest import DATA, ROOT, need_reference
 from tests.helpers import RESIDENTS_SAMPLE, cli_run, write_manifest
 
@@ -277,3 +279,67 @@ def test_shell_completion_scripts_are_printed(shell: str) -> None:
     done = subprocess.run([sys.executable, "-m", "loader"], env=words, capture_output=True,
                           text=True, check=False, timeout=60)  # fmt: skip
     assert done.stdout.split() == ["plain,plan"]
+
+
+# -- validate --format github | json ------------------------------------------------------
+
+
+def _broken_manifest(directory: Path) -> Path:
+    """A manifest whose residents file has a bad value (line 3) and a bad date (line 4)."""
+    directory.mkdir(exist_ok=True)
+    text = RESIDENTS_SAMPLE.replace("300,,30", "lots,,30").replace(
+        "2021-01-01,EX01-01", "someday,EX01-01"
+    )
+    return write_manifest(directory, {"residents.csv": text})
+
+
+def test_validate_annotates_the_pull_requests_diff_on_github(tmp_path: Path) -> None:
+    manifest = _broken_manifest(tmp_path)
+    report = validate(manifest)
+    assert len(report.errors) >= 2 and report.warnings
+    _, text = cli_run("validate", str(manifest))
+    code, github = cli_run("validate", str(manifest), "--format", "github")
+    assert code == 1
+    expected = [
+        f"::{p.severity.value} file={p.position.path},line={p.position.line},"
+        f"col={p.position.column},title=flowkit-loader validate::"
+        + p.message.replace("%", "%25")  # GitHub's escape
+        for p in report.problems
+    ]
+    assert github.splitlines() == [*expected, text.splitlines()[-1]]  # then the summary
+
+
+def test_a_github_annotation_escapes_what_would_end_it() -> None:
+    problem = Problem(Position("data/a,b:c.csv", 3, 7), "50% off\nnext", Severity.WARNING)
+    assert github_annotation(problem) == (
+        "::warning file=data/a%2Cb%3Ac.csv,line=3,col=7,title=flowkit-loader validate::"
+        "50%25 off%0Anext"
+    )
+    on_a_row = Problem(Position("a.parquet", row=12), "not a number")
+    assert github_annotation(on_a_row) == (
+        "::error file=a.parquet,title=flowkit-loader validate::row 12: not a number"
+    )
+
+
+def test_validate_json_follows_its_schema_for_valid_and_invalid_manifests(tmp_path: Path) -> None:
+    import jsonschema
+
+    validator = jsonschema.Draft202012Validator(json.loads(schema_text("validation.schema.json")))
+    (tmp_path / "good").mkdir()
+    good = write_manifest(tmp_path / "good", {"residents.csv": RESIDENTS_SAMPLE})
+    bad = _broken_manifest(tmp_path / "bad")
+    code, output = cli_run(
+        "validate", str(good), str(bad), "--format", "json", "--max-problems", "1"
+    )
+    assert code == 1
+    document = json.loads(output)
+    validator.validate(document)
+    first, second = document["manifests"]
+    assert first["ok"] and first["errors"] == 0 and first["data_checked"]
+    assert first["files"][0]["rows"] == 4 and first["files"][0]["missing_cells"] == {"": 2}
+    assert not second["ok"] and second["errors"] >= 2
+    total = second["errors"] + second["warnings"]
+    assert len(second["problems"]) == 1 and second["problems_not_shown"] == total - 1
+    problem = second["problems"][0]
+    assert problem["path"].endswith("residents.csv") and problem["line"] == 3
+    assert problem["severity"] == "error" and problem["row"] is None
