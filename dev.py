@@ -47,10 +47,15 @@ def demo() -> None:
     """Validate, plan and apply the example manifest against the embedded local backend,
     then show what is loaded (a second run finds nothing to change)."""
     tool = BIN / "flowkit-loader"
-    run(tool, "validate", "manifests/example.yaml", "--verbose")
-    run(tool, "plan", "manifests/example.yaml")
-    run(tool, "apply", "manifests/example.yaml", "--yes", "--quiet")
-    run(tool, "status", "manifests/example.yaml")
+    steps = [
+        ("validate: the manifest, its config and data", ["validate", "--verbose"]),
+        ("plan: what apply will change", ["plan"]),
+        ("apply: the plan, carried out", ["apply", "--yes", "--quiet"]),
+        ("status: what the target holds now", ["status"]),
+    ]
+    for number, (title, (command, *options)) in enumerate(steps, 1):
+        print(f"\n== step {number} of {len(steps)}, {title}", flush=True)
+        run(tool, command, "manifests/example.yaml", *options)
 
 
 def test(pytest_args: list[str]) -> None:

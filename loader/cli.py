@@ -223,18 +223,19 @@ def _missing_lines(report: ValidationReport) -> list[str]:
 
 def _dataset_lines(report: ValidationReport) -> list[str]:
     """One line per indicator and resolution: dates, datasets, values, min and max."""
+    labels = report.manifest_or_raise().setup().labels
     groups = defaultdict(list)
     for summary in report.summaries:
         key = summary.key
         groups[(key.indicator_id, key.srid, key.trid)].append(summary)
-    lines = []
+    lines = ["Datasets prepared, per indicator and resolution:"]
     for (indicator, srid, trid), summaries in sorted(groups.items()):
         dates = sorted(s.key.dt[:10] for s in summaries)
         values = sum(s.stats.count for s in summaries)
         low = min(s.stats.min for s in summaries)
         high = max(s.stats.max for s in summaries)
         lines.append(
-            f"  {indicator} srid={srid} trid={trid}: {dates[0]}..{dates[-1]}, "
+            f"  {indicator} {labels.series(srid, trid)}: {dates[0]}..{dates[-1]}, "
             f"{plural(len(summaries), 'dataset')}, {plural(values, 'value')}, "
             f"min {nanos_to_text(low)}, max {nanos_to_text(high)}"
         )
@@ -592,7 +593,7 @@ def apply_command(  # noqa: PLR0913 (click hands a command each of its options)
         click.echo("Apply cancelled: nothing was written.")
         sys.exit(1)
     progress.end()
-    click.echo(render_result(applied.result), nl=False)
+    click.echo(render_result(applied.result, applied.plan.origin.labels), nl=False)
     if applied.pacing is not None and not quiet:
         click.echo(applied.pacing.describe())
     if applied.result.interrupted:

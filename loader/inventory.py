@@ -8,10 +8,11 @@ Nothing here prints: the CLI renders a TargetStatus (loader/render.py).
 from __future__ import annotations
 
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 from loader.applying import another_writer_message
+from loader.model import ResolutionLabels
 from loader.notes import Note
 from loader.record import ApplyEntry, groups
 from loader.refresh import Grids
@@ -45,6 +46,7 @@ class TargetStatus:
     pending: int  # journal entries of an interrupted apply
     notes: tuple[Note, ...] = ()
     another_writer: str = ""  # what another writer left on the server, and what to do
+    labels: ResolutionLabels = field(default_factory=ResolutionLabels)  # `srid=2 (District)`
 
 
 def status(
@@ -91,4 +93,5 @@ def status(
         another_writer_message(actual.observed.duplicated, actual.observed.unexplained,
                                run.store.location)
         if actual.observed.duplicated or actual.observed.unexplained else "",
+        run.setup.labels,
     )  # fmt: skip

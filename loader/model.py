@@ -434,6 +434,50 @@ class SetupConfig:
                 return category.category_id
         return None
 
+    @property
+    def labels(self) -> ResolutionLabels:
+        return ResolutionLabels(
+            tuple(sorted((s.srid, s.label) for s in self.spatial.values())),
+            tuple(sorted((t.trid, t.label) for t in self.temporal.values())),
+        )
+
+
+@dataclass(frozen=True)
+class ResolutionLabels:
+    """The labels of a setup's resolutions by id, so that people read `srid=2 (District)`
+    where the backend speaks of srid 2."""
+
+    spatial: tuple[tuple[int, str], ...] = ()
+    temporal: tuple[tuple[int, str], ...] = ()
+
+    def series(self, srid: int, trid: int) -> str:
+        """`srid=2 (District) trid=4 (Day)`: an id without a label is shown bare."""
+        spatial, temporal = self._label(self.spatial, srid), self._label(self.temporal, trid)
+        return f"srid={srid}{spatial} trid={trid}{temporal}"
+
+    @staticmethod
+    def _label(labels: tuple[tuple[int, str], ...], wanted: int) -> str:
+        found = [label for number, label in labels if number == wanted]
+        return f" ({found[0]})" if found else ""
+
+    def to_json(self) -> dict[str, dict[str, str]]:
+        return {"spatial": {str(i): label for i, label in self.spatial},
+                "temporal": {str(i): label for i, label in self.temporal}}  # fmt: skip
+
+    @classmethod
+    def from_json(cls, data: Any) -> ResolutionLabels:
+        """What a plan file holds (older ones hold none: no labels)."""
+        if not isinstance(data, Mapping):
+            return cls()
+
+        def pairs(kind: str) -> tuple[tuple[int, str], ...]:
+            found = data.get(kind)
+            if not isinstance(found, Mapping):
+                return ()
+            return tuple(sorted((int(i), str(v)) for i, v in found.items() if str(i).isdigit()))
+
+        return cls(pairs("spatial"), pairs("temporal"))
+
 
 # ---------------------------------------------------------------------------------------
 # The manifest

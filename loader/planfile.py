@@ -126,6 +126,7 @@ def plan_data(plan: Plan) -> dict[str, Any]:
         "roles": [role.value for role in plan.roles()],
         "notes": [note_text(note) for note in plan.notes],
         "changes": [_change_data(c) for c in plan.changes],
+        "labels": plan.origin.labels.to_json(),  # shown, not compared: older files lack it
     }
 
 

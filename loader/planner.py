@@ -24,6 +24,7 @@ from loader.model import (
     DatasetSummary,
     EntityKind,
     LoaderError,
+    ResolutionLabels,
     Role,
     by_key,
     stored_matches,
@@ -270,6 +271,7 @@ class Origin:
     manifest_path: str  # absolute, to find it again beside a saved plan
     verify: bool
     fingerprint: str
+    labels: ResolutionLabels = field(default_factory=ResolutionLabels)  # `srid=2 (District)`
 
 
 NO_ORIGIN = Origin("", "", "", "", False, "")  # a plan made by make_plan alone

@@ -8,12 +8,13 @@ plan (`show plan.json`) renders exactly as the plan did when it was made.
 from __future__ import annotations
 
 import json
+import re
 from collections.abc import Callable, Mapping
 from decimal import Decimal
 from itertools import groupby
 from typing import TYPE_CHECKING, Any
 
-from loader.model import plural
+from loader.model import ResolutionLabels, plural
 from loader.notes import (
     ConfigLeftOut,
     Duplicated,
@@ -148,7 +149,17 @@ def _lines(data: Mapping[str, Any]) -> list[tuple[str, str, list[str]]]:
     for change in config:
         if change["action"] == "delete":
             lines.append(_single(change))
-    return lines
+    labels = ResolutionLabels.from_json(data.get("labels"))
+    return [(symbol, labelled(text, labels), [labelled(d, labels) for d in details])
+            for symbol, text, details in lines]  # fmt: skip
+
+
+_SERIES = re.compile(r"\bsrid=(\d+) trid=(\d+)\b")
+
+
+def labelled(text: str, labels: ResolutionLabels) -> str:
+    """`srid=2 trid=4` in `text` with the resolutions' labels beside the ids."""
+    return _SERIES.sub(lambda found: labels.series(int(found[1]), int(found[2])), text)
 
 
 def _single(change: Mapping[str, Any]) -> tuple[str, str, list[str]]:
@@ -350,7 +361,7 @@ def render(data: Mapping[str, Any], fmt: str) -> str:
 # Apply results
 
 
-def render_result(result: ApplyResult) -> str:
+def render_result(result: ApplyResult, labels: ResolutionLabels | None = None) -> str:
     """What failed and what was skipped (and why), then the counts."""
     from loader.execute import OutcomeStatus  # loaded by then: the apply made `result`
 
@@ -377,7 +388,7 @@ def render_result(result: ApplyResult) -> str:
         f"Apply {state}: {counts['done']} done, {counts['failed']} failed, "
         f"{counts['skipped']} skipped"
     )
-    return "\n".join(out) + "\n"
+    return "\n".join(labelled(line, labels or ResolutionLabels()) for line in out) + "\n"
 
 
 def render_status(status: TargetStatus) -> str:
@@ -392,8 +403,9 @@ def render_status(status: TargetStatus) -> str:
     if not status.series:
         out.append("  nothing loaded by flowkit-loader yet")
     for s in status.series:
+        series = f"{s.indicator_id} {status.labels.series(s.srid, s.trid)}"
         out.append(
-            f"  {s.indicator_id} srid={s.srid} trid={s.trid}: {s.dates[0]}..{s.dates[-1]}, "
+            f"  {series}: {s.dates[0]}..{s.dates[-1]}, "
             f"{plural(len(s.dates), 'dataset')}, {plural(s.values, 'value')}"
         )
         if s.gaps:

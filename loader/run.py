@@ -229,7 +229,7 @@ def make_run_plan(
     made = make_plan(run.desired, actual, selectors)
     digest = fingerprint(Path(run.path), run.target, run.desired, actual, made, verify=verify)
     origin = Origin(run.target.name, run.target.url, display_path(run.path),
-                    str(Path(run.path).absolute()), verify, digest)  # fmt: skip
+                    str(Path(run.path).absolute()), verify, digest, run.setup.labels)  # fmt: skip
     return made.made_from(origin)
 
 

@@ -48,9 +48,14 @@ def test_example_summary(monkeypatch: pytest.MonkeyPatch) -> None:
         "manifests/example.yaml: valid: 2 files, 328 rows, 700 values in 46 datasets "
         "(4 missing cells skipped); 0 errors, 0 warnings"
     )
-    assert "  residents.residents srid=2 trid=2: 2021-01-01..2021-06-01, 6 datasets" in lines[0:5][
-        3
-    ] or any(line.startswith("  residents.residents srid=2 trid=2: ") for line in lines)
+    assert (
+        "  residents.residents srid=2 (District) trid=2 (Month): 2021-01-01..2021-06-01, 6 datasets"
+        in lines[0:5][3]
+        or any(
+            line.startswith("  residents.residents srid=2 (District) trid=2 (Month): ")
+            for line in lines
+        )
+    )
 
 
 def test_upstream_manifest_validates_with_the_notebooks_ids(

@@ -14,6 +14,7 @@ from loader.model import (
     DatasetKey,
     KeyShapeError,
     QueryRange,
+    ResolutionLabels,
     canonical_nanos,
     content_of,
     dataset_digest,
@@ -178,3 +179,12 @@ def test_loader_version_is_what_importlib_metadata_says(
         assert loader_version() == "unknown"
     finally:
         loader_version.cache_clear()
+
+
+def test_resolution_labels_name_a_series_and_survive_any_json() -> None:
+    labels = ResolutionLabels(((2, "District"),), ((2, "Month"), (4, "Day")))
+    assert labels.series(2, 4) == "srid=2 (District) trid=4 (Day)"
+    assert labels.series(7, 2) == "srid=7 trid=2 (Month)"  # an unknown id is shown bare
+    assert ResolutionLabels.from_json(labels.to_json()) == labels
+    for garbage in (None, [], "x", {"spatial": [1]}, {"spatial": {"x": "A"}, "temporal": 3}):
+        assert ResolutionLabels.from_json(garbage) == ResolutionLabels()

@@ -6,9 +6,10 @@ progress lines; and `status` rendered from a hand-built TargetStatus."""
 from __future__ import annotations
 
 import json
+from dataclasses import replace
 
 from loader.inventory import SeriesStatus, TargetStatus
-from loader.model import DatasetKey, DatasetStats, DatasetSummary
+from loader.model import DatasetKey, DatasetStats, DatasetSummary, ResolutionLabels
 from loader.notes import NotRefreshed
 from loader.planfile import plan_data
 from loader.planner import Origin, Plan, make_plan
@@ -149,3 +150,17 @@ def test_render_status() -> None:
         "Target t (u), state s, from the state record only\n  nothing loaded by flowkit-loader "
         "yet\n  config: 0 entities recorded\n  last apply: never\n"
     )
+
+
+def test_labelled_plans_show_each_resolutions_label_beside_its_id_and_colour_symbols() -> None:
+    labels = ResolutionLabels(((2, "District"),), ((2, "Month"),))
+    data = plan_data(small_plan().made_from(replace(ORIGIN, labels=labels)))
+    assert data["labels"] == {"spatial": {"2": "District"}, "temporal": {"2": "Month"}}
+    plain = render_text(plan_data(small_plan()))
+    text = render_text(data)
+    assert text == plain.replace("srid=2 trid=2", "srid=2 (District) trid=2 (Month)")
+    assert "srid=2 (District) trid=2 (Month) 2021-03-01" in render_markdown(data)
+    painted = render_text(data, lambda symbol: f"<{symbol}>")
+    assert "  <~>   dataset residents.residents srid=2 (District)" in painted
+    assert "        <+> grant read:free_data (new)" in painted
+    assert painted.replace("<", "").replace(">", "") == text.replace("->", "-")  # symbols only

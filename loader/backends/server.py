@@ -82,9 +82,10 @@ class DevClient:
     permissions: tuple[str, ...]
 
 
+ADMIN_CLIENT = "dev-admin"  # sees everything: the one a manifest target uses
 DEFAULT_CLIENTS = (
     DevClient(
-        "dev-admin",
+        ADMIN_CLIENT,
         " ".join((*SCOPES, "profile")),
         (SEES_EVERYTHING,),
     ),
@@ -94,13 +95,19 @@ DEFAULT_CLIENTS = (
 )
 
 
+def secret_variable(client_id: str, environ: Mapping[str, str]) -> str:
+    """Where a development client's secret is: FLOWKIT_SERVE_SECRET_<ID> when set, else
+    FLOWKIT_SERVE_SECRET."""
+    own = "FLOWKIT_SERVE_SECRET_" + client_id.upper().replace("-", "_")
+    return own if environ.get(own) else SECRET_ENV
+
+
 def client_secret(client_id: str, environ: Mapping[str, str]) -> str | None:
-    """A development client's secret: FLOWKIT_SERVE_SECRET_<ID> or FLOWKIT_SERVE_SECRET.
+    """A development client's secret (see `secret_variable`).
 
     An empty value is no secret: CI systems expand a missing secret to "", and an empty
     secret would hand admin tokens to anyone who sends an empty one."""
-    own = "FLOWKIT_SERVE_SECRET_" + client_id.upper().replace("-", "_")
-    return environ.get(own) or environ.get(SECRET_ENV) or None
+    return environ.get(secret_variable(client_id, environ)) or None
 
 
 @dataclass
@@ -606,6 +613,10 @@ def serve(
         ready = [
             c.client_id for c in authority.clients if client_secret(c.client_id, authority.environ)
         ]
+        if ADMIN_CLIENT in ready:
+            variable = secret_variable(ADMIN_CLIENT, authority.environ)
+            for line in manifest_target(base, audience, variable):
+                announce(line)
         if ready:
             announce("development clients: " + ", ".join(ready))
         elif authority.environ.get(SECRET_ENV) == "":
@@ -618,6 +629,21 @@ def serve(
         await task
 
     asyncio.run(run())
+
+
+def manifest_target(base: str, audience: str, variable: str) -> list[str]:
+    """A target for this server, ready to paste under a manifest's `targets:`: its real
+    port, its token URL and audience, the admin client with its secret left to the
+    environment (never printed)."""
+    return [
+        "a manifest target for this server (under `targets:`; the secret stays in the "
+        "environment):",
+        "  served:",
+        f"    url: {base}/v1",
+        f"    auth: {{token_url: '{base}/oauth/token', audience: '{audience}'}}",
+        "    credentials:",
+        f"      all: {{client_id: {ADMIN_CLIENT}, client_secret: '${{{variable}}}'}}",
+    ]
 
 
 def open_store(db: str, *, quirks: bool) -> Store:

@@ -187,7 +187,10 @@ def test_a_kind_registered_by_scheme_runs_every_command_through_the_protocol(
     assert record["history"][-1]["who"] == SUBJECT
     code, output = run("status", "deploy.yaml")
     assert code == 0
-    assert "residents.residents srid=2 trid=2: 2021-01..2021-02, 2 datasets, 4 values" in output
+    assert (
+        "residents.residents srid=2 (District) trid=2 (Month): 2021-01..2021-02, 2 datasets, "
+        "4 values" in output
+    )
     assert f"by {SUBJECT} (complete" in output
     code, output = run("check", "deploy.yaml")
     shown = f"{SUBJECT}, scopes {{}}, sees admin"

@@ -29,13 +29,14 @@ HOLDER = "ci@gone-runner:4242#c0ffee42"  # locked/'s lock
 MADE_FOR = "local:/tmp/flowkit-compat/plans/compat.db"
 
 RESIDENTS = """\
-  residents.arrived srid=2 trid=2: 2021-01..2021-02, 2 datasets, 4 values
+  residents.arrived srid=2 (District) trid=2 (Month): 2021-01..2021-02, 2 datasets, 4 values
       grants: admin only
-  residents.residents srid=2 trid=2: 2021-01..2021-02, 2 datasets, 4 values
+  residents.residents srid=2 (District) trid=2 (Month): 2021-01..2021-02, 2 datasets, 4 values
       grants: read:free_data 2
 """
 # The fixtures' one complete apply (its time is the record's, not this run's).
 LAST_APPLY = "  last apply: 2026-12-03T10:13:18+00:00 by local-admin (complete, loader 0.1.0)\n"
+# Saved before plans carried their resolutions' labels: shown without them.
 FIRST_PLAN = """\
 Plan for compat.yaml on target local (refreshed against the server)
   +   setup (the whole config, languages included): new (fresh deployment: 1 language, \
@@ -100,7 +101,8 @@ def test_an_applied_record_is_read_and_its_database_needs_no_change(
     record = here / "state" / "record.json"
     stored = record.read_bytes()
     movements = (
-        "  movements.travellers srid=2 trid=4: 2021-03-01..2021-03-02, 2 datasets, 3 values\n"
+        "  movements.travellers srid=2 (District) trid=4 (Day): 2021-03-01..2021-03-02, "
+        "2 datasets, 3 values\n"
         "      grants: admin only\n"
     )
     rest = movements + RESIDENTS + "  config: 11 entities recorded\n" + LAST_APPLY
@@ -130,7 +132,8 @@ def test_an_interrupted_apply_is_replayed_by_status_and_folded_in_by_the_next_ap
     stored, journaled = record.read_bytes(), journal.read_bytes()
     pending = (
         "  an interrupted apply left 2 changes in the journal: the next apply folds them in\n"
-        "  movements.travellers srid=2 trid=4: 2021-03-01..2021-03-01, 1 dataset, 2 values\n"
+        "  movements.travellers srid=2 (District) trid=4 (Day): 2021-03-01..2021-03-01, "
+        "1 dataset, 2 values\n"
         "      grants: admin only\n"
     )
     rest = pending + RESIDENTS + "  config: 11 entities recorded\n" + LAST_APPLY
@@ -141,7 +144,10 @@ def test_an_interrupted_apply_is_replayed_by_status_and_folded_in_by_the_next_ap
     code, output = run("plan", "compat.yaml")
     assert code == 0, output
     lines = output.splitlines()
-    assert lines[1] == "  +   dataset movements.travellers srid=2 trid=4 2021-03-02 00:00:00: new"
+    assert (
+        lines[1] == "  +   dataset movements.travellers srid=2 (District) "
+        "trid=4 (Day) 2021-03-02 00:00:00: new"
+    )
     assert lines[-2:] == [
         "Plan: 1 to create, 0 to update, 0 to delete; "
         "unchanged: 11 config entities, 5 datasets, 2 grants",
@@ -169,7 +175,8 @@ def test_an_interrupted_apply_is_replayed_by_status_and_folded_in_by_the_next_ap
     code, output = run("status", "compat.yaml", "--offline")
     assert code == 0 and output.startswith(
         header(here, False)
-        + "  movements.travellers srid=2 trid=4: 2021-03-01..2021-03-02, 2 datasets, 3 values\n"
+        + "  movements.travellers srid=2 (District) trid=4 (Day): 2021-03-01..2021-03-02, "
+        "2 datasets, 3 values\n"
     ), output
     assert run("plan", "compat.yaml", "--detailed-exitcode") == (0, NO_CHANGES)
 

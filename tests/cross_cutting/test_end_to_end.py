@@ -23,9 +23,10 @@ from loader.record import groups
 from loader.refresh import Grids, content_matches
 from loader.run import open_run
 from tests.conftest import ROOT, need_reference
+from tests.helpers import RESIDENTS_SAMPLE, write_manifest
 from tests.manifests import example_manifest, upstream_manifest
 from tests.proxying import proxy as loopback_proxy
-from tests.serving import SECRET, SECRET_ENV, remote, serving
+from tests.serving import SECRET, SECRET_ENV, remote, serving, started
 
 READS = {"/v1/query", "/v1/csv"}  # POSTs that write nothing
 # What the access rules give, counted by hand: the example's free rule takes three months
@@ -165,3 +166,23 @@ def test_declining_the_confirmation_writes_nothing(tmp_path: Path) -> None:
         assert "Plan: 96 to create" in text and "Apply these changes? [y/N]" in text
         assert text.rstrip().endswith("Apply cancelled: nothing was written.")
         assert run("plan", str(manifest), "--detailed-exitcode", env=env)[0] == 2
+
+
+def test_serves_banner_is_a_target_a_manifest_can_use_as_it_is(tmp_path: Path) -> None:
+    """The target `serve` prints for itself, pasted under `targets:`, validates, plans,
+    applies and plans nothing more; it names the secret's variable, never the secret."""
+    with started(tmp_path / "served.db") as (_, base, lines):
+        start = next(i for i, line in enumerate(lines) if line.startswith("a manifest target"))
+        end = next(i for i, line in enumerate(lines) if line.startswith("development clients"))
+        target = "\n".join(lines[start + 1 : end])
+        assert f"url: {base}/v1" in target and "${FLOWKIT_SERVE_SECRET}" in target
+        assert SECRET not in "\n".join(lines)
+        manifest = write_manifest(tmp_path, {"residents.csv": RESIDENTS_SAMPLE})
+        text = manifest.read_text()
+        manifest.write_text(text.replace("targets:\n  local: {url: 'local:state/test.db'}\n",
+                                         f"targets:\n{target}\n"))  # fmt: skip
+        env = {SECRET_ENV: SECRET}
+        assert run("validate", str(manifest), env=env)[0] == 0
+        code, output = run("apply", str(manifest), "--yes", env=env)
+        assert code == 0 and "Apply complete: " in output and " 0 failed" in output, output
+        assert run("plan", str(manifest), "--detailed-exitcode", env=env)[0] == 0

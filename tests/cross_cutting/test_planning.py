@@ -103,7 +103,8 @@ def test_a_removed_file_needs_allow_destroy(example: Path) -> None:
     example.write_text(text[:start] + text[end:])
     code, output = run("plan", str(example), env=env)
     assert (
-        "  -   datasets of movements.travellers srid=2 trid=4: 2021-03-01..2021-03-14, 14 "
+        "  -   datasets of movements.travellers srid=2 (District) "
+        "trid=4 (Day): 2021-03-01..2021-03-14, 14 "
         "datasets: removed from the manifest [destructive]\n" in output
     )
     code, output = run("apply", str(example), "--yes", env=env)
@@ -241,7 +242,10 @@ def test_status_shows_ranges_gaps_grants_and_the_last_apply(example: Path) -> No
                "category=residents", env=env)[0] == 0  # fmt: skip
     code, output = run("status", str(example), env=env)
     assert code == 0, output
-    assert "  residents.residents srid=2 trid=2: 2021-01..2021-04, 3 datasets, " in output
+    assert (
+        "  residents.residents srid=2 (District) trid=2 (Month): 2021-01..2021-04, 3 datasets, "
+        in output
+    )
     assert "      gaps: 2021-03\n" in output
     assert "      grants: read:free_data 2, read:premium_data 3\n" in output
     assert "(complete, " in output and "last apply: 20" in output
@@ -483,13 +487,16 @@ def test_a_partial_failure_goes_on_skips_dependants_and_reports(
     assert code == 1
     lines = output.splitlines()
     assert lines[0] == (
-        f"  failed: dataset residents.residents srid=2 trid=2 {refused}: POST /data: 500 "
+        f"  failed: dataset residents.residents srid=2 (District) "
+        f"trid=2 (Month) {refused}: POST /data: 500 "
         "Internal Server Error"
     )
     assert lines[1:3] == [
-        f"  skipped: grant read:free_data -> residents.residents srid=2 trid=2 {refused}: "
+        f"  skipped: grant read:free_data -> residents.residents srid=2 (District) "
+        f"trid=2 (Month) {refused}: "
         "its dataset write failed",
-        f"  skipped: grant read:premium_data -> residents.residents srid=2 trid=2 {refused}: "
+        f"  skipped: grant read:premium_data -> residents.residents srid=2 (District) "
+        f"trid=2 (Month) {refused}: "
         "its dataset write failed",
     ]
     assert lines[-1] == "Apply incomplete: 93 done, 1 failed, 2 skipped"
@@ -550,7 +557,8 @@ def test_many_updates_fold_with_their_pooled_statistics_and_notes_fit_the_commen
     assert (
         code == 0
         and (
-            "  ~   datasets of movements.travellers srid=2 trid=4: 2021-03-01..2021-03-14, "
+            "  ~   datasets of movements.travellers srid=2 (District) "
+            "trid=4 (Day): 2021-03-01..2021-03-14, "
             "14 datasets: content changed\n        count 280, sum "
         )
         in output
