@@ -628,20 +628,35 @@ def import_command(manifest: str, where: _Where) -> None:
     epilog=examples(
         "flowkit-loader status deploy.yaml",
         "flowkit-loader status deploy.yaml --offline   # from the state record alone",
+        "flowkit-loader status deploy.yaml --format html > status.html",
     ),
 )
 @click.argument("manifest", type=click.Path(dir_okay=False))
 @_target_options
 @click.option("--offline", is_flag=True, help="From the state record alone.")
-def status_command(manifest: str, where: _Where, offline: bool) -> None:
+@click.option(
+    "--format", "-f", "fmt", type=click.Choice(["text", "json", "html"]), default="text",
+    show_default=True,
+    help="text (a coverage strip per indicator); json (schemas/status.schema.json); html "
+    "(one self-contained report: a heatmap of indicators by date, who sees what, the "
+    "applies).",
+)  # fmt: skip
+def status_command(manifest: str, where: _Where, offline: bool, fmt: str) -> None:
     """What the target holds: per indicator and resolution the dates loaded, gaps and
     grants, and the last apply."""
-    from loader import inventory
+    from loader import coverage, inventory
     from loader.render import render_status
 
     found = inventory.status(manifest, target=where.target, state=where.state, offline=offline,
                              wait_ready=where.wait_ready)  # fmt: skip
-    click.echo(render_status(found), nl=False)
+    if fmt == "json":
+        click.echo(coverage.render_status_json(found), nl=False)
+    elif fmt == "html":
+        click.echo(coverage.render_status_html(found), nl=False)
+    else:
+        encoding = getattr(sys.stdout, "encoding", None) or "ascii"
+        unicode = encoding.lower().replace("-", "") in ("utf8", "utf16", "utf32")
+        click.echo(render_status(found, unicode=unicode), nl=False)
 
 
 @cli.command(

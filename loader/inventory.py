@@ -30,8 +30,11 @@ class SeriesStatus:
     dates: list[str]  # in the resolution's format, loaded
     gaps: list[str]  # steps between the first and last date with nothing loaded
     values: int
-    scopes: dict[str, int]  # datasets granted per scope
+    scopes: dict[str, int]  # datasets granted per scope, as recorded
     vanished: int  # recorded datasets the server no longer shows
+    changed: list[str] = field(default_factory=list)  # dates the last apply wrote
+    # per scope whose reader looked (credentials.scopes, or a local target): datasets seen
+    verified: dict[str, int] = field(default_factory=dict)
 
 
 @dataclass
@@ -47,6 +50,7 @@ class TargetStatus:
     notes: tuple[Note, ...] = ()
     another_writer: str = ""  # what another writer left on the server, and what to do
     labels: ResolutionLabels = field(default_factory=ResolutionLabels)  # `srid=2 (District)`
+    history: tuple[ApplyEntry, ...] = ()  # every apply, the last one last
 
 
 def status(
@@ -81,10 +85,17 @@ def status(
         for key in keys:
             for scope in run.record.datasets[key].scopes:
                 scopes[scope] = scopes.get(scope, 0) + 1
+        observed = actual.observed
+        missing, looked = observed.grants_missing, observed.scopes_checked
+        verified = {scope: count - sum(1 for k in keys if (scope, k) in missing)
+                    for scope, count in scopes.items() if scope in looked}  # fmt: skip
+        last = len(run.record.history)
+        changed = [date for key, date in zip(keys, shown, strict=True)
+                   if last and run.record.datasets[key].written == last]  # fmt: skip
         series.append(SeriesStatus(
             indicator, srid, trid, shown, gaps,
             sum(run.record.datasets[k].summary.stats.count for k in keys), scopes,
-            sum(1 for k in keys if k in actual.observed.vanished),
+            sum(1 for k in keys if k in observed.vanished), changed, verified,
         ))  # fmt: skip
     return TargetStatus(
         run.target.name, run.target.url, run.store.location, series, len(run.record.entities),
@@ -93,5 +104,5 @@ def status(
         another_writer_message(actual.observed.duplicated, actual.observed.unexplained,
                                run.store.location)
         if actual.observed.duplicated or actual.observed.unexplained else "",
-        run.setup.labels,
+        run.setup.labels, run.record.history,
     )  # fmt: skip

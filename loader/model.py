@@ -455,6 +455,10 @@ class ResolutionLabels:
         spatial, temporal = self._label(self.spatial, srid), self._label(self.temporal, trid)
         return f"srid={srid}{spatial} trid={trid}{temporal}"
 
+    def label_of(self, kind: Literal["spatial", "temporal"], number: int) -> str | None:
+        labels = self.spatial if kind == "spatial" else self.temporal
+        return next((label for found, label in labels if found == number), None)
+
     @staticmethod
     def _label(labels: tuple[tuple[int, str], ...], wanted: int) -> str:
         found = [label for number, label in labels if number == wanted]

@@ -168,6 +168,9 @@ class RecordedDataset:
     summary: DatasetSummary
     mdid: int
     scopes: frozenset[str] = frozenset()  # granted besides the automatic admin mapping
+    # The apply that last wrote it: its number in the history, from 1 (a write of a killed
+    # apply counts as the one that folded it in); 0 in records of format 1, which kept none.
+    written: int = 0
 
     @property
     def key(self) -> DatasetKey:
@@ -270,6 +273,8 @@ def _dataset_json(dataset: RecordedDataset) -> dict[str, Any]:
         "max": summary.stats.max,
         "mdid": dataset.mdid,
         "scopes": sorted(dataset.scopes),
+        # Absent when unknown: a record of format 1 keeps its content, and its digest.
+        **({"written": dataset.written} if dataset.written else {}),
     }
 
 
@@ -292,7 +297,8 @@ def _dataset_from_json(raw: _Object) -> RecordedDataset:
                      f"{excerpt(data_type, 40)}")  # fmt: skip
     summary = DatasetSummary(key, checked, raw.text("revision"), raw.text("digest"), stats,
                              raw.text("source"))  # fmt: skip
-    return RecordedDataset(summary, raw.integer("mdid"), frozenset(raw.texts("scopes")))
+    written = raw.integer("written") if "written" in raw.raw else 0
+    return RecordedDataset(summary, raw.integer("mdid"), frozenset(raw.texts("scopes")), written)
 
 
 def _entry_json(entry: ApplyEntry) -> dict[str, Any]:
@@ -511,7 +517,8 @@ class RecordBuilder:
             case SetupRecorded(entities):
                 self.entities = {e.ref: e for e in entities}
             case DatasetRecorded(dataset):
-                self.datasets[dataset.key] = dataset
+                # Written by the apply under way: the next in the history.
+                self.datasets[dataset.key] = replace(dataset, written=len(self.base.history) + 1)
                 self.in_doubt.discard(dataset.key)
             case DatasetDropped(key):
                 self.datasets.pop(key, None)

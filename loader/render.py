@@ -391,8 +391,11 @@ def render_result(result: ApplyResult, labels: ResolutionLabels | None = None) -
     return "\n".join(labelled(line, labels or ResolutionLabels()) for line in out) + "\n"
 
 
-def render_status(status: TargetStatus) -> str:
-    """`flowkit-loader status`: per indicator and resolution, dates, gaps and grants."""
+def render_status(status: TargetStatus, *, unicode: bool = True) -> str:
+    """`flowkit-loader status`: per indicator and resolution, dates, a coverage strip
+    (loaded, partly, gap; `unicode` blocks or ASCII), gaps and grants."""
+    from loader.coverage import strip
+
     how = "checked against the server" if status.refreshed else "from the state record only"
     out = [f"Target {status.target} ({status.url}), state {status.state}, {how}"]
     if status.pending:
@@ -408,6 +411,7 @@ def render_status(status: TargetStatus) -> str:
             f"  {series}: {s.dates[0]}..{s.dates[-1]}, "
             f"{plural(len(s.dates), 'dataset')}, {plural(s.values, 'value')}"
         )
+        out.append(f"      coverage: {strip(s, unicode=unicode)}")
         if s.gaps:
             shown = ", ".join(s.gaps[:10]) + (
                 f" and {len(s.gaps) - 10} more" if len(s.gaps) > 10 else ""

@@ -28,7 +28,8 @@ from typing import Any, BinaryIO, Protocol
 
 from loader.model import LoaderError, excerpt, json_kind
 
-FORMAT_VERSION = 1
+FORMAT_VERSION = 2  # 2: each dataset names the apply that wrote it (record.py)
+READABLE_VERSIONS = (1, 2)  # 1's datasets name none: read as written by no known apply
 LOCK_TTL = 3600.0  # seconds a lock holds without being renewed
 
 
@@ -92,10 +93,10 @@ class Document:
         if "format_version" not in raw:
             raise StateError(f"{where}: not a state record: no format_version")
         version = raw.pop("format_version")
-        if not _is_int(version) or version != FORMAT_VERSION:
+        if not _is_int(version) or version not in READABLE_VERSIONS:
             raise StateError(
                 f"{where}: state format version {excerpt(version)}; this loader reads "
-                f"{FORMAT_VERSION}"
+                f"{' and '.join(map(str, READABLE_VERSIONS))}"
             )
         lineage, serial = raw.pop("lineage", None), raw.pop("serial", None)
         # An empty lineage is how a record not written yet is told apart (`new`).

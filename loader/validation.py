@@ -46,7 +46,7 @@ if TYPE_CHECKING:
     from loader.summaries import FileReport
 
 SCHEMA_NAMES = ("manifest.schema.json", "config.schema.json", "plan.schema.json",
-                "validation.schema.json")  # fmt: skip
+                "validation.schema.json", "status.schema.json")  # fmt: skip
 
 
 # ---------------------------------------------------------------------------------------

@@ -348,3 +348,26 @@ def test_validate_json_follows_its_schema_for_valid_and_invalid_manifests(tmp_pa
     problem = second["problems"][0]
     assert problem["path"].endswith("residents.csv") and problem["line"] == 3
     assert problem["severity"] == "error" and problem["row"] is None
+
+
+# -- status --format json | html ----------------------------------------------------------
+
+
+def test_status_says_which_dates_the_last_apply_wrote(tmp_path: Path) -> None:
+    manifest = write_manifest(tmp_path, {"residents.csv": RESIDENTS_SAMPLE})
+    assert cli_run("apply", str(manifest), "--yes")[0] == 0
+    first = json.loads(cli_run("status", str(manifest), "--format", "json")[1])
+    (residents,) = [s for s in first["series"] if s["indicator_id"] == "residents.residents"]
+    assert residents["changed_by_last_apply"] == ["2021-01", "2021-02"]  # all: the first load
+    csv = tmp_path / "residents.csv"
+    csv.write_text(csv.read_text().replace("2021-02-01,EX01-02,200,", "2021-02-01,EX01-02,201,"))
+    assert cli_run("apply", str(manifest), "--yes")[0] == 0
+    code, output = cli_run("status", str(manifest), "--format", "json")
+    document = json.loads(output)
+    assert code == 0 and len(document["history"]) == 2
+    found = {s["indicator_id"]: s["changed_by_last_apply"] for s in document["series"]}
+    assert found == {"residents.residents": ["2021-02"], "residents.arrived": [],
+                     "residents.residents_perKm2": []}  # fmt: skip
+    code, page = cli_run("status", str(manifest), "--format", "html")
+    assert code == 0 and page.startswith("<!DOCTYPE html>")
+    assert 'title="2021-02: 1 of 1 loaded, written by the last apply"' in page

@@ -5,6 +5,7 @@ journal on disk replays to; replay reads every line format the journal has."""
 from __future__ import annotations
 
 import json
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -14,6 +15,7 @@ import loader
 from loader import state
 from loader.model import DatasetKey, DatasetStats, DatasetSummary, EntityKind
 from loader.record import (
+    ApplyEntry,
     DatasetDropped,
     DatasetRecorded,
     EntityDropped,
@@ -76,8 +78,28 @@ def test_the_builder_amends_as_the_journal_says() -> None:
     builder.apply(GrantChanged(first.key, "read:free_data", 99, True))  # another mdid: none
     builder.apply(DatasetDropped(first.key))
     built = builder.build()
-    assert built.datasets == {second.key: dataset(2, 8, frozenset({"read:free_data"}))}
+    # Written by the apply under way: the first of an empty history.
+    granted = replace(dataset(2, 8, frozenset({"read:free_data"})), written=1)
+    assert built.datasets == {second.key: granted}
     assert built.in_doubt == frozenset()
+
+
+def test_each_dataset_names_the_apply_that_wrote_it_and_format_1_records_read_as_none() -> None:
+    entry = ApplyEntry("2026-01-01T00:00:00+00:00", "me", None, "0.1.0", "fp", "complete")
+    old, rewritten = dataset(1, 7), dataset(2, 8)
+    builder = RecordBuilder(Record(datasets={old.key: old}, history=(entry, entry)))
+    builder.apply(DatasetRecorded(rewritten))
+    built = builder.build()
+    assert built.datasets[rewritten.key].written == 3 and built.datasets[old.key].written == 0
+    content = built.to_content()
+    assert Record.from_content(content, "r").datasets == built.datasets
+    # A format-1 record's datasets carry no marker: read as 0, written back unchanged.
+    format_1 = Record(datasets={old.key: old}).to_content()
+    assert "written" not in format_1["datasets"][0]
+    assert Record.from_content(format_1, "r").to_content() == format_1
+    with pytest.raises(RecordError, match=r"datasets\[0\]\.written: an integer expected"):
+        Record.from_content({**content, "datasets": [{**content["datasets"][0], "written": "3"}]},
+                            "r")  # fmt: skip
 
 
 def test_an_entry_that_is_not_an_event_is_named_at_its_line() -> None:

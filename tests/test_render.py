@@ -135,10 +135,12 @@ def test_render_status() -> None:
         "  an interrupted apply left 3 changes in the journal: the next apply folds them in",
         "  another writer was here",
         "  residents.residents srid=2 trid=2: 2021-01..2022-03, 2 datasets, 16 values",
+        "      coverage: █" + "·" * 12 + "█",
         "      gaps: " + ", ".join(gaps[:10]) + " and 2 more",
         "      grants: read:free_data 1, read:premium_data 2",
         "      DRIFT: 1 dataset no longer on the server",
         "  movements.travellers srid=2 trid=4: 2021-03-01..2021-03-01, 1 dataset, 1 value",
+        "      coverage: █",
         "      grants: admin only",
         "  config: 1 entity recorded",
         "  last apply: 2026-01-02T03:04:05+00:00 by local-admin (complete, commit 0123456789ab, "

@@ -49,7 +49,7 @@ def test_the_format_version_is_checked(tmp_path: Path) -> None:
     path = tmp_path / "state.json"
     path.write_text(json.dumps({"format_version": FORMAT_VERSION + 1, "lineage": "x",
                                 "serial": 3}))  # fmt: skip
-    with pytest.raises(StateError, match="state format version 2; this loader reads 1"):
+    with pytest.raises(StateError, match="state format version 3; this loader reads 1 and 2"):
         StateStore(str(path)).read()
     path.write_text("{not json")
     with pytest.raises(StateError, match="not a state record"):

@@ -30,8 +30,10 @@ MADE_FOR = "local:/tmp/flowkit-compat/plans/compat.db"
 
 RESIDENTS = """\
   residents.arrived srid=2 (District) trid=2 (Month): 2021-01..2021-02, 2 datasets, 4 values
+      coverage: ██
       grants: admin only
   residents.residents srid=2 (District) trid=2 (Month): 2021-01..2021-02, 2 datasets, 4 values
+      coverage: ██
       grants: read:free_data 2
 """
 # The fixtures' one complete apply (its time is the record's, not this run's).
@@ -103,6 +105,7 @@ def test_an_applied_record_is_read_and_its_database_needs_no_change(
     movements = (
         "  movements.travellers srid=2 (District) trid=4 (Day): 2021-03-01..2021-03-02, "
         "2 datasets, 3 values\n"
+        "      coverage: ██\n"
         "      grants: admin only\n"
     )
     rest = movements + RESIDENTS + "  config: 11 entities recorded\n" + LAST_APPLY
@@ -134,6 +137,7 @@ def test_an_interrupted_apply_is_replayed_by_status_and_folded_in_by_the_next_ap
         "  an interrupted apply left 2 changes in the journal: the next apply folds them in\n"
         "  movements.travellers srid=2 (District) trid=4 (Day): 2021-03-01..2021-03-01, "
         "1 dataset, 2 values\n"
+        "      coverage: █\n"
         "      grants: admin only\n"
     )
     rest = pending + RESIDENTS + "  config: 11 entities recorded\n" + LAST_APPLY
