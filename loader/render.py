@@ -10,8 +10,9 @@ from __future__ import annotations
 import json
 import re
 from collections.abc import Callable, Mapping
+from datetime import date, timedelta
 from decimal import Decimal
-from itertools import groupby
+from itertools import groupby, pairwise
 from typing import TYPE_CHECKING, Any
 
 from loader.model import ResolutionLabels, plural
@@ -287,6 +288,64 @@ def summary_text(data: Mapping[str, Any]) -> str:
     return f"Plan: {_summary_line(data)}\n"
 
 
+MERMAID_TASKS = 40  # more bars than this: folded into one row per category and action
+MERMAID_TAGS = {"create": "", "update": "active, ", "delete": "crit, ", "replace": "crit, "}
+
+
+def _runs(dates: list[date]) -> list[tuple[date, date]]:
+    """Sorted dates as runs of consecutive steps, each (first, the day after its last
+    step): the step is the smallest spacing seen, and a spacing of more than half as much
+    again ends a run (a month is 28 to 31 days)."""
+    spacing = min((b - a for a, b in pairwise(dates)), default=timedelta(days=1))
+    runs: list[tuple[date, date]] = []
+    first = previous = dates[0]
+    for day in dates[1:]:
+        if day - previous > spacing * 1.5:
+            runs.append((first, previous + spacing))
+            first = day
+        previous = day
+    return [*runs, (first, previous + spacing)]
+
+
+def mermaid_chart(data: Mapping[str, Any]) -> list[str]:
+    """A Mermaid gantt chart of the date ranges the plan creates, updates and deletes, a
+    section per category (GitHub draws it in a comment by itself); [] with no dataset
+    changes. Past MERMAID_TASKS bars, a category's indicators are folded into one row per
+    action."""
+    labels = ResolutionLabels.from_json(data.get("labels"))
+    series: dict[tuple[str, str, str], list[date]] = {}
+    folded: dict[tuple[str, str, str], list[date]] = {}
+    for change in data["changes"]:
+        if change["subject"] != "dataset":
+            continue
+        key, action = change["key"], change["action"]
+        day = date.fromisoformat(key["dt"][:10])
+        name = f"{key['indicator_id']} {labels.series(key['srid'], key['trid'])}"
+        series.setdefault((key["category_id"], action, name), []).append(day)
+        folded.setdefault((key["category_id"], action, "all indicators"), []).append(day)
+    if not series:
+        return []
+    bars = {k: _runs(sorted(set(v))) for k, v in series.items()}
+    if sum(len(runs) for runs in bars.values()) > MERMAID_TASKS:
+        bars = {k: _runs(sorted(set(v))) for k, v in folded.items()}
+    lines = ["```mermaid", "gantt", "    title Date ranges this plan writes or deletes",
+             "    dateFormat YYYY-MM-DD", "    axisFormat %Y-%m-%d"]  # fmt: skip
+    section = None
+    for (category, action, name), runs in sorted(bars.items()):
+        if category != section:
+            section = category
+            lines.append(f"    section {_mermaid_text(category)}")
+        for first, end in runs:
+            lines.append(f"    {action} {_mermaid_text(name)} :{MERMAID_TAGS[action]}"
+                         f"{first.isoformat()}, {end.isoformat()}")  # fmt: skip
+    return [*lines, "```"]
+
+
+def _mermaid_text(text: str) -> str:
+    """A task or section name Mermaid reads as one: no colon, semicolon or hash."""
+    return text.replace(":", " ").replace(";", " ").replace("#", " ")
+
+
 def render_markdown(data: Mapping[str, Any], limit: int = GITHUB_COMMENT_LIMIT) -> str:
     """A pull-request comment: summary table, details folded, within GitHub's limit."""
     s = data["summary"]
@@ -318,6 +377,9 @@ def render_markdown(data: Mapping[str, Any], limit: int = GITHUB_COMMENT_LIMIT) 
         notes.append(line)
         room -= len(line) + 1
     head += [*notes, ""] if notes else []
+    chart = mermaid_chart(data)
+    if chart and len("\n".join(chart)) < limit // 4:  # folded, it fits; if not, it is left out
+        head += [*chart, ""]
     body = []
     for symbol, text, details in _lines(data):
         body.append(f"{symbol} {text}")

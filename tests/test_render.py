@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import json
 from dataclasses import replace
+from datetime import date
 
 from loader.inventory import SeriesStatus, TargetStatus
 from loader.model import DatasetKey, DatasetStats, DatasetSummary, ResolutionLabels
@@ -16,6 +17,8 @@ from loader.planner import Origin, Plan, make_plan
 from loader.record import Actual, ApplyEntry, Desired, Record
 from loader.render import (
     GITHUB_COMMENT_LIMIT,
+    _runs,
+    mermaid_chart,
     progress_line,
     render_json,
     render_markdown,
@@ -166,3 +169,35 @@ def test_labelled_plans_show_each_resolutions_label_beside_its_id_and_colour_sym
     assert "  <~>   dataset residents.residents srid=2 (District)" in painted
     assert "        <+> grant read:free_data (new)" in painted
     assert painted.replace("<", "").replace(">", "") == text.replace("->", "-")  # symbols only
+
+
+def test_the_markdown_plan_carries_a_gantt_chart_of_its_date_ranges() -> None:
+    markdown = render_markdown(plan_data(small_plan()))
+    chart = markdown[markdown.index("```mermaid\n") : markdown.index("```\n\n<details>")]
+    assert chart.splitlines()[1:] == [
+        "gantt",
+        "    title Date ranges this plan writes or deletes",
+        "    dateFormat YYYY-MM-DD",
+        "    axisFormat %Y-%m-%d",
+        "    section residents",
+        "    create residents.residents srid=2 trid=2 :2021-03-01, 2021-03-02",
+        "    update residents.residents srid=2 trid=2 :active, 2021-02-01, 2021-02-02",
+    ]
+
+
+def test_runs_split_where_steps_are_missing() -> None:
+    months = [date(2021, m, 1) for m in (1, 2, 3, 5, 6)]
+    assert _runs(months) == [(date(2021, 1, 1), date(2021, 3, 29)),
+                             (date(2021, 5, 1), date(2021, 6, 29))]  # fmt: skip
+    assert _runs([date(2021, 1, 1)]) == [(date(2021, 1, 1), date(2021, 1, 2))]
+
+
+def test_a_chart_of_many_indicators_folds_by_category_and_fits_the_comment() -> None:
+    data = plan_data(large_plan([f"residents.i{n}" for n in range(50)], range(2000, 2030, 2)))
+    chart = mermaid_chart(data)
+    assert chart and len(chart) < 20  # one bar per run of the category, not 50 x 15
+    assert all(" all indicators " in line for line in chart if line.startswith("    create"))
+    markdown = render_markdown(data)
+    assert "\n".join(chart) in markdown and len(markdown) <= GITHUB_COMMENT_LIMIT
+    config_only = make_plan(Desired(CONFIG, {}, {}), Actual(Record(), refreshed()))
+    assert mermaid_chart(plan_data(config_only)) == []  # no dataset changes: no chart

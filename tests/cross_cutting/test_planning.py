@@ -267,7 +267,7 @@ def test_markdown_stays_under_githubs_limit_with_a_truncation_note(example: Path
     text = render_markdown(big)
     assert len(text) <= 65_536
     assert "**Truncated:**" in text and "`flowkit-loader show plan.json` prints them all" in text
-    assert text.count("```") == 2  # the code block is closed
+    assert text.count("```") == 4  # the chart's block and the changes', each closed
 
 
 def test_plan_data_of_the_python_api_matches_the_cli(example: Path) -> None:
