@@ -371,3 +371,25 @@ def test_status_says_which_dates_the_last_apply_wrote(tmp_path: Path) -> None:
     code, page = cli_run("status", str(manifest), "--format", "html")
     assert code == 0 and page.startswith("<!DOCTYPE html>")
     assert 'title="2021-02: 1 of 1 loaded, written by the last apply"' in page
+
+
+# -- the README's quick start, word for word ----------------------------------------------
+
+
+def test_the_readmes_quick_start_runs_word_for_word_in_a_fresh_directory(tmp_path: Path) -> None:
+    readme = (ROOT / "README.md").read_text()
+    section = readme[readme.index("\n## Quick start\n") :]
+    block = section[section.index("```sh\n") + len("```sh\n") :]
+    block = block[: block.index("\n```\n")]
+    assert "flowkit-loader apply" in block
+    tool = Path(sys.executable).parent  # the venv's console script beside its python
+    env = {**os.environ, "PATH": f"{tool}{os.pathsep}{os.environ.get('PATH', '')}"}
+    done = subprocess.run(["bash", "-euo", "pipefail", "-c", block], cwd=tmp_path, env=env,
+                          capture_output=True, text=True, check=False, timeout=300)  # fmt: skip
+    assert done.returncode == 0, done.stdout + done.stderr
+    assert "deploy.yaml: valid: 1 file, 4 rows, 4 values in 2 datasets" in done.stdout
+    assert "Apply complete: 5 done, 0 failed, 0 skipped" in done.stdout
+    last = "Plan: 0 to create, 0 to update, 0 to delete; unchanged: 6 config entities, 2 datasets"
+    assert done.stdout.splitlines()[-2:] == ["No changes: the target matches the manifest.",
+                                             f"{last}, 2 grants"]  # fmt: skip
+    assert (tmp_path / "status.html").read_text().startswith("<!DOCTYPE html>")
