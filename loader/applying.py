@@ -23,6 +23,7 @@ from loader.backends.factory import writer_lock
 from loader.backends.pacing import DEFAULT_CEILING, AdaptiveLimit
 from loader.execute import DEFAULT_PARALLELISM, ApplyResult, Executor, OutcomeStatus, Progress
 from loader.model import DatasetKey, LoaderError, loader_version, plural
+from loader.notebook import running_in_a_notebook
 from loader.planfile import PlanRefused, SavedPlan, is_plan_file
 from loader.planner import Action, DatasetTarget, Plan
 from loader.record import ApplyEntry, Event, Record, RecordBuilder, WritingDatasets, event_json
@@ -39,6 +40,18 @@ class Applied:
     result: ApplyResult
     record: Record
     pacing: AdaptiveLimit | None = None  # with parallelism "auto": the limit it found
+
+    # In a notebook (loader/notebook.py, imported only there).
+    def _repr_html_(self) -> str:
+        from loader.notebook import applied_html
+
+        return applied_html(self)
+
+    def to_frame(self) -> Any:
+        """A pandas DataFrame: one row per change carried out, failed or skipped."""
+        from loader.notebook import applied_frame
+
+        return applied_frame(self)
 
 
 @dataclass(frozen=True)
@@ -183,8 +196,13 @@ def _execute(run: Run, connection: Connection, the_plan: Plan, options: ApplyOpt
                and c.action is not Action.DELETE]  # fmt: skip
     if writing:
         record_change(WritingDatasets(tuple(writing)))  # sorted in the journal
+    progress = options.progress
+    if progress is None and running_in_a_notebook():  # a bar in the cell's output
+        from loader.notebook import NotebookProgress
+
+        progress = NotebookProgress(the_plan.changes)
     executor = Executor(backend, record_change, run.datasets, run.setup.entities,
-                        parallelism=options.threads, progress=options.progress)  # fmt: skip
+                        parallelism=options.threads, progress=progress)  # fmt: skip
     result = executor.run(the_plan)
     record = adopt_languages(built.build(), run.desired, run.observed)
     never_sent = {o.change.target.key for o in result.outcomes if o.status is OutcomeStatus.SKIPPED

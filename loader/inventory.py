@@ -10,6 +10,7 @@ from __future__ import annotations
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 from loader.applying import another_writer_message
 from loader.model import ResolutionLabels
@@ -51,6 +52,18 @@ class TargetStatus:
     another_writer: str = ""  # what another writer left on the server, and what to do
     labels: ResolutionLabels = field(default_factory=ResolutionLabels)  # `srid=2 (District)`
     history: tuple[ApplyEntry, ...] = ()  # every apply, the last one last
+
+    # In a notebook (loader/notebook.py, imported only there).
+    def _repr_html_(self) -> str:
+        from loader.notebook import status_html
+
+        return status_html(self)
+
+    def to_frame(self) -> Any:
+        """A pandas DataFrame: one row per indicator and resolution."""
+        from loader.notebook import status_frame
+
+        return status_frame(self)
 
 
 def status(

@@ -15,7 +15,7 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field, replace
 from datetime import date, datetime
 from fnmatch import fnmatchcase
-from typing import ClassVar
+from typing import Any, ClassVar
 
 from loader.contract import ADMIN, SEES_EVERYTHING, WRITE_DATA, entity_write_scope, role_for
 from loader.model import (
@@ -290,6 +290,18 @@ class Plan:
 
     def made_from(self, origin: Origin) -> Plan:
         return replace(self, origin=origin)
+
+    # In a notebook (loader/notebook.py, imported only there).
+    def _repr_html_(self) -> str:
+        from loader.notebook import plan_html
+
+        return plan_html(self)
+
+    def to_frame(self) -> Any:
+        """A pandas DataFrame: one row per change."""
+        from loader.notebook import plan_frame
+
+        return plan_frame(self)
 
     # The Python API's names from before `origin`.
     @property

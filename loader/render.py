@@ -131,7 +131,7 @@ def _block_kind(block: list[Mapping[str, Any]]) -> tuple[str, ...]:
     return (_identity(key), *shape, *(f"{s}{r}" for s, r in set(grants)))
 
 
-def _lines(data: Mapping[str, Any]) -> list[tuple[str, str, list[str]]]:
+def plan_lines(data: Mapping[str, Any]) -> list[tuple[str, str, list[str]]]:
     """(symbol, text, detail lines) for every change, many datasets of one indicator with
     the same action and reason folded into one line with their date range."""
     changes = data["changes"]
@@ -266,7 +266,7 @@ def render_text(data: Mapping[str, Any], paint: Callable[[str], str] = _as_is) -
     """The plan for a terminal or a log; `paint` colours each change's symbol (`+`, `~`,
     `-`, `-/+`, the grants' too) where the reader's terminal shows colour."""
     out = [_header(data)]
-    lines = _lines(data)
+    lines = plan_lines(data)
     if not lines:
         out.append("No changes: the target matches the manifest.")
     for symbol, text, details in lines:
@@ -381,7 +381,7 @@ def render_markdown(data: Mapping[str, Any], limit: int = GITHUB_COMMENT_LIMIT) 
     if chart and len("\n".join(chart)) < limit // 4:  # folded, it fits; if not, it is left out
         head += [*chart, ""]
     body = []
-    for symbol, text, details in _lines(data):
+    for symbol, text, details in plan_lines(data):
         body.append(f"{symbol} {text}")
         body += [f"    {d}" for d in details]
     if not body:

@@ -49,6 +49,9 @@ ALLOWED = {
     "loader.execute": set(),
     "loader.render": set(),
     "loader.progress": set(),
+    # pandas and IPython only when a notebook asks: a DataFrame, a bar
+    "loader.coverage": set(),
+    "loader.notebook": set(),
 }
 
 
