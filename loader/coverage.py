@@ -19,6 +19,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 from loader.model import plural
+from loader.record import entry_json
 
 if TYPE_CHECKING:
     from loader.inventory import SeriesStatus, TargetStatus
@@ -94,8 +95,8 @@ def status_data(status: TargetStatus) -> dict[str, Any]:
         "another_writer": status.another_writer or None,
         "entities": status.entities,
         "series": [_series_data(s, status) for s in status.series],
-        "history": [_entry_data(entry) for entry in status.history],
-        "last_apply": None if last is None else _entry_data(last),
+        "history": [entry_json(entry) for entry in status.history],
+        "last_apply": None if last is None else entry_json(last),
     }
 
 
@@ -116,17 +117,6 @@ def _series_data(series: SeriesStatus, status: TargetStatus) -> dict[str, Any]:
             for scope, count in sorted(series.scopes.items())
         ],
         "vanished": series.vanished,
-    }
-
-
-def _entry_data(entry: Any) -> dict[str, Any]:
-    return {
-        "when": entry.when,
-        "who": entry.who,
-        "commit": entry.commit,
-        "loader_version": entry.loader_version,
-        "outcome": entry.outcome,
-        "counts": dict(entry.counts),
     }
 
 

@@ -226,7 +226,7 @@ class Record:
             "config": config,
             "datasets": [_dataset_json(d) for _, d in sorted(self.datasets.items(), key=by_key)],
             "in_doubt": [k.to_json() for k in sorted(self.in_doubt)],
-            "history": [_entry_json(e) for e in self.history],
+            "history": [entry_json(e) for e in self.history],
         }
 
     @classmethod
@@ -301,7 +301,7 @@ def _dataset_from_json(raw: _Object) -> RecordedDataset:
     return RecordedDataset(summary, raw.integer("mdid"), frozenset(raw.texts("scopes")), written)
 
 
-def _entry_json(entry: ApplyEntry) -> dict[str, Any]:
+def entry_json(entry: ApplyEntry) -> dict[str, Any]:
     return {
         "when": entry.when,
         "who": entry.who,
