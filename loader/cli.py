@@ -115,7 +115,7 @@ def examples(*lines: str) -> str:
 
 
 def _show_version(ctx: click.Context, param: click.Parameter, value: bool) -> None:
-    # Looked up only when asked: reading the package metadata costs every command 10 ms.
+    # Looked up only when --version is given.
     if value and not ctx.resilient_parsing:
         click.echo(f"flowkit-loader, version {loader_version()}")
         ctx.exit()
