@@ -35,7 +35,7 @@ class LoaderGroup(click.Group):
 
     # The commands by what a user does with them (`--help` lists them so).
     SECTIONS = (
-        ("Write", ("validate", "schema")),
+        ("Write", ("init", "validate", "schema")),
         ("Review", ("plan", "show", "status")),
         ("Change", ("apply", "import", "unlock")),
         ("Run", ("serve", "check")),
@@ -130,6 +130,44 @@ def cli() -> None:
 
     Each command has its own --help, with examples. Shell completion: see the README
     (`_FLOWKIT_LOADER_COMPLETE=bash_source flowkit-loader`)."""
+
+
+@cli.command(
+    name="init",
+    short_help="Draft a manifest from a setup config and data files.",
+    epilog=examples(
+        "flowkit-loader init --setup config.json data/*.csv",
+        "flowkit-loader init --setup config.json data/*.csv.gz --out deploy.yaml --force",
+    ),
+)
+@click.option("--setup", "setup", required=True, type=click.Path(dir_okay=False),
+              help="The setup config, in the backend's own format.")  # fmt: skip
+@click.argument("files", nargs=-1, required=True, type=click.Path(dir_okay=False))
+@click.option("--out", "-o", default="deploy.yaml", show_default=True,
+              type=click.Path(dir_okay=False), help="Where to write the manifest.")  # fmt: skip
+@click.option("--force", is_flag=True, help="Overwrite --out when it exists.")
+def init_command(setup: str, files: tuple[str, ...], out: str, force: bool) -> None:
+    """Write a commented manifest for FILES: per file the category whose indicators are
+    its columns, its date and unit columns, its spatial resolution (whose boundaries hold
+    its unit codes) and temporal resolution (its dates' spacing), a local target to try it
+    on. Ids the config lacks come from its order, marked `# confirm`: plan and apply
+    refuse a remote target until each is checked and its marker removed."""
+    from pathlib import Path
+
+    from loader.draft import confirm_markers, draft, write_new
+
+    path = Path(out)
+    if path.exists() and not force:
+        raise LoaderError(f"{out} exists: choose another --out, or --force to replace it")
+    text, placed = draft(Path(setup), [Path(f) for f in files], path)
+    write_new(path, text)
+    done = sum(1 for p in placed if not p.problem)
+    marked = len(confirm_markers(text))
+    click.echo(f"wrote {out}: {done} of {plural(len(placed), 'file')} placed, "
+               f"{plural(marked, 'id')} to confirm")  # fmt: skip
+    for entry in placed:
+        if entry.problem:
+            click.echo(f"  not placed: {entry.path}: {entry.problem}")
 
 
 @cli.command(

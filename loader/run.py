@@ -128,6 +128,8 @@ def open_run(
     report = validate(path, target=target, environ=env)
     manifest = report.manifest_or_raise()
     chosen = manifest.target(target)
+    if chosen.url.startswith(("http://", "https://")):
+        refuse_guessed_ids(Path(path))
     unset = unset_variables(f"{chosen.url} {state or chosen.state}")
     if unset:
         raise LoaderError(
@@ -140,6 +142,22 @@ def open_run(
         raise LoaderError(other_target_message(store.location, record.target_url, chosen.url))
     return Run(str(path), manifest, chosen, manifest.setup(chosen.name), report, store,
                document, record, pending, env)  # fmt: skip
+
+
+def refuse_guessed_ids(path: Path) -> None:
+    """A remote target is refused while `init`'s guessed ids are still marked: a wrong
+    srid or trid loads every dataset again under another id (hazard 1)."""
+    from loader.draft import confirm_markers
+
+    marked = confirm_markers(path.read_text(encoding="utf-8-sig"))
+    if marked:
+        line, column, name = marked[0]
+        more = f" (and {len(marked) - 1} more)" if len(marked) > 1 else ""
+        raise LoaderError(
+            f"{display_path(path)}:{line}:{column}: ids.{name} is marked `# confirm`{more}: "
+            "init took it from the config's order; check it against the server and remove "
+            "the marker (a wrong id loads every dataset again under another)"
+        )
 
 
 # ---------------------------------------------------------------------------------------

@@ -53,11 +53,19 @@ SCHEMA_NAMES = ("manifest.schema.json", "config.schema.json", "plan.schema.json"
 # The schemas (package data in a wheel, schemas/ in a checkout)
 
 
-def schema_text(name: str = "manifest.schema.json") -> str:
+def schema_path(name: str = "manifest.schema.json") -> Path | None:
+    """Where a schema is on disk: in the package (a wheel) or beside it (a checkout)."""
     here = Path(__file__).resolve().parent
-    for path in (here / "schemas" / name, here.parent / "schemas" / name):  # wheel, checkout
+    for path in (here / "schemas" / name, here.parent / "schemas" / name):
         if path.is_file():
-            return path.read_text(encoding="utf-8")
+            return path
+    return None
+
+
+def schema_text(name: str = "manifest.schema.json") -> str:
+    path = schema_path(name)
+    if path is not None:
+        return path.read_text(encoding="utf-8")
     # Imported only here: importlib.resources costs a plan more than the schema's read.
     from importlib import resources  # a package inside a zip file
 

@@ -393,3 +393,44 @@ def test_the_readmes_quick_start_runs_word_for_word_in_a_fresh_directory(tmp_pat
     assert done.stdout.splitlines()[-2:] == ["No changes: the target matches the manifest.",
                                              f"{last}, 2 grants"]  # fmt: skip
     assert (tmp_path / "status.html").read_text().startswith("<!DOCTYPE html>")
+
+
+# -- init ---------------------------------------------------------------------------------
+
+
+def test_init_writes_a_manifest_that_plans_at_once_and_guards_its_guessed_ids(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.chdir(tmp_path)
+    Path("config.json").write_bytes((ROOT / "manifests/example/config.json").read_bytes())
+    Path("residents.csv").write_text(RESIDENTS_SAMPLE)
+    Path("notes.csv").write_text("a,b\n1,2\n")
+    code, output = cli_run("init", "--setup", "config.json", "residents.csv", "notes.csv")
+    assert code == 0
+    assert output.splitlines() == [
+        "wrote deploy.yaml: 1 of 2 files placed, 4 ids to confirm",
+        "  not placed: notes.csv: no category has indicators among its columns (a, b)",
+    ]
+    assert cli_run("validate", "deploy.yaml")[0] == 0
+    code, output = cli_run("plan", "deploy.yaml", "-q")
+    assert (code, output) == (0, "Plan: 7 to create, 0 to update, 0 to delete; unchanged: "
+                                 "0 config entities, 0 datasets, 0 grants\n")  # fmt: skip
+    again = cli_run("init", "--setup", "config.json", "residents.csv")
+    assert again == (1, "error: deploy.yaml exists: choose another --out, or --force to "
+                        "replace it\n")  # fmt: skip
+    # Against a remote target, the guessed ids are refused where they are marked.
+    text = Path("deploy.yaml").read_text()
+    remote = text.replace("default_target: local\n", "default_target: prod\n").replace(
+        "targets:\n", "targets:\n  prod: {url: 'https://flowkit.example.org/v1', "
+        "credentials: {all: {token: '${TOKEN}'}}}\n", 1)  # fmt: skip
+    Path("deploy.yaml").write_text(remote)
+    line, column = next((n, t.index("#") + 1) for n, t in enumerate(remote.splitlines(), 1)
+                        if "Region: 1  # confirm" in t)  # fmt: skip
+    code, output = cli_run("plan", "deploy.yaml", env={"TOKEN": "x"})
+    assert code == 1 and output == (
+        f"error: deploy.yaml:{line}:{column}: ids.spatial_resolutions.Region is marked "
+        "`# confirm` "
+        "(and 3 more): init took it from the config's order; check it against the server "
+        "and remove the marker (a wrong id loads every dataset again under another)\n"
+    )
+    assert cli_run("plan", "deploy.yaml", "--target", "local", "-q")[0] == 0  # local: fine
