@@ -237,14 +237,15 @@ ID_FIELDS = {EntityKind.LANGUAGE: ("lid", "code"), EntityKind.DATA_PROVIDER: ("d
              EntityKind.TEMPORAL_RESOLUTION: ("trid", "label")}  # fmt: skip
 
 
-def _yaml(value: str) -> str:
-    """A YAML scalar: plain where that reads back as the same string, else quoted."""
-    return (
-        json.dumps(value, ensure_ascii=False)
-        if not value.replace(" ", "").replace("_", "").replace("-", "").replace(".", "").isalnum()
-        or value[0].isdigit()
-        else value
-    )
+def _yaml(value: str, *, flow: bool = False) -> str:
+    """A YAML scalar that reads back as this very string (`no`, `null`, `a: b` and `3`
+    quoted; in a flow mapping, `,[]{}?:#` too)."""
+    import yaml
+
+    if flow and any(c in value for c in ",[]{}?:#"):  # indicators inside a flow mapping
+        return json.dumps(value, ensure_ascii=False)
+    text = yaml.safe_dump(value, allow_unicode=True, width=1_000_000)
+    return text.removesuffix("...\n").strip()
 
 
 def draft(config_path: Path, files: Sequence[Path], manifest: Path) -> tuple[str, list[Placed]]:
@@ -300,7 +301,8 @@ def draft(config_path: Path, files: Sequence[Path], manifest: Path) -> tuple[str
                   f"    category: {_yaml(entry.category or '')}  # {entry.why[0]}",
                   f"    spatial_resolution: {_yaml(entry.spatial or '')}  # {entry.why[1]}",
                   f"    temporal_resolution: {_yaml(entry.temporal or '')}  # {entry.why[2]}",
-                  "    columns: {" + ", ".join(f"{k}: {_yaml(v)}" for k, v in entry.columns.items())
+                  "    columns: {" + ", ".join(f"{k}: {_yaml(v, flow=True)}"
+                                         for k, v in entry.columns.items())
                   + "}"]  # fmt: skip
     left = [p for p in placed if p.problem]
     if not any(not p.problem for p in placed):
@@ -345,7 +347,10 @@ def confirm_markers(text: str) -> list[tuple[int, int, str]]:
         marked = _ID_LINE.match(line)
         if marked:
             label = marked["label"].strip()
-            label = json.loads(label) if label.startswith('"') else label
+            if label[:1] in ("'", '"'):  # quoted by _yaml: read back as YAML reads it
+                import yaml
+
+                label = str(yaml.safe_load(label))
             found.append((number, marked.start("marker") + 1, f"{kind}.{label}"))
     return found
 

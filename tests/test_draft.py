@@ -7,8 +7,11 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
+import yaml
+from hypothesis import given
+from hypothesis import strategies as st
 
-from loader.draft import CONFIRM, DraftError, confirm_markers, draft
+from loader.draft import CONFIRM, DraftError, _yaml, confirm_markers, draft
 from loader.validation import validate
 from tests.conftest import ROOT, need_reference
 from tests.helpers import EXAMPLE_CONFIG, RESIDENTS_SAMPLE
@@ -78,3 +81,21 @@ def test_confirm_markers_are_found_on_id_lines_only() -> None:
     text = ("ids:\n  spatial_resolutions:\n    District: 2  # confirm\n"
             f"    Region: 1\nrevision: v1  {CONFIRM}\n")  # fmt: skip
     assert confirm_markers(text) == [(3, 18, "spatial_resolutions.District")]
+
+
+@given(st.text(min_size=1, max_size=40).filter(lambda t: t.strip() == t and t.isprintable()))
+def test_a_drafted_scalar_reads_back_as_the_same_string(value: str) -> None:
+    assert yaml.safe_load(f"key: {_yaml(value)}\n")["key"] == value
+    assert yaml.safe_load(f"{{key: {_yaml(value, flow=True)}, other: 1}}\n")["key"] == value
+
+
+@pytest.mark.parametrize("value", ["no", "null", "3", "a: b", "#x", "x,y", "Communal section"])
+def test_scalars_yaml_would_read_otherwise_are_quoted(value: str) -> None:
+    assert yaml.safe_load(f"{{key: {_yaml(value, flow=True)}}}")["key"] == value
+
+
+def test_a_quoted_label_is_named_as_yaml_reads_it() -> None:
+    text = f"ids:\n  languages:\n    {_yaml('no')}: 4  {CONFIRM}\n"
+    column = text.splitlines()[2].index("#") + 1
+    assert confirm_markers(text) == [(3, column, "languages.no")]
+    assert yaml.safe_load(text) == {"ids": {"languages": {"no": 4}}}
