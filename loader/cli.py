@@ -138,6 +138,9 @@ def cli() -> None:
     epilog=examples(
         "flowkit-loader init --setup config.json data/*.csv",
         "flowkit-loader init --setup config.json data/*.csv.gz --out deploy.yaml --force",
+        "flowkit-loader init --setup config.json data/*.csv --from-target https://host/v1 "
+        "--token-url https://tenant.auth0.com/oauth/token --audience https://host "
+        "--client-id loader --secret-env CLIENT_SECRET",
     ),
 )
 @click.option("--setup", "setup", required=True, type=click.Path(dir_okay=False),
@@ -146,7 +149,18 @@ def cli() -> None:
 @click.option("--out", "-o", default="deploy.yaml", show_default=True,
               type=click.Path(dir_okay=False), help="Where to write the manifest.")  # fmt: skip
 @click.option("--force", is_flag=True, help="Overwrite --out when it exists.")
-def init_command(setup: str, files: tuple[str, ...], out: str, force: bool) -> None:
+@click.option("--from-target", metavar="URL",
+              help="Read the ids from this server (https://host/v1), not the config.")  # fmt: skip
+@click.option("--token-url", help="With --from-target: the OAuth2 token endpoint.")
+@click.option("--audience", help="With --from-target: the token's audience.")
+@click.option("--client-id", help="With --from-target: the client (else --secret-env is a token).")
+@click.option("--secret-env", metavar="VAR", default="FLOWKIT_CLIENT_SECRET", show_default=True,
+              help="With --from-target: the environment variable holding the client's "
+              "secret (or, without --client-id, a bearer token).")  # fmt: skip
+def init_command(  # noqa: PLR0913 (click hands a command each of its options)
+    setup: str, files: tuple[str, ...], out: str, force: bool, from_target: str | None,
+    token_url: str | None, audience: str | None, client_id: str | None, secret_env: str,
+) -> None:  # fmt: skip
     """Write a commented manifest for FILES: per file the category whose indicators are
     its columns, its date and unit columns, its spatial resolution (whose boundaries hold
     its unit codes) and temporal resolution (its dates' spacing), a local target to try it
@@ -159,7 +173,14 @@ def init_command(setup: str, files: tuple[str, ...], out: str, force: bool) -> N
     path = Path(out)
     if path.exists() and not force:
         raise LoaderError(f"{out} exists: choose another --out, or --force to replace it")
-    text, placed = draft(Path(setup), [Path(f) for f in files], path)
+    known = None
+    if from_target:
+        from loader.draft import ids_from_target
+
+        known = ids_from_target(Path(setup), from_target, token_url=token_url,
+                                audience=audience, client_id=client_id,
+                                secret_env=secret_env)  # fmt: skip
+    text, placed = draft(Path(setup), [Path(f) for f in files], path, known)
     write_new(path, text)
     done = sum(1 for p in placed if not p.problem)
     marked = len(confirm_markers(text))

@@ -8,10 +8,11 @@ of the dates. A file it cannot place gets a comment saying why. The manifest has
 apply work at once.
 
 Ids are the dangerous part (hazard 1): a manifest whose ids differ from the server's
-creates every dataset again under other ids. Entities whose config carries no id get one
-from the config's order, each marked `# confirm`; plan and apply refuse a remote target
-while a marker is left (loader/validation.py), so that nobody loads a real deployment
-with guessed ids.
+creates every dataset again under other ids. With `--from-target`, the ids a server shows
+are read from it (`ids_from_target`); the others, for entities whose config carries no
+id, come from the config's order, each marked `# confirm`; plan and apply refuse a
+remote target while a marker is left (`run.refuse_guessed_ids`), so that nobody loads a
+real deployment with guessed ids.
 """
 
 from __future__ import annotations
@@ -29,7 +30,7 @@ from typing import Any
 
 from loader.config import boundary_properties, is_unique_code
 from loader.fileformats import format_of
-from loader.model import EntityKind, LoaderError
+from loader.model import Backend, EntityKind, LoaderError
 
 CONFIRM = "# confirm"  # what marks an id drafted from the config's order
 DATE_NAMES = ("date", "dt", "day", "week", "month", "year", "period", "time")
@@ -248,8 +249,15 @@ def _yaml(value: str, *, flow: bool = False) -> str:
     return text.removesuffix("...\n").strip()
 
 
-def draft(config_path: Path, files: Sequence[Path], manifest: Path) -> tuple[str, list[Placed]]:
-    """The manifest's text, and what was found of each file."""
+def draft(
+    config_path: Path,
+    files: Sequence[Path],
+    manifest: Path,
+    known: Mapping[EntityKind, Mapping[str, int]] | None = None,
+) -> tuple[str, list[Placed]]:
+    """The manifest's text, and what was found of each file. `known`: ids read from a
+    server (`ids_on_server`), written as they are; the others come from the config's
+    order, marked `# confirm`, never one the server gives another label."""
     config = read_config(config_path)
     for file in files:
         if not file.is_file():
@@ -280,11 +288,23 @@ def draft(config_path: Path, files: Sequence[Path], manifest: Path) -> tuple[str
                   f"data_root: {_yaml(os.path.relpath(root, here))}"]  # fmt: skip
     ids = []
     for kind, (id_field, key) in ID_FIELDS.items():
-        rows = [(str(e.get(key)), number) for number, e in enumerate(config.entities(kind), 1)
-                if e.get(id_field) is None]  # fmt: skip
+        served = dict((known or {}).get(kind, {}))
+        taken = set(served.values())
+        rows = []
+        for number, entity in enumerate(config.entities(kind), 1):
+            label = str(entity.get(key))
+            if entity.get(id_field) is not None:
+                continue
+            if label in served:
+                rows.append(f"    {_yaml(label)}: {served[label]}  # as the server has it")
+                continue
+            guess = number
+            while guess in taken:  # the server gives that id to another label
+                guess += 1
+            taken.add(guess)
+            rows.append(f"    {_yaml(label)}: {guess}  {CONFIRM}")
         if rows:
-            ids.append(f"  {kind.value}:")
-            ids += [f"    {_yaml(label)}: {number}  {CONFIRM}" for label, number in rows]
+            ids += [f"  {kind.value}:", *rows]
     if ids:
         lines += ["ids:", *ids]
     used = {p.spatial: p.unit_property for p in placed if not p.problem}
@@ -310,6 +330,57 @@ def draft(config_path: Path, files: Sequence[Path], manifest: Path) -> tuple[str
     for entry in left:
         lines.append(f"# not placed: {entry.path}: {entry.problem}")
     return "\n".join(lines) + "\n", placed
+
+
+ID_PROBES = 50  # srids and trids asked of a server past the config's count
+
+
+def ids_on_server(backend: Backend, config: Config) -> dict[EntityKind, dict[str, int]]:
+    """The ids a server holds, by label: languages and data providers from GET /setup
+    (unfiltered), spatial and temporal resolutions by asking for each id in turn (the
+    service shows one only while a dataset of it is visible, and cannot list them)."""
+    view = backend.read_setup()
+    found: dict[EntityKind, dict[str, int]] = {
+        EntityKind.LANGUAGE: {str(e.get("code")): int(e["lid"]) for e in view.languages
+                              if isinstance(e.get("lid"), int)},
+        EntityKind.DATA_PROVIDER: {str(e.get("name")): int(e["dpid"])
+                                   for e in view.data_providers
+                                   if isinstance(e.get("dpid"), int)},
+    }  # fmt: skip
+    for kind in (EntityKind.SPATIAL_RESOLUTION, EntityKind.TEMPORAL_RESOLUTION):
+        id_field = ID_FIELDS[kind][0]
+        found[kind] = {}
+        for number in range(1, len(config.entities(kind)) + ID_PROBES + 1):
+            entity = backend.read_entity(kind, number)
+            if entity is not None:
+                found[kind][str(entity.get("label"))] = int(entity.get(id_field) or number)
+    return found
+
+
+def ids_from_target(
+    config_path: Path,
+    url: str,
+    *,
+    token_url: str | None,
+    audience: str | None,
+    client_id: str | None,
+    secret_env: str,
+) -> dict[EntityKind, dict[str, int]]:
+    """`ids_on_server` of the server at `url`, with credentials as a manifest gives them:
+    OAuth2 client credentials (the secret in the environment variable `secret_env`), or a
+    bearer token in that variable; every role uses them."""
+    from loader.backends.factory import Opening, open_backend
+    from loader.model import Credential, Role, SetupConfig, Target
+
+    if client_id is not None and token_url is None:
+        raise DraftError("--client-id needs --token-url (and the token's --audience)")
+    credential = (Credential("client_credentials", secret_env, client_id=client_id,
+                             token_url=token_url, audience=audience)
+                  if client_id is not None else Credential("token", secret_env))  # fmt: skip
+    target = Target("from-target", url.rstrip("/"), "", dict.fromkeys(Role, credential))
+    nothing = SetupConfig((), {}, {}, {})
+    with open_backend(target, nothing, Opening(read_only=True)) as backend:
+        return ids_on_server(backend, read_config(config_path))
 
 
 def write_new(path: Path, text: str) -> None:

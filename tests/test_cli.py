@@ -434,3 +434,18 @@ def test_init_writes_a_manifest_that_plans_at_once_and_guards_its_guessed_ids(
         "and remove the marker (a wrong id loads every dataset again under another)\n"
     )
     assert cli_run("plan", "deploy.yaml", "--target", "local", "-q")[0] == 0  # local: fine
+
+
+def test_init_from_a_target_it_cannot_use_is_one_line(tmp_path: Path) -> None:
+    (tmp_path / "config.json").write_bytes((ROOT / "manifests/example/config.json").read_bytes())
+    (tmp_path / "r.csv").write_text(RESIDENTS_SAMPLE)
+    nowhere = "http://127.0.0.1:9/v1"  # the discard port: nothing listens
+    args = ["init", "--setup", str(tmp_path / "config.json"), str(tmp_path / "r.csv"),
+            "--out", str(tmp_path / "d.yaml"), "--from-target", nowhere]  # fmt: skip
+    code, output = cli_run(*args, "--client-id", "me")
+    assert (code, output) == (1, "error: --client-id needs --token-url (and the token's "
+                                 "--audience)\n")  # fmt: skip
+    code, output = cli_run(*args, env={"FLOWKIT_CLIENT_SECRET": "a-token"})
+    assert code == 1 and len(output.splitlines()) == 1 and output.startswith("error: ")
+    assert "127.0.0.1:9" in output and "a-token" not in output
+    assert not (tmp_path / "d.yaml").exists()  # nothing half-written

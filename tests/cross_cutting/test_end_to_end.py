@@ -186,3 +186,34 @@ def test_serves_banner_is_a_target_a_manifest_can_use_as_it_is(tmp_path: Path) -
         code, output = run("apply", str(manifest), "--yes", env=env)
         assert code == 0 and "Apply complete: " in output and " 0 failed" in output, output
         assert run("plan", str(manifest), "--detailed-exitcode", env=env)[0] == 0
+
+
+def test_init_reads_the_ids_a_server_shows_and_guesses_only_the_rest(tmp_path: Path) -> None:
+    """A server whose District and Month hold data (srid 2, trid 2): init --from-target
+    writes those as the server has them; Region and Day, which no visible dataset uses,
+    come from the config's order, marked, and never take an id the server gave another."""
+    with started(tmp_path / "served.db") as (_, base, lines):
+        start = next(i for i, line in enumerate(lines) if line.startswith("a manifest target"))
+        end = next(i for i, line in enumerate(lines) if line.startswith("development clients"))
+        served = tmp_path / "served"
+        served.mkdir()
+        manifest = write_manifest(served, {"residents.csv": RESIDENTS_SAMPLE})
+        manifest.write_text(manifest.read_text().replace(
+            "targets:\n  local: {url: 'local:state/test.db'}\n",
+            "targets:\n" + "\n".join(lines[start + 1 : end]) + "\n"))  # fmt: skip
+        env = {SECRET_ENV: SECRET}
+        assert run("apply", str(manifest), "--yes", env=env)[0] == 0
+        drafted = tmp_path / "drafted.yaml"
+        code, output = run(
+            "init", "--setup", str(served / "config.json"), str(served / "residents.csv"),
+            "--out", str(drafted), "--from-target", f"{base}/v1",
+            "--token-url", f"{base}/oauth/token", "--audience", "https://flowkit-ui-backend.local",
+            "--client-id", "dev-admin", "--secret-env", SECRET_ENV, env=env,
+        )  # fmt: skip
+    assert code == 0 and "1 of 1 file placed, 2 ids to confirm" in output, output
+    text = drafted.read_text()
+    assert "  spatial_resolutions:\n    Region: 1  # confirm\n" \
+        "    District: 2  # as the server has it\n" in text  # fmt: skip
+    assert "  temporal_resolutions:\n    Month: 2  # as the server has it\n" \
+        "    Day: 3  # confirm\n" in text  # fmt: skip
+    assert SECRET not in text and SECRET not in output
