@@ -26,7 +26,15 @@ from loader.model import DatasetKey, LoaderError, loader_version, plural
 from loader.notebook import running_in_a_notebook
 from loader.planfile import PlanRefused, SavedPlan, is_plan_file
 from loader.planner import Action, DatasetTarget, Plan
-from loader.record import ApplyEntry, Event, Record, RecordBuilder, WritingDatasets, event_json
+from loader.record import (
+    ApplyEntry,
+    Event,
+    Record,
+    RecordBuilder,
+    WritingDatasets,
+    event_json,
+    next_apply,
+)
 from loader.refresh import ImportReport, adopt_languages, import_record, other_writers_now
 from loader.run import Connection, Run, connect, make_run_plan, open_run, recorded_url
 from loader.state import Pending, StateError, StateStore
@@ -179,7 +187,7 @@ def _execute(run: Run, connection: Connection, the_plan: Plan, options: ApplyOpt
     backend = connection.backend
     journal = run.store.journal()
     journal.start(run.document)
-    built = RecordBuilder(run.record)
+    built = RecordBuilder(run.record, writer=next_apply(run.record))
     recorded = 0
     building = threading.Lock()  # the executor's workers record changes at once
 

@@ -500,10 +500,13 @@ def _event_from_json(entry: _Object) -> Event:
 
 class RecordBuilder:
     """A record being amended event by event, each in constant time (a Record copies
-    its mappings on every change); `build` gives the Record."""
+    its mappings on every change); `build` gives the Record. `writer`: the number the
+    apply whose writes it records takes in the history (an apply, or its journal replayed),
+    stamped on each dataset it records; 0 for what no apply wrote (import's findings)."""
 
-    def __init__(self, record: Record) -> None:
+    def __init__(self, record: Record, writer: int = 0) -> None:
         self.base = record
+        self.writer = writer
         self.entities = dict(record.entities)
         self.datasets = dict(record.datasets)
         self.in_doubt = set(record.in_doubt)
@@ -517,8 +520,8 @@ class RecordBuilder:
             case SetupRecorded(entities):
                 self.entities = {e.ref: e for e in entities}
             case DatasetRecorded(dataset):
-                # Written by the apply under way: the next in the history.
-                self.datasets[dataset.key] = replace(dataset, written=len(self.base.history) + 1)
+                written = replace(dataset, written=self.writer) if self.writer else dataset
+                self.datasets[dataset.key] = written
                 self.in_doubt.discard(dataset.key)
             case DatasetDropped(key):
                 self.datasets.pop(key, None)
@@ -537,6 +540,11 @@ class RecordBuilder:
                        in_doubt=frozenset(self.in_doubt))  # fmt: skip
 
 
+def next_apply(record: Record) -> int:
+    """The number an apply of `record` takes in its history, from 1."""
+    return len(record.history) + 1
+
+
 def replay(
     record: Record,
     entries: Iterable[Mapping[str, Any]],
@@ -546,7 +554,9 @@ def replay(
     """The record as it stands after the journaled changes. An entry that is not one (a
     field missing or of the wrong type, an unknown operation) is a RecordError at its
     line of the journal (`lines`, the entries' line numbers, when known)."""
-    builder = RecordBuilder(record)
+    # A journal left behind is an apply's that no history entry names yet: its writes
+    # count as the next apply's, which folds them in.
+    builder = RecordBuilder(record, writer=next_apply(record))
     with _no_cycle_collection():
         for number, entry in enumerate(entries):
             try:

@@ -736,8 +736,7 @@ def test_grants_after_a_write_go_to_the_mdid_the_write_gave(small: Deployment) -
     assert small.executor(journal=journal).run(plan).ok
     new = next(e.dataset.mdid for e in journal.events if isinstance(e, DatasetRecorded))
     assert new != old and on_server(small.backend, JAN) == {new}
-    # Written by this apply: the first of its record's empty history.
-    assert journal.record().datasets == {JAN: RecordedDataset(summary, new, frozenset({FREE}), 1)}
+    assert journal.record().datasets == {JAN: RecordedDataset(summary, new, frozenset({FREE}))}
     assert small.backend.reader(FREE).visible_mdids(exact(JAN)) == {new}
     assert journal.events[-1] == GrantChanged(JAN, FREE, new, True)
 

@@ -5,7 +5,6 @@ journal on disk replays to; replay reads every line format the journal has."""
 from __future__ import annotations
 
 import json
-from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -30,6 +29,7 @@ from loader.record import (
     SetupRecorded,
     WritingDatasets,
     event_json,
+    next_apply,
     replay,
 )
 from tests.manifests import copy_example, env_for
@@ -61,7 +61,7 @@ def test_each_event_reads_back_from_its_journal_line() -> None:
     ]
     for event in events:
         line = json.loads(json.dumps(event_json(event)))  # through text, as on disk
-        one = RecordBuilder(Record())
+        one = RecordBuilder(Record(), writer=next_apply(Record()))  # as an apply builds it
         one.apply(event)
         assert replay(Record(), [line], "j") == one.build(), event
     # The ids keep their JSON type (the format journals have always had).
@@ -78,19 +78,24 @@ def test_the_builder_amends_as_the_journal_says() -> None:
     builder.apply(GrantChanged(first.key, "read:free_data", 99, True))  # another mdid: none
     builder.apply(DatasetDropped(first.key))
     built = builder.build()
-    # Written by the apply under way: the first of an empty history.
-    granted = replace(dataset(2, 8, frozenset({"read:free_data"})), written=1)
-    assert built.datasets == {second.key: granted}
+    assert built.datasets == {second.key: dataset(2, 8, frozenset({"read:free_data"}))}
     assert built.in_doubt == frozenset()
 
 
 def test_each_dataset_names_the_apply_that_wrote_it_and_format_1_records_read_as_none() -> None:
     entry = ApplyEntry("2026-01-01T00:00:00+00:00", "me", None, "0.1.0", "fp", "complete")
     old, rewritten = dataset(1, 7), dataset(2, 8)
-    builder = RecordBuilder(Record(datasets={old.key: old}, history=(entry, entry)))
+    record = Record(datasets={old.key: old}, history=(entry, entry))
+    builder = RecordBuilder(record, writer=next_apply(record))  # an apply's, or its journal's
     builder.apply(DatasetRecorded(rewritten))
     built = builder.build()
     assert built.datasets[rewritten.key].written == 3 and built.datasets[old.key].written == 0
+    found = RecordBuilder(record)  # import's: what it finds no apply of this record wrote
+    found.apply(DatasetRecorded(rewritten))
+    assert found.build().datasets[rewritten.key].written == 0
+    # A journal left behind is folded in by the next apply: its writes are that apply's.
+    replayed = replay(record, [event_json(DatasetRecorded(rewritten))], "j")
+    assert replayed.datasets[rewritten.key].written == 3
     content = built.to_content()
     assert Record.from_content(content, "r").datasets == built.datasets
     # A format-1 record's datasets carry no marker: read as 0, written back unchanged.
