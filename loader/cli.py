@@ -101,9 +101,13 @@ def paint_symbol(symbol: str) -> str:
                    for c in symbol)  # fmt: skip
 
 
-def echo_plan_text(data: Mapping[str, Any]) -> None:
-    from loader.render import render_text
+def echo_plan(data: Mapping[str, Any], fmt: str = "text") -> None:
+    """A plan in `fmt`; the text in colour where colour is wanted."""
+    from loader.render import render, render_text
 
+    if fmt != "text":
+        click.echo(render(data, fmt), nl=False)
+        return
     colour = _colour()
     text = render_text(data, paint_symbol) if colour else render_text(data)
     click.echo(text, nl=False, color=colour)
@@ -168,15 +172,13 @@ def init_command(  # noqa: PLR0913 (click hands a command each of its options)
     refuse a remote target until each is checked and its marker removed."""
     from pathlib import Path
 
-    from loader.draft import confirm_markers, draft, write_new
+    from loader.draft import confirm_markers, draft, ids_from_target, write_new
 
     path = Path(out)
     if path.exists() and not force:
         raise LoaderError(f"{out} exists: choose another --out, or --force to replace it")
     known = None
     if from_target:
-        from loader.draft import ids_from_target
-
         known = ids_from_target(Path(setup), from_target, token_url=token_url,
                                 audience=audience, client_id=client_id,
                                 secret_env=secret_env)  # fmt: skip
@@ -433,7 +435,7 @@ def plan_command(  # noqa: PLR0913 (click hands a command each of its options)
 ) -> None:  # fmt: skip
     """Show what applying MANIFEST would change on its target; nothing is written."""
     from loader import planfile, run
-    from loader.render import render, summary_text
+    from loader.render import summary_text
 
     if offline and verify:
         raise LoaderError("--verify reads the server: it cannot be --offline")
@@ -447,10 +449,8 @@ def plan_command(  # noqa: PLR0913 (click hands a command each of its options)
         data = planfile.document(made) if fmt == "json" else planfile.plan_data(made)
     if quiet:
         click.echo(summary_text(data), nl=False)
-    elif fmt == "text":
-        echo_plan_text(data)
     else:
-        click.echo(render(data, fmt), nl=False)
+        echo_plan(data, fmt)
     if out:  # on stderr: stdout is the plan alone (a PR comment, a JSON document)
         hint = planfile.how_to_apply(out, manifest, made.refreshed)
         click.echo(f"Saved to {out}: {hint}.", err=True)
@@ -472,13 +472,8 @@ def show_command(plan_file: str, fmt: str) -> None:
     changed after it was written (its digest), or is not signed with FLOWKIT_PLAN_KEY
     when that is set."""
     from loader import planfile
-    from loader.render import render
 
-    data = planfile.read(plan_file)
-    if fmt == "text":
-        echo_plan_text(data)
-    else:
-        click.echo(render(data, fmt), nl=False)
+    echo_plan(planfile.read(plan_file), fmt)
 
 
 class ApplyProgress:
@@ -626,7 +621,7 @@ def apply_command(  # noqa: PLR0913 (click hands a command each of its options)
 
     def show(made: Plan) -> None:
         if asks or not quiet:
-            echo_plan_text(plan_data(made))
+            echo_plan(plan_data(made))
 
     def confirm(made: Plan) -> bool:
         if asks:

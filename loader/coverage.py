@@ -13,7 +13,6 @@ give a report under a megabyte (tests/test_coverage.py).
 from __future__ import annotations
 
 import html
-import json
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
@@ -121,7 +120,9 @@ def _series_data(series: SeriesStatus, status: TargetStatus) -> dict[str, Any]:
 
 
 def render_status_json(status: TargetStatus) -> str:
-    return json.dumps(status_data(status), indent=1, sort_keys=True) + "\n"
+    from loader.render import render_json
+
+    return render_json(status_data(status))
 
 
 # ---------------------------------------------------------------------------------------
@@ -180,13 +181,9 @@ def render_status_html(status: TargetStatus) -> str:
     return "\n".join(out) + "\n"
 
 
-def _series_name(series: SeriesStatus, status: TargetStatus) -> str:
-    return f"{series.indicator_id} {status.labels.series(series.srid, series.trid)}"
-
-
 def _heatmap_row(series: SeriesStatus, status: TargetStatus, index: int) -> str:
     e = html.escape
-    name = _series_name(series, status)
+    name = status.name_of(series)
     dates = f"{series.dates[0]}..{series.dates[-1]}, {plural(len(series.dates), 'dataset')}"
     row = [f'<tr id="series-{index}"><th>{e(name)}<br><small>{e(dates)}</small></th>']
     for cell in cells(series, HEATMAP_CELLS):
@@ -209,7 +206,7 @@ def _scopes_table(series_list: Sequence[SeriesStatus], status: TargetStatus) -> 
         for scope, count in rows:
             seen = series.verified.get(scope)
             checked = "not checked (no reader credential)" if seen is None else f"{seen} (verified)"
-            out.append(f"<tr><td>{e(_series_name(series, status))}</td><td>{e(span)}</td>"
+            out.append(f"<tr><td>{e(status.name_of(series))}</td><td>{e(span)}</td>"
                        f"<td>{e(scope)}</td><td>{count} (recorded)</td>"
                        f"<td>{e(checked) if count else ''}</td></tr>")  # fmt: skip
     out.append("</table>")

@@ -24,11 +24,12 @@ import statistics
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import date
+from functools import cached_property
 from itertools import pairwise
 from pathlib import Path
 from typing import Any
 
-from loader.config import boundary_properties, is_unique_code
+from loader.config import NAMED_KINDS, ConfigBuilder, boundary_properties, is_unique_code
 from loader.fileformats import format_of
 from loader.model import Backend, EntityKind, LoaderError
 
@@ -79,9 +80,10 @@ class Config:
                 found[owner][1].add(name)
         return found
 
+    @cached_property
     def unit_codes(self) -> dict[str, dict[str, set[str]]]:
         """Per spatial resolution's label, per boundary property holding a unique code per
-        geometry: the codes."""
+        geometry: the codes (read once: boundaries are megabytes, and every file asks)."""
         found = {}
         for resolution in self.entities(EntityKind.SPATIAL_RESOLUTION):
             boundaries = resolution.get("boundaries")
@@ -201,7 +203,7 @@ def place(path: Path, shown: str, config: Config) -> Placed:
         placed.problem = "no column holds dates"
         return placed
     units: list[tuple[str, str, str]] = []  # (column, resolution, boundary property)
-    codes_of = config.unit_codes()
+    codes_of = config.unit_codes
     for column, values in columns.items():
         if column in names or column == date_column or not values:
             continue
@@ -233,9 +235,8 @@ def place(path: Path, shown: str, config: Config) -> Placed:
 
 # -- the manifest ---------------------------------------------------------------------------
 
-ID_FIELDS = {EntityKind.LANGUAGE: ("lid", "code"), EntityKind.DATA_PROVIDER: ("dpid", "name"),
-             EntityKind.SPATIAL_RESOLUTION: ("srid", "label"),
-             EntityKind.TEMPORAL_RESOLUTION: ("trid", "label")}  # fmt: skip
+# The kinds whose ids a manifest names (`ids:`), keyed by what config.py labels them by.
+ID_KINDS = tuple(NAMED_KINDS)
 
 
 def _yaml(value: str, *, flow: bool = False) -> str:
@@ -287,13 +288,13 @@ def draft(
         lines += ["# The config and data sit outside this folder: reading them is opted into here.",
                   f"data_root: {_yaml(os.path.relpath(root, here))}"]  # fmt: skip
     ids = []
-    for kind, (id_field, key) in ID_FIELDS.items():
+    for kind in ID_KINDS:
         served = dict((known or {}).get(kind, {}))
         taken = set(served.values())
         rows = []
         for number, entity in enumerate(config.entities(kind), 1):
-            label = str(entity.get(key))
-            if entity.get(id_field) is not None:
+            label = str(ConfigBuilder.label_of(kind, entity))
+            if entity.get(kind.id_field) is not None:
                 continue
             if label in served:
                 rows.append(f"    {_yaml(label)}: {served[label]}  # as the server has it")
@@ -340,20 +341,16 @@ def ids_on_server(backend: Backend, config: Config) -> dict[EntityKind, dict[str
     (unfiltered), spatial and temporal resolutions by asking for each id in turn (the
     service shows one only while a dataset of it is visible, and cannot list them)."""
     view = backend.read_setup()
-    found: dict[EntityKind, dict[str, int]] = {
-        EntityKind.LANGUAGE: {str(e.get("code")): int(e["lid"]) for e in view.languages
-                              if isinstance(e.get("lid"), int)},
-        EntityKind.DATA_PROVIDER: {str(e.get("name")): int(e["dpid"])
-                                   for e in view.data_providers
-                                   if isinstance(e.get("dpid"), int)},
-    }  # fmt: skip
+    found = {kind: {str(ConfigBuilder.label_of(kind, e)): e[kind.id_field] for e in listed
+                    if isinstance(e.get(kind.id_field), int)}
+             for kind, listed in ((EntityKind.LANGUAGE, view.languages),
+                                  (EntityKind.DATA_PROVIDER, view.data_providers))}  # fmt: skip
     for kind in (EntityKind.SPATIAL_RESOLUTION, EntityKind.TEMPORAL_RESOLUTION):
-        id_field = ID_FIELDS[kind][0]
         found[kind] = {}
         for number in range(1, len(config.entities(kind)) + ID_PROBES + 1):
-            entity = backend.read_entity(kind, number)
+            entity = backend.read_entity(kind, number)  # the one with this id, if visible
             if entity is not None:
-                found[kind][str(entity.get("label"))] = int(entity.get(id_field) or number)
+                found[kind][str(ConfigBuilder.label_of(kind, entity))] = number
     return found
 
 

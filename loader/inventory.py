@@ -53,6 +53,10 @@ class TargetStatus:
     labels: ResolutionLabels = field(default_factory=ResolutionLabels)  # `srid=2 (District)`
     history: tuple[ApplyEntry, ...] = ()  # every apply, the last one last
 
+    def name_of(self, series: SeriesStatus) -> str:
+        """`residents.residents srid=2 (District) trid=2 (Month)`."""
+        return f"{series.indicator_id} {self.labels.series(series.srid, series.trid)}"
+
     # In a notebook (loader/notebook.py, imported only there).
     def _repr_html_(self) -> str:
         from loader.notebook import status_html

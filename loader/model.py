@@ -452,17 +452,13 @@ class ResolutionLabels:
 
     def series(self, srid: int, trid: int) -> str:
         """`srid=2 (District) trid=4 (Day)`: an id without a label is shown bare."""
-        spatial, temporal = self._label(self.spatial, srid), self._label(self.temporal, trid)
-        return f"srid={srid}{spatial} trid={trid}{temporal}"
+        spatial, temporal = self.label_of("spatial", srid), self.label_of("temporal", trid)
+        return (f"srid={srid}{f' ({spatial})' if spatial else ''} "
+                f"trid={trid}{f' ({temporal})' if temporal else ''}")  # fmt: skip
 
     def label_of(self, kind: Literal["spatial", "temporal"], number: int) -> str | None:
         labels = self.spatial if kind == "spatial" else self.temporal
         return next((label for found, label in labels if found == number), None)
-
-    @staticmethod
-    def _label(labels: tuple[tuple[int, str], ...], wanted: int) -> str:
-        found = [label for number, label in labels if number == wanted]
-        return f" ({found[0]})" if found else ""
 
     def to_json(self) -> dict[str, dict[str, str]]:
         return {"spatial": {str(i): label for i, label in self.spatial},

@@ -125,7 +125,7 @@ def status_html(status: TargetStatus) -> str:
     from loader.coverage import strip
 
     e = html.escape
-    rows = [[e(f"{s.indicator_id} {status.labels.series(s.srid, s.trid)}"),
+    rows = [[e(status.name_of(s)),
              f"<code>{e(strip(s))}</code>", e(f"{s.dates[0]}..{s.dates[-1]}"),
              str(len(s.dates)), e(", ".join(s.gaps) or "none"),
              e(", ".join(f"{k} {n}" for k, n in sorted(s.scopes.items())) or "admin only")]

@@ -468,9 +468,8 @@ def render_status(status: TargetStatus, *, unicode: bool = True) -> str:
     if not status.series:
         out.append("  nothing loaded by flowkit-loader yet")
     for s in status.series:
-        series = f"{s.indicator_id} {status.labels.series(s.srid, s.trid)}"
         out.append(
-            f"  {series}: {s.dates[0]}..{s.dates[-1]}, "
+            f"  {status.name_of(s)}: {s.dates[0]}..{s.dates[-1]}, "
             f"{plural(len(s.dates), 'dataset')}, {plural(s.values, 'value')}"
         )
         out.append(f"      coverage: {strip(s, unicode=unicode)}")
