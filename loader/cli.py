@@ -490,17 +490,15 @@ class ApplyProgress:
         self.terminal = sys.stderr.isatty()
         self.clock = time.monotonic
         self.lock = threading.Lock()
-        self.total = self.done = self.failed = 0
-        self.start = self.last = 0.0
-        self.model: Any = None
+        self.tally: Any = None  # loader.progress.Tally, from the confirmation on
+        self.last = 0.0
         self.open_line = False  # the bar drawn and its line not ended (an interrupted apply)
 
     def begin(self, changes: Sequence[Any]) -> None:
-        from loader.progress import CostModel
+        from loader.progress import Tally
 
-        self.total, self.start = len(changes), self.clock()
-        self.last = self.start
-        self.model = CostModel.of(changes)
+        self.tally = Tally(changes, self.clock)
+        self.last = self.tally.start
 
     def end(self) -> None:
         """The bar's line ended, so that what follows (the summary after a Ctrl-C or a
@@ -511,35 +509,28 @@ class ApplyProgress:
                 self.open_line = False
 
     def __call__(self, outcome: Any) -> None:
-        from loader.execute import OutcomeStatus
-        from loader.progress import work_of
         from loader.render import progress_line
 
-        if outcome.status is OutcomeStatus.SKIPPED and outcome.message == "interrupted":
-            return  # never started: no progress
         with self.lock:
-            self.done += 1
-            self.failed += outcome.status is OutcomeStatus.FAILED
-            now = self.clock()
-            self.model.add(work_of(outcome.change), now - self.start)
-            estimate = {"share": self.model.share_done(), "left": self.model.seconds_left()}
+            tally = self.tally
+            elapsed = tally.count(outcome)
+            if elapsed is None:
+                return  # never started: no progress
             if self.verbose:
                 clear = "\r\x1b[K" if self.terminal else ""  # the bar's line, wiped first
                 line = f"  {outcome.status.value}: {outcome.change.describe()}"
                 click.echo(clear + line, err=True)
             if self.quiet:
                 return
+            counts = (tally.done, tally.total, tally.failed, elapsed)
             if self.terminal:
-                line = progress_line(
-                    self.done, self.total, self.failed, now - self.start, 30, **estimate
-                )
-                self.open_line = self.done < self.total
+                line = progress_line(*counts, 30, **tally.estimate)
+                self.open_line = tally.done < tally.total
                 click.echo(f"\r{line}", nl=not self.open_line, err=True)
-            elif now - self.last >= self.LOG_EVERY or self.done == self.total:
+            elif (now := tally.start + elapsed) - self.last >= self.LOG_EVERY \
+                    or tally.done == tally.total:  # fmt: skip
                 self.last = now
-                line = progress_line(
-                    self.done, self.total, self.failed, now - self.start, **estimate
-                )
+                line = progress_line(*counts, **tally.estimate)
                 click.echo(f"apply: {line}", err=True)
 
 

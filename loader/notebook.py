@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import html
 import sys
+import threading
 import time
 from collections.abc import Callable, Sequence
 from typing import TYPE_CHECKING, Any
@@ -164,38 +165,35 @@ class NotebookProgress:
 
     def __init__(self, changes: Sequence[Change],
                  show: Callable[..., Any] | None = None) -> None:  # fmt: skip
-        from loader.progress import CostModel
+        from loader.progress import Tally
 
         if show is None:
             from IPython.display import display
 
             show = display
-        self.model = CostModel.of(changes)
-        self.total, self.done, self.failed = len(changes), 0, 0
-        self.start = self.last = time.monotonic()
+        self.tally = Tally(changes, time.monotonic)
+        self.last = self.tally.start
+        self.lock = threading.Lock()  # apply's workers report at once
         self.handle = show(self._html(), display_id=True)  # type: ignore[no-untyped-call]
 
     def _html(self) -> Any:
         from IPython.display import HTML
 
-        share = self.model.share_done() if self.done else 0.0
-        left = self.model.seconds_left() if self.done else None
+        tally = self.tally
+        share, left = (tally.model.share_done(), tally.model.seconds_left()) if tally.done \
+            else (0.0, None)  # fmt: skip
         eta = "" if left is None else f", about {left:.0f} s left"
-        failed = f", {self.failed} failed" if self.failed else ""
-        text = f"{self.done}/{self.total} changes{failed} ({share:.0%}{eta})"
+        failed = f", {tally.failed} failed" if tally.failed else ""
+        text = f"{tally.done}/{tally.total} changes{failed} ({share:.0%}{eta})"
         bar = (f"<progress value='{share:.4f}' max='1' style='width:30em'></progress> "
                f"<span>{html.escape(text)}</span>")  # fmt: skip
         return HTML(bar)  # type: ignore[no-untyped-call]
 
     def __call__(self, outcome: Outcome) -> None:
-        from loader.progress import work_of
-
-        if outcome.status.value == "skipped" and outcome.message == "interrupted":
-            return  # never started
-        now = time.monotonic()
-        self.done += 1
-        self.failed += outcome.status.value == "failed"
-        self.model.add(work_of(outcome.change), now - self.start)
-        if now - self.last >= self.EVERY or self.done == self.total:
-            self.last = now
-            self.handle.update(self._html())
+        with self.lock:
+            if self.tally.count(outcome) is None:
+                return  # never started
+            now = time.monotonic()
+            if now - self.last >= self.EVERY or self.tally.done == self.tally.total:
+                self.last = now
+                self.handle.update(self._html())

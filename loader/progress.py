@@ -14,10 +14,14 @@ the one rate measured. Standard library only: no import cost for the CLI.
 from __future__ import annotations
 
 import math
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 from loader.planner import Action, Change, DatasetTarget, SetupTarget
+
+if TYPE_CHECKING:
+    from loader.execute import Outcome
 
 # How long ago an interval must be to count half: a fifth of the time the apply has run
 # (the recent part of a long apply tells its speed now), never under MIN_HALF_LIFE (enough
@@ -146,4 +150,32 @@ class CostModel:
         return min(1.0, (a * self.done.requests + b * self.done.values) / total)
 
 
-__all__ = ["CostModel", "Work", "work_of"]
+class Tally:
+    """An apply's progress as its outcomes arrive, for whatever draws it (the CLI's bar and
+    log lines, a notebook's bar): changes done and failed, and the cost model fitted to
+    the time each took from `start`."""
+
+    def __init__(self, changes: Sequence[Change], clock: Callable[[], float]) -> None:
+        self.model = CostModel.of(changes)
+        self.total, self.done, self.failed = len(changes), 0, 0
+        self.clock = clock
+        self.start = clock()
+
+    def count(self, outcome: Outcome) -> float | None:
+        """Count one outcome: the seconds since the start, or None for a change that was
+        never started (skipped as interrupted: no progress)."""
+        if outcome.status.value == "skipped" and outcome.message == "interrupted":
+            return None
+        elapsed = self.clock() - self.start
+        self.done += 1
+        self.failed += outcome.status.value == "failed"
+        self.model.add(work_of(outcome.change), elapsed)
+        return elapsed
+
+    @property
+    def estimate(self) -> dict[str, float | None]:
+        """The share of the work done and the seconds left (None before a fit)."""
+        return {"share": self.model.share_done(), "left": self.model.seconds_left()}
+
+
+__all__ = ["CostModel", "Tally", "Work", "work_of"]

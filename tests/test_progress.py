@@ -12,7 +12,7 @@ import pytest
 
 from loader.model import DatasetKey, DatasetStats, DatasetSummary
 from loader.planner import Action, Change, DatasetTarget, GrantTarget, Reason, SetupTarget
-from loader.progress import CostModel, Work, work_of
+from loader.progress import CostModel, Tally, Work, work_of
 
 KEY = DatasetKey("residents", "residents.residents", 2, 2, "2021-01-01 00:00:00")
 
@@ -132,3 +132,17 @@ def test_the_last_change_closes_the_fit_and_nothing_is_left() -> None:
     model.add(Work(1, 5), 0.01)
     model.add(Work(1, 5), 0.02)
     assert model.seconds_left() == 0.0 and model.share_done() == 1.0
+
+
+def test_a_tally_counts_what_ran_and_times_it_from_its_start() -> None:
+    from loader.execute import Outcome, OutcomeStatus
+
+    now = iter([100.0, 102.0, 105.0])
+    changes = [dataset_change(10), grant_change(), grant_change()]
+    tally = Tally(changes, lambda: next(now))
+    assert tally.start == 100.0 and tally.estimate == {"share": 0.0, "left": None}
+    assert tally.count(Outcome(changes[0], OutcomeStatus.DONE)) == 2.0
+    assert tally.count(Outcome(changes[1], OutcomeStatus.FAILED, "500")) == 5.0
+    assert tally.count(Outcome(changes[2], OutcomeStatus.SKIPPED, "interrupted")) is None
+    assert (tally.done, tally.failed, tally.total) == (2, 1, 3)
+    assert tally.model.done == work_of(changes[0]) + work_of(changes[1])
