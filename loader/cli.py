@@ -35,7 +35,7 @@ class LoaderGroup(click.Group):
 
     # The commands by what a user does with them (`--help` lists them so).
     SECTIONS = (
-        ("Write", ("init", "validate", "schema")),
+        ("Write", ("init", "export", "validate", "schema")),
         ("Review", ("plan", "show", "status")),
         ("Change", ("apply", "import", "unlock")),
         ("Run", ("serve", "check")),
@@ -191,6 +191,59 @@ def init_command(  # noqa: PLR0913 (click hands a command each of its options)
     for entry in placed:
         if entry.problem:
             click.echo(f"  not placed: {entry.path}: {entry.problem}")
+
+
+@cli.command(
+    name="export",
+    short_help="Read a deployment back into data files and a manifest.",
+    epilog=examples(
+        "flowkit-loader export deploy.yaml --out backup/",
+        "flowkit-loader export deploy.yaml --target production --out backup/ --partial",
+        "flowkit-loader apply backup/deploy.yaml --yes     # the copy, on its local target",
+    ),
+)
+@click.argument("manifest", type=click.Path(dir_okay=False))
+@click.option("--out", "-o", required=True, type=click.Path(file_okay=False),
+              help="An empty folder (or an unfinished export's, to go on with it).")  # fmt: skip
+@click.option("--target", "-t", help="The target to read (default: the manifest's default).")
+@click.option(
+    "--partial",
+    is_flag=True,
+    help="Write the export although some of the deployment could not be carried.",
+)
+@click.option("--parallelism", default=4, show_default=True, type=click.IntRange(1, 32),
+              help="Reads in flight at once.")  # fmt: skip
+def export_command(
+    manifest: str, out: str, target: str | None, partial: bool, parallelism: int
+) -> None:
+    """Read MANIFEST's target back into --out: a config.json, one data file per
+    indicator and resolution, and a deploy.yaml that applied to an empty backend
+    reproduces the deployment as far as the service lets it be read. What it cannot
+    carry (config without a visible dataset, revisions, grants of scopes without a reader,
+    values /query gives as floats) is listed in the manifest and the summary; the export
+    is refused unless --partial accepts it. Interrupted, it goes on where it stopped when
+    run again with the same --out."""
+    from loader.export import export
+
+    with click.progressbar(length=1, label="reading", file=sys.stderr,
+                           show_pos=True) as bar:  # fmt: skip
+
+        def progress(done: int, total: int) -> None:
+            bar.length = max(total, 1)
+            bar.update(done - bar.pos)
+
+        exported = export(manifest, out, target=target, partial=partial,
+                          parallelism=parallelism, progress=progress)  # fmt: skip
+    if exported.resumed:
+        click.echo(f"went on from an interrupted export ({plural(exported.resumed, 'window')} "
+                   "of dates already read)")  # fmt: skip
+    grants = ", ".join(f"{scope} {n}" for scope, n in exported.grants.items()) or "none"
+    click.echo(f"exported {plural(exported.datasets, 'dataset')} of "
+               f"{plural(exported.series, 'series', 'series')} to {out} (rules per scope: "
+               f"{grants})")  # fmt: skip
+    click.echo("not carried:")
+    for line in exported.losses.found + exported.losses.always:
+        click.echo(f"  - {line}")
 
 
 @cli.command(

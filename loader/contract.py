@@ -49,3 +49,7 @@ def role_for(scope: str) -> Role:
 BACKEND_DT_FORMAT = "%Y-%m-%d %H:%M:%S"
 # The API versions (`/setup`'s `config.api_version` prefixes) this loader knows.
 KNOWN_API_VERSIONS = ("1.2", "1.3")
+# The categories whose values /csv gives exactly (the stored DECIMAL's text): the service
+# writes its CSV by the built-in categories' names and fails for any other.
+CSV_CATEGORIES = ("residents", "presence", "relocations", "movements")
+CSV_FLOW_CATEGORIES = ("relocations", "movements")

@@ -665,6 +665,8 @@ class QueryRange:
 
 # date (in the resolution's format) -> unit tuple -> value as the server answers it
 Content = Mapping[str, Mapping[tuple[str, ...], float]]
+# One /csv row: the dataset's day (YYYY-MM-DD), its unit tuple, the stored DECIMAL's text
+ExactRow = tuple[str, tuple[str, ...], str]
 
 
 def content_of(data_by_date: Mapping[str, Mapping[str, Any]]) -> Content:
@@ -679,6 +681,18 @@ def content_of(data_by_date: Mapping[str, Mapping[str, Any]]) -> Content:
                 flat[(unit,)] = value
         content[date] = flat
     return content
+
+
+def exact_rows(text: str) -> tuple[ExactRow, ...]:
+    """A /csv answer (CRLF lines `date,area_code,value` or `date,origin_code,
+    destination_code,value`; codes never hold commas: they are boundary codes) as rows."""
+    lines = text.split("\r\n")
+    rows = []
+    for line in lines[1:]:
+        if line:
+            cells = line.split(",")
+            rows.append((cells[0], tuple(cells[1:-1]), cells[-1]))
+    return tuple(rows)
 
 
 def metadata_of(key: DatasetKey, revision: str) -> dict[str, Any]:
@@ -786,9 +800,27 @@ class Backend(Protocol):
 
     def delete_dataset(self, summary: DatasetSummary) -> None: ...
 
+    def list_entities(self, kind: EntityKind) -> tuple[Mapping[str, Any], ...]:
+        """Every category, indicator or resolution with a dataset the caller may see
+        (spatial resolutions without their boundaries: `read_entity` has them)."""
+        ...
+
+    def date_range(
+        self, category_id: str, indicator_id: str, srid: int, trid: int
+    ) -> tuple[str, ...]:
+        """The dates from the first visible dataset of a series to its last, in the
+        temporal resolution's format, gaps filled (/timerange); () when none is visible."""
+        ...
+
     def visible_mdids(self, query: QueryRange) -> frozenset[int]: ...
 
     def dataset_content(self, query: QueryRange) -> Content: ...
+
+    def exact_values(self, query: QueryRange) -> tuple[ExactRow, ...] | None:
+        """The values of a range as stored, digit for digit (/csv); None for a category
+        the service cannot give so (`contract.CSV_CATEGORIES` only). The range must hold
+        a visible dataset: the service cannot tell an empty range from a failure."""
+        ...
 
     def grant(self, scope: str, mdid: int) -> bool: ...
 

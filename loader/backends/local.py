@@ -15,7 +15,14 @@ from typing import Any
 
 from loader.backends import oslock
 from loader.backends.store import Incoming, InvalidBody, Principal, Reply, Store
-from loader.contract import ADMIN, READ_FREE_DATA, ROLE_SCOPES, WRITE_DATA, entity_write_scope
+from loader.contract import (
+    ADMIN,
+    CSV_CATEGORIES,
+    READ_FREE_DATA,
+    ROLE_SCOPES,
+    WRITE_DATA,
+    entity_write_scope,
+)
 from loader.model import (
     Backend,
     BackendError,
@@ -25,6 +32,7 @@ from loader.model import (
     DatasetWrite,
     EntityKind,
     EntityWrite,
+    ExactRow,
     Identity,
     LoaderError,
     QueryRange,
@@ -32,6 +40,7 @@ from loader.model import (
     ScopeError,
     SetupView,
     content_of,
+    exact_rows,
     metadata_of,
     plural,
 )
@@ -160,6 +169,20 @@ class LocalBackend(Backend):
         reply = self._expect(call, self.store.get_entity(kind, entity_id, self.principal), 200, 404)
         return reply.body if reply.status == 200 else None
 
+    def list_entities(self, kind: EntityKind) -> tuple[Mapping[str, Any], ...]:
+        call = f"GET {entity_path(kind)}"
+        self._need(READ_FREE_DATA, call)
+        reply = self._expect(call, self.store.list_entities(kind, self.principal), 200)
+        return tuple(reply.body[kind.value])
+
+    def date_range(
+        self, category_id: str, indicator_id: str, srid: int, trid: int
+    ) -> tuple[str, ...]:
+        call = f"GET /timerange/{category_id}/{indicator_id}/{srid}/{trid}"
+        self._need(READ_FREE_DATA, call)
+        reply = self.store.timerange(category_id, indicator_id, srid, trid, self.principal)
+        return tuple(self._expect(call, reply, 200).body["all_dates"] or ())
+
     # -- datasets -----------------------------------------------------------------------
 
     @staticmethod
@@ -216,6 +239,13 @@ class LocalBackend(Backend):
             return {}
         return content_of(reply.body["data_by_date"])
 
+    def exact_values(self, query: QueryRange) -> tuple[ExactRow, ...] | None:
+        if query.category_id not in CSV_CATEGORIES:
+            return None
+        self._need(READ_FREE_DATA, "POST /csv")
+        reply = self._expect("POST /csv", self.store.csv(query.body(False), self.principal), 200)
+        return exact_rows(reply.body)
+
     # -- grants -------------------------------------------------------------------------
 
     def grant(self, scope: str, mdid: int) -> bool:
@@ -266,6 +296,17 @@ class AbsentBackend(Backend):
 
     def read_entity(self, kind: EntityKind, entity_id: int | str) -> Mapping[str, Any] | None:
         return None
+
+    def list_entities(self, kind: EntityKind) -> tuple[Mapping[str, Any], ...]:
+        return ()
+
+    def date_range(
+        self, category_id: str, indicator_id: str, srid: int, trid: int
+    ) -> tuple[str, ...]:
+        return ()
+
+    def exact_values(self, query: QueryRange) -> tuple[ExactRow, ...] | None:
+        raise self._refuse("POST /csv")  # no range of an empty service holds a dataset
 
     def visible_mdids(self, query: QueryRange) -> frozenset[int]:
         return frozenset()

@@ -39,6 +39,7 @@ from loader.backends.transport import describe, is_permanent, tls_context_for
 from loader.contract import (
     ADMIN,
     BACKEND_DT_FORMAT,
+    CSV_CATEGORIES,
     KNOWN_API_VERSIONS,
     READ_FREE_DATA,
     ROLE_SCOPES,
@@ -56,6 +57,7 @@ from loader.model import (
     DatasetWrite,
     EntityKind,
     EntityWrite,
+    ExactRow,
     Identity,
     LoaderError,
     QueryRange,
@@ -63,6 +65,7 @@ from loader.model import (
     ScopeError,
     SetupView,
     content_of,
+    exact_rows,
     metadata_of,
     nanos_to_text,
     stored_matches,
@@ -499,6 +502,17 @@ class RemoteBackend(Backend):
         found: Mapping[str, Any] = self.expect(response, 200).json()
         return found
 
+    def list_entities(self, kind: EntityKind) -> tuple[Mapping[str, Any], ...]:
+        response = self.request("GET", f"/{kind.value}", Role.READER, READ_FREE_DATA)
+        return tuple(self.expect(response, 200).json()[kind.value])
+
+    def date_range(
+        self, category_id: str, indicator_id: str, srid: int, trid: int
+    ) -> tuple[str, ...]:
+        path = f"/timerange/{category_id}/{indicator_id}/{srid}/{trid}"
+        response = self.request("GET", path, Role.READER, READ_FREE_DATA)
+        return tuple(self.expect(response, 200).json()["all_dates"] or ())
+
     def _idempotent(
         self,
         method: str,
@@ -615,6 +629,12 @@ class RemoteBackend(Backend):
     def dataset_content(self, query: QueryRange) -> Content:
         answer = self._query(query, mdids_only=False)
         return {} if answer is None else content_of(answer["data_by_date"] or {})
+
+    def exact_values(self, query: QueryRange) -> tuple[ExactRow, ...] | None:
+        if query.category_id not in CSV_CATEGORIES:
+            return None
+        response = self.request("POST", "/csv", Role.READER, READ_FREE_DATA, query.body(False))
+        return exact_rows(self.expect(response, 200).text)
 
     # -- grants -----------------------------------------------------------------------------
 

@@ -37,7 +37,13 @@ from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from typing import Any, ClassVar
 
-from loader.contract import BACKEND_DT_FORMAT, SCOPES, SEES_EVERYTHING
+from loader.contract import (
+    BACKEND_DT_FORMAT,
+    CSV_CATEGORIES,
+    CSV_FLOW_CATEGORIES,
+    SCOPES,
+    SEES_EVERYTHING,
+)
 from loader.model import (
     DATA_TYPES,
     MAX_ABS_VALUE,
@@ -894,9 +900,9 @@ class Store:
             return self.invalid(error)
         refused, rows, _ = self._selected(params, principal)
         category = str(params["category_id"]).lower()
-        if refused or category not in {"residents", "presence", "relocations", "movements"}:
+        if refused or category not in CSV_CATEGORIES:
             return Reply(500, INTERNAL_ERROR, plain=True)
-        flow = category in {"relocations", "movements"}
+        flow = category in CSV_FLOW_CATEGORIES
         lines = ["date,origin_code,destination_code,value" if flow else "date,area_code,value"]
         for mdid in dict.fromkeys(mdid for mdid, _ in rows):
             for dt, unit, destination, nanos in self._data(mdid):

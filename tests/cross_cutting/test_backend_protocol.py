@@ -27,6 +27,7 @@ from loader.model import (
     DatasetWrite,
     EntityKind,
     EntityWrite,
+    ExactRow,
     Identity,
     LoaderError,
     QueryRange,
@@ -124,8 +125,19 @@ class MemoryBackend(Backend):
     def delete_dataset(self, summary: DatasetSummary) -> None:
         self._call("delete_dataset").delete_dataset(summary)
 
+    def list_entities(self, kind: EntityKind) -> tuple[Mapping[str, Any], ...]:
+        return self._call("list_entities").list_entities(kind)
+
+    def date_range(
+        self, category_id: str, indicator_id: str, srid: int, trid: int
+    ) -> tuple[str, ...]:
+        return self._call("date_range").date_range(category_id, indicator_id, srid, trid)
+
     def visible_mdids(self, query: QueryRange) -> frozenset[int]:
         return self._call("visible_mdids").visible_mdids(query)
+
+    def exact_values(self, query: QueryRange) -> tuple[ExactRow, ...] | None:
+        return self._call("exact_values").exact_values(query)
 
     def dataset_content(self, query: QueryRange) -> Content:
         return self._call("dataset_content").dataset_content(query)

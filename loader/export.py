@@ -1,0 +1,538 @@
+"""`export`: a deployment read back into a folder of data files, a config.json and a
+manifest that, applied to an empty backend, reproduces it as far as the service lets
+anyone read it (loader/readback.py does the reading).
+
+What cannot be carried is said twice, in the manifest's header and in the summary, and
+the export is refused unless `--partial` accepts it. Reading the content costs as much as
+loading it, so the work is kept as it goes in `<out>/.export/` (what was found, then one
+file per window of dates read and per scope and series whose grants were looked at): an
+interrupted export run again goes on where it stopped. The folder is finished last: data
+files, config.json, then the manifest, then `.export/` is removed.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+from collections.abc import Callable, Iterable, Mapping
+from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
+from dataclasses import dataclass, field
+from datetime import date
+from pathlib import Path
+from typing import Any
+
+from loader.config import boundary_properties, is_unique_code
+from loader.contract import CSV_CATEGORIES
+from loader.manifest import display_path
+from loader.model import (
+    NANOS_PER_UNIT,
+    Backend,
+    EntityKind,
+    LoaderError,
+    Role,
+    SetupConfig,
+    Target,
+    loader_version,
+    nanos_to_text,
+    plural,
+    value_nanos,
+)
+from loader.readback import (
+    EXACT_FLOAT_BELOW,
+    Series,
+    Values,
+    find_series,
+    granted_stretches,
+    grids,
+    read_config,
+    read_values,
+)
+
+WORK = ".export"  # inside the output folder while an export is under way
+MANIFEST_NAME = "deploy.yaml"
+CONFIG_NAME = "config.json"
+SHOWN_NAMES = 5  # names listed per loss before "and N more"
+
+
+class ExportError(LoaderError):
+    """The export cannot start, go on or be written."""
+
+
+class PartialExport(ExportError):
+    """Something could not be carried and `--partial` did not accept that."""
+
+
+@dataclass
+class Losses:
+    """What the export could not carry: `always` is what no export of any deployment
+    can read; `found` is what this deployment holds that the export lost (it needs
+    `--partial`)."""
+
+    always: list[str] = field(default_factory=list)
+    found: list[str] = field(default_factory=list)
+
+
+@dataclass
+class Exported:
+    """What an export wrote."""
+
+    folder: Path
+    series: int
+    datasets: int
+    files: int
+    grants: dict[str, int]  # rules per scope
+    losses: Losses
+    resumed: int  # windows read by an earlier, interrupted run
+
+
+Progress = Callable[[int, int], None]  # windows read so far, windows in all
+
+
+def _names(items: Iterable[str]) -> str:
+    listed = sorted(set(items))
+    shown = ", ".join(listed[:SHOWN_NAMES])
+    return shown + (f" and {len(listed) - SHOWN_NAMES} more" if len(listed) > SHOWN_NAMES else "")
+
+
+# ---------------------------------------------------------------------------------------
+# The work folder
+
+
+class WorkFolder:
+    """`<out>/.export/`: the source it reads, what it found, and each finished read, each
+    written whole (a temporary file renamed) so that a stopped run leaves no half."""
+
+    def __init__(self, out: Path) -> None:
+        self.out = out
+        self.path = out / WORK
+
+    def begin(self, source: Mapping[str, str]) -> None:
+        """Start, or go on with the export of the same source; refuse anything else."""
+        started = self.path / "source.json"
+        if started.is_file():
+            had = json.loads(started.read_text(encoding="utf-8"))
+            if had != dict(source):
+                raise ExportError(
+                    f"{self.out} holds an unfinished export of {had.get('target')} (from "
+                    f"{had.get('manifest')}), not {source['target']}: choose another --out "
+                    "or remove it"
+                )
+            return
+        if self.out.exists() and (not self.out.is_dir() or any(self.out.iterdir())):
+            raise ExportError(f"{self.out} exists and is not an empty folder: choose another --out")
+        self.write("source.json", dict(source))
+
+    def write(self, name: str, content: Any) -> None:
+        target = self.path / name
+        temporary = target.with_name(f".{target.name}.tmp")
+        target.parent.mkdir(parents=True, exist_ok=True)
+        temporary.write_text(json.dumps(content, separators=(",", ":")), encoding="utf-8")
+        os.replace(temporary, target)
+
+    def read(self, name: str) -> Any:
+        target = self.path / name
+        return json.loads(target.read_text(encoding="utf-8")) if target.is_file() else None
+
+    def done(self) -> None:
+        shutil.rmtree(self.path)
+
+
+def _window_name(series: int, window: int) -> str:
+    return f"values/{series}-{window}.json"
+
+
+def _grants_name(scope: str, series: int) -> str:
+    return f"grants/{scope.encode().hex()}-{series}.json"  # a scope may hold any character
+
+
+# ---------------------------------------------------------------------------------------
+# The export
+
+
+def export(
+    manifest_path: str | Path,
+    out: str | Path,
+    *,
+    target: str | None = None,
+    partial: bool = False,
+    parallelism: int = 4,
+    environ: Mapping[str, str] | None = None,
+    progress: Progress | None = None,
+) -> Exported:
+    """Read `manifest_path`'s target back into `out` (see the module's docstring)."""
+    from loader.backends.factory import Opening, open_backend
+    from loader.run import check_reader_sees_everything
+    from loader.validation import validate
+
+    env = dict(os.environ if environ is None else environ)
+    manifest = validate(manifest_path, target=target, data=False, environ=env).manifest_or_raise()
+    chosen = manifest.target(target)
+    declared = manifest.setup(chosen.name)
+    folder = Path(out)
+    work = WorkFolder(folder)
+    try:
+        work.begin({"manifest": str(Path(manifest_path).absolute()), "target": chosen.url})
+        opening = Opening(environ=env, parallelism=parallelism, read_only=True)
+        with open_backend(chosen, declared, opening) as backend:
+            check_reader_sees_everything(backend.identities([Role.READER]).get(Role.READER))
+            found = work.read("found.json")
+            if found is None:
+                config = read_config(backend)
+                listed = find_series(backend, config)
+                found = {"config": config, "series": [s.to_json() for s in listed]}
+                work.write("found.json", found)
+            config, series = found["config"], [Series.from_json(s) for s in found["series"]]
+            if not series:
+                raise ExportError(f"target {chosen.name}: the service shows no dataset to export")
+            resumed = _read_values(backend, work, config, series, parallelism, progress)
+            scopes = sorted({r.scope for r in manifest.access} | set(chosen.scope_readers))
+            looked = _read_grants(backend, work, series, scopes)
+        values = {(i, k): Values.from_json(work.read(_window_name(i, k)))
+                  for i, s in enumerate(series) for k in range(len(s.windows()))}  # fmt: skip
+        written = _Writer(folder, config, series, values, declared)
+        losses = written.losses(scopes, looked, chosen)
+        if losses.found and not partial:
+            raise PartialExport(
+                "the export cannot carry everything: " + "; ".join(losses.found) + ". Run it "
+                "again with --partial to write it anyway (what was read is kept: it goes on "
+                "from here)"
+            )
+        exported = written.write(work, looked, losses, chosen, manifest_path)
+    except OSError as error:
+        where = error.filename or folder
+        raise ExportError(f"{where}: cannot write: {error.strerror or error}") from None
+    exported.resumed = resumed
+    return exported
+
+
+def _read_values(
+    backend: Backend,
+    work: WorkFolder,
+    config: Mapping[str, Any],
+    series: list[Series],
+    parallelism: int,
+    progress: Progress | None,
+) -> int:
+    """Read every window not read yet, `parallelism` at a time; how many were read
+    before this run."""
+    by_trid = grids(config)
+    todo = [(i, k, query) for i, s in enumerate(series) for k, query in enumerate(s.windows())]
+    left = [(i, k, q) for i, k, q in todo if not (work.path / _window_name(i, k)).is_file()]
+    before = len(todo) - len(left)
+    count = before
+    if progress:
+        progress(count, len(todo))
+
+    def read(i: int, k: int) -> None:
+        query = series[i].windows()[k]
+        work.write(_window_name(i, k), read_values(backend, query, by_trid[query.trid]).to_json())
+
+    pool = ThreadPoolExecutor(max(1, parallelism), thread_name_prefix="export")
+    running: set[Future[None]] = set()
+    try:
+        for i, k, _ in left:
+            running.add(pool.submit(read, i, k))
+        while running:
+            finished, running = wait(running, return_when=FIRST_COMPLETED)
+            for future in finished:
+                future.result()  # the first failure ends the export (what was read stays)
+                count += 1
+            if progress:
+                progress(count, len(todo))
+    finally:
+        pool.shutdown(wait=True, cancel_futures=True)
+    return before
+
+
+def _read_grants(backend: Backend, work: WorkFolder, series: list[Series],
+                 scopes: list[str]) -> dict[str, dict[int, list[tuple[int, int]]]]:  # fmt: skip
+    """Per scope that has a reader: per series, the stretches of dates its readers see."""
+    looked: dict[str, dict[int, list[tuple[int, int]]]] = {}
+    for scope in scopes:
+        reader = backend.reader(scope)
+        if reader is None:
+            continue
+        looked[scope] = {}
+        for i, one in enumerate(series):
+            name = _grants_name(scope, i)
+            stretches = work.read(name)
+            if stretches is None:
+                stretches = granted_stretches(backend, reader, one)
+                work.write(name, stretches)
+            looked[scope][i] = [(int(a), int(b)) for a, b in stretches]
+    return looked
+
+
+# ---------------------------------------------------------------------------------------
+# The folder written
+
+
+def _round_trips(nanos: int) -> bool:
+    """Whether a value written as decimal text and read back as the loader reads a CSV
+    (a float) is the same value (always below EXACT_FLOAT_BELOW)."""
+    return abs(nanos) < EXACT_FLOAT_BELOW * NANOS_PER_UNIT or (
+        value_nanos(float(nanos_to_text(nanos))) == nanos
+    )
+
+
+def _date_text(dt: str) -> str:
+    return dt.removesuffix(" 00:00:00")
+
+
+@dataclass
+class _File:
+    """One series' data file: its datasets, and what keeps some of them out."""
+
+    series: Series
+    datasets: dict[str, dict[tuple[str, ...], int]]
+    inexact: set[str]
+    off_grid: set[str]
+    unknown_units: set[str] = field(default_factory=set)  # dts left out
+    parquet: bool = False
+
+    def fits_csv(self) -> bool:
+        """Whether a CSV carries every value exactly, as the loader reads it back."""
+        return all(_round_trips(n) for cells in self.datasets.values() for n in cells.values())
+
+
+class _Writer:
+    def __init__(self, folder: Path, config: Mapping[str, list[dict[str, Any]]],
+                 series: list[Series], values: Mapping[tuple[int, int], Values],
+                 declared: SetupConfig) -> None:  # fmt: skip
+        self.folder = folder
+        self.config = config
+        self.series = series
+        self.declared = declared
+        self.files: list[_File] = []
+        for i, one in enumerate(series):
+            parts = [values[(i, k)] for k in range(len(one.windows()))]
+            self.files.append(_File(
+                one, {dt: cells for p in parts for dt, cells in p.datasets.items()},
+                {dt for p in parts for dt in p.inexact}, {dt for p in parts for dt in p.off_grid},
+            ))  # fmt: skip
+        self.unit_properties = self._unit_properties()
+        try:
+            import pyarrow  # noqa: F401 (Parquet decimals: the `parquet` extra)
+
+            self.has_parquet = True
+        except ImportError:
+            self.has_parquet = False
+        for file in self.files:
+            file.parquet = self.has_parquet and not file.fits_csv()
+
+    def _unit_properties(self) -> dict[int, str]:
+        """Per srid, the boundary property holding every unit code its datasets use; the
+        datasets with codes none holds are left out (the loader would refuse them)."""
+        chosen: dict[int, str] = {}
+        for spatial in self.config[EntityKind.SPATIAL_RESOLUTION.value]:
+            srid = int(spatial["srid"])
+            boundaries = spatial.get("boundaries")
+            properties = boundary_properties(boundaries) if isinstance(boundaries, Mapping) else []
+            names = sorted(set().union(*(p.keys() for p in properties))) if properties else []
+            codes = {n: {str(p[n]) for p in properties}
+                     for n in names if is_unique_code(properties, n)}  # fmt: skip
+            files = [f for f in self.files if f.series.srid == srid]
+            used = {u for f in files for cells in f.datasets.values() for units in cells
+                    for u in units}  # fmt: skip
+            if not codes or not files:
+                continue
+            best = max(sorted(codes), key=lambda n: len(used & codes[n]))
+            chosen[srid] = best
+            for file in files:
+                for dt, cells in file.datasets.items():
+                    if any(u not in codes[best] for units in cells for u in units):
+                        file.unknown_units.add(dt)
+        return chosen
+
+    def losses(self, scopes: list[str], looked: Mapping[str, Any], target: Target) -> Losses:
+        losses = Losses(always=[
+            "revisions: the service never answers them; every dataset is exported with "
+            f"the revision {self.revision}",
+            "date_added: never answered; each dataset gets the date it is loaded again",
+            "config without a visible dataset: the service shows a category, indicator or "
+            "resolution only while one of its datasets is visible, so none such is exported",
+            "grants: scope mappings cannot be listed; "
+            + (f"only {', '.join(looked)} were read, as their readers see them"
+               if looked else "none was read (no scope has a reader)")
+            + "; every dataset gets the admin mapping",
+        ])  # fmt: skip
+        if any(f.series.category_id not in CSV_CATEGORIES for f in self.files):
+            losses.always.append(
+                "dates of the categories /csv does not give come in their resolution's "
+                "format: a dataset stored off its resolution's grid is exported on it"
+            )
+        shown = {kind: {str(e.get(kind.id_field)) for e in self.config.get(kind.value, [])}
+                 for kind in EntityKind}  # fmt: skip
+        for kind in EntityKind:
+            missing = [e.label for e in self.declared.entities
+                       if e.kind is kind and str(e.id) not in shown[kind]]  # fmt: skip
+            if missing:
+                losses.found.append(
+                    f"{plural(len(missing), kind.singular, kind.singular + 's')} of the manifest's "
+                    f"config not shown by the service (no visible dataset, or not there), "
+                    f"not exported: {_names(missing)}"
+                )
+        for scope in scopes:
+            if scope not in looked:
+                losses.found.append(
+                    f"{scope}: the manifest names it but gives no reader credential of it "
+                    "(credentials.scopes), so its grants could not be read"
+                )
+        kept_out: list[tuple[str, Callable[[_File], set[str]]]] = [
+            ("values read through /query may have lost digits (2**22 or more, of a "
+             "category /csv does not give)", lambda f: f.inexact),
+            ("dated off their resolution's grid, which a manifest cannot name; not "
+             "exported", lambda f: f.off_grid),
+            ("hold unit codes their resolution's boundaries lack, which the loader refuses; "
+             "not exported", lambda f: f.unknown_units),
+        ]  # fmt: skip
+        for what, pick in kept_out:
+            hit = [f"{f.series.indicator_id} srid={f.series.srid} trid={f.series.trid}"
+                   for f in self.files if pick(f)]  # fmt: skip
+            if hit:
+                count = sum(len(pick(f)) for f in self.files)
+                losses.found.append(f"{plural(count, 'dataset')} {what}: {_names(hit)}")
+        if not self.has_parquet:
+            lossy = [f for f in self.files if not f.fits_csv()]
+            if lossy:
+                losses.found.append(
+                    f"{plural(len(lossy), 'series', 'series')} hold values a CSV cannot carry "
+                    "exactly (the loader reads it as floats); install flowkit-loader[parquet] "
+                    "to export them as Parquet decimals: "
+                    + _names(f.series.indicator_id for f in lossy)
+                )
+        return losses
+
+    @property
+    def revision(self) -> str:
+        return f"exported-{date.today().isoformat()}"
+
+    def _data_path(self, file: _File) -> str:
+        s = file.series
+        suffix = "parquet" if file.parquet else "csv"
+        return f"data/{s.category_id}/{s.indicator_id}.srid{s.srid}.trid{s.trid}.{suffix}"
+
+    def write(self, work: WorkFolder, looked: Mapping[str, Mapping[int, list[tuple[int, int]]]],
+              losses: Losses, target: Target, manifest_path: str | Path) -> Exported:  # fmt: skip
+        datasets = 0
+        for file in self.files:
+            keep = {dt: cells for dt, cells in sorted(file.datasets.items())
+                    if dt not in file.unknown_units}  # fmt: skip
+            path = self.folder / self._data_path(file)
+            path.parent.mkdir(parents=True, exist_ok=True)
+            (_write_parquet if file.parquet else _write_csv)(path, keep)
+            datasets += len(keep)
+        config_text = json.dumps(self.config, indent=1, ensure_ascii=False) + "\n"
+        (self.folder / CONFIG_NAME).write_text(config_text, encoding="utf-8")
+        rules = self._rules(looked)
+        text = self._manifest(rules, losses, target, manifest_path)
+        from loader.draft import write_new
+
+        write_new(self.folder / MANIFEST_NAME, text)
+        work.done()
+        return Exported(self.folder, len(self.files), datasets, len(self.files),
+                        {scope: len(r) for scope, r in rules.items()}, losses, 0)  # fmt: skip
+
+    def _rules(self, looked: Mapping[str, Mapping[int, list[tuple[int, int]]]]
+               ) -> dict[str, list[str]]:  # fmt: skip
+        from loader.draft import _yaml
+
+        rules: dict[str, list[str]] = {}
+        for scope, by_series in looked.items():
+            lines = []
+            for i, stretches in sorted(by_series.items()):
+                s = self.series[i]
+                for first, count in stretches:
+                    lines.append(
+                        f"{{indicator: {_yaml(s.indicator_id, flow=True)}, spatial_resolution: "
+                        f"{s.srid}, temporal_resolution: {s.trid}, start: "
+                        f"{json.dumps(s.dates[first])}, duration: {count}}}"
+                    )
+            if lines:
+                rules[scope] = lines
+        return rules
+
+    def _manifest(self, rules: Mapping[str, list[str]], losses: Losses, target: Target,
+                  manifest_path: str | Path) -> str:  # fmt: skip
+        from loader.draft import _schema_ref, _yaml
+
+        header = [
+            f"# yaml-language-server: $schema={_schema_ref(self.folder.absolute())}",
+            "#",
+            f"# Exported by flowkit-loader {loader_version()} on {date.today().isoformat()} "
+            f"from {target.url}",
+            f"# (target {target.name} of {display_path(manifest_path)}). Applied to an empty "
+            "backend it reproduces",
+            "# the deployment as far as the service lets it be read. What it could not carry:",
+        ]
+        header += [f"#   - {line}" for line in losses.found + losses.always]
+        labels = {int(s["srid"]): str(s.get("label"))
+                  for s in self.config[EntityKind.SPATIAL_RESOLUTION.value]}  # fmt: skip
+        body = [
+            "version: 1",
+            "targets:",
+            "  local:",
+            "    url: local:.flowkit/exported.db",
+            f"setup: {CONFIG_NAME}",
+            f"revision: {self.revision}",
+        ]
+        used = sorted({f.series.srid for f in self.files} & set(self.unit_properties))
+        if used:
+            body.append("unit_properties:")
+            body += [f"  {_yaml(labels[srid])}: {_yaml(self.unit_properties[srid])}"
+                     for srid in used]  # fmt: skip
+        body.append("datasets:")
+        for file in self.files:
+            s = file.series
+            flow = len(_units(file.datasets)) == 2
+            units = "origin: origin, destination: destination" if flow else "spatial_unit: unit"
+            body += [
+                f"  - file: {self._data_path(file)}",
+                f"    category: {_yaml(s.category_id)}",
+                f"    spatial_resolution: {s.srid}",
+                f"    temporal_resolution: {s.trid}",
+                f"    columns: {{date: date, {units}}}",
+                f"    indicators: {{value: {_yaml(s.indicator_id, flow=True)}}}",
+            ]
+        if rules:
+            body.append("access:")
+            for scope, lines in rules.items():
+                body.append(f"  {_yaml(scope)}:")
+                body += [f"    - {line}" for line in lines]
+        return "\n".join([*header, *body]) + "\n"
+
+
+def _units(datasets: Mapping[str, Mapping[tuple[str, ...], int]]) -> tuple[str, ...]:
+    for cells in datasets.values():
+        for units in cells:
+            return ("origin", "destination") if len(units) == 2 else ("unit",)
+    return ("unit",)
+
+
+def _write_csv(path: Path, datasets: Mapping[str, Mapping[tuple[str, ...], int]]) -> None:
+    import csv
+
+    with open(path, "w", encoding="utf-8", newline="") as handle:
+        out = csv.writer(handle, lineterminator="\n")
+        out.writerow(["date", *_units(datasets), "value"])
+        for dt, cells in datasets.items():
+            day = _date_text(dt)
+            out.writerows([day, *units, nanos_to_text(nanos)] for units, nanos in cells.items())
+
+
+def _write_parquet(path: Path, datasets: Mapping[str, Mapping[tuple[str, ...], int]]) -> None:
+    """Values as DECIMAL(20,9), which the loader reads exactly (a CSV's are floats)."""
+    from decimal import Decimal
+
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    names = _units(datasets)
+    rows = [(_date_text(dt), units, nanos) for dt, cells in datasets.items()
+            for units, nanos in cells.items()]  # fmt: skip
+    columns: dict[str, Any] = {"date": pa.array([r[0] for r in rows], pa.string())}
+    for index, name in enumerate(names):
+        columns[name] = pa.array([r[1][index] for r in rows], pa.string())
+    columns["value"] = pa.array([Decimal(r[2]).scaleb(-9) for r in rows], pa.decimal128(20, 9))
+    pq.write_table(pa.table(columns), path)
