@@ -235,8 +235,8 @@ def export_command(
         exported = export(manifest, out, target=target, partial=partial,
                           parallelism=parallelism, progress=progress)  # fmt: skip
     if exported.resumed:
-        click.echo(f"went on from an interrupted export ({plural(exported.resumed, 'window')} "
-                   "of dates already read)")  # fmt: skip
+        click.echo(f"went on from an earlier run ({plural(exported.resumed, 'window')} of "
+                   "dates already read)")  # fmt: skip
     grants = ", ".join(f"{scope} {n}" for scope, n in exported.grants.items()) or "none"
     click.echo(f"exported {plural(exported.datasets, 'dataset')} of "
                f"{plural(exported.series, 'series', 'series')} to {out} (rules per scope: "

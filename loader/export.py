@@ -15,6 +15,7 @@ from __future__ import annotations
 import json
 import os
 import shutil
+import textwrap
 from collections.abc import Callable, Iterable, Mapping
 from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
 from dataclasses import dataclass, field
@@ -380,12 +381,12 @@ class _Writer:
                     "(credentials.scopes), so its grants could not be read"
                 )
         kept_out: list[tuple[str, Callable[[_File], set[str]]]] = [
-            ("values read through /query may have lost digits (2**22 or more, of a "
-             "category /csv does not give)", lambda f: f.inexact),
-            ("dated off their resolution's grid, which a manifest cannot name; not "
+            ("whose values, read through /query, may have lost digits (2**22 or more, in "
+             "a category /csv does not give)", lambda f: f.inexact),
+            ("dated off their resolution's grid, which a manifest cannot name: not "
              "exported", lambda f: f.off_grid),
-            ("hold unit codes their resolution's boundaries lack, which the loader refuses; "
-             "not exported", lambda f: f.unknown_units),
+            ("holding unit codes their resolution's boundaries lack, which the loader "
+             "refuses: not exported", lambda f: f.unknown_units),
         ]  # fmt: skip
         for what, pick in kept_out:
             hit = [f"{f.series.indicator_id} srid={f.series.srid} trid={f.series.trid}"
@@ -466,7 +467,9 @@ class _Writer:
             "backend it reproduces",
             "# the deployment as far as the service lets it be read. What it could not carry:",
         ]
-        header += [f"#   - {line}" for line in losses.found + losses.always]
+        for line in losses.found + losses.always:
+            wrapped = textwrap.wrap(line, width=88)
+            header += [f"#   - {wrapped[0]}", *(f"#     {more}" for more in wrapped[1:])]
         labels = {int(s["srid"]): str(s.get("label"))
                   for s in self.config[EntityKind.SPATIAL_RESOLUTION.value]}  # fmt: skip
         body = [
