@@ -223,14 +223,19 @@ def export_command(
     values /query gives as floats) is listed in the manifest and the summary; the export
     is refused unless --partial accepts it. Interrupted, it goes on where it stopped when
     run again with the same --out."""
+    import contextlib
+
     from loader.export import export
 
-    with click.progressbar(length=1, label="reading", file=sys.stderr,
-                           show_pos=True) as bar:  # fmt: skip
+    with contextlib.ExitStack() as stack:
+        bars: list[Any] = []  # the bar, from the first window on (a refusal shows none)
 
         def progress(done: int, total: int) -> None:
-            bar.length = max(total, 1)
-            bar.update(done - bar.pos)
+            if not bars:
+                bar = click.progressbar(length=max(total, 1), label="reading",
+                                        file=sys.stderr, show_pos=True)  # fmt: skip
+                bars.append(stack.enter_context(bar))
+            bars[0].update(done - bars[0].pos)
 
         exported = export(manifest, out, target=target, partial=partial,
                           parallelism=parallelism, progress=progress)  # fmt: skip

@@ -185,6 +185,9 @@ def export(
                 work.write("found.json", found)
             config, series = found["config"], [Series.from_json(s) for s in found["series"]]
             if not series:
+                work.done()
+                if not any(folder.iterdir()):
+                    folder.rmdir()
                 raise ExportError(f"target {chosen.name}: the service shows no dataset to export")
             resumed = _read_values(backend, work, config, series, parallelism, progress)
             scopes = sorted({r.scope for r in manifest.access} | set(chosen.scope_readers))
@@ -292,6 +295,12 @@ class _File:
     unknown_units: set[str] = field(default_factory=set)  # dts left out
     parquet: bool = False
 
+    @property
+    def unread(self) -> int:
+        """How many datasets the series counted that no window found (which they are,
+        the service does not say)."""
+        return max(0, self.series.count - len(self.datasets) - len(self.off_grid))
+
     def fits_csv(self) -> bool:
         """Whether a CSV carries every value exactly, as the loader reads it back."""
         return all(_round_trips(n) for cells in self.datasets.values() for n in cells.values())
@@ -380,20 +389,22 @@ class _Writer:
                     f"{scope}: the manifest names it but gives no reader credential of it "
                     "(credentials.scopes), so its grants could not be read"
                 )
-        kept_out: list[tuple[str, Callable[[_File], set[str]]]] = [
+        kept_out: list[tuple[str, Callable[[_File], int]]] = [
             ("whose values, read through /query, may have lost digits (2**22 or more, in "
-             "a category /csv does not give)", lambda f: f.inexact),
+             "a category /csv does not give)", lambda f: len(f.inexact)),
             ("dated off their resolution's grid, which a manifest cannot name: not "
-             "exported", lambda f: f.off_grid),
+             "exported", lambda f: len(f.off_grid)),
             ("holding unit codes their resolution's boundaries lack, which the loader "
-             "refuses: not exported", lambda f: f.unknown_units),
+             "refuses: not exported", lambda f: len(f.unknown_units)),
+            ("no window of dates could read (stored off their resolution's grid, or "
+             "written while the export ran): not exported", lambda f: f.unread),
         ]  # fmt: skip
-        for what, pick in kept_out:
+        for what, count in kept_out:
             hit = [f"{f.series.indicator_id} srid={f.series.srid} trid={f.series.trid}"
-                   for f in self.files if pick(f)]  # fmt: skip
+                   for f in self.files if count(f)]  # fmt: skip
             if hit:
-                count = sum(len(pick(f)) for f in self.files)
-                losses.found.append(f"{plural(count, 'dataset')} {what}: {_names(hit)}")
+                total = sum(count(f) for f in self.files)
+                losses.found.append(f"{plural(total, 'dataset')} {what}: {_names(hit)}")
         if not self.has_parquet:
             lossy = [f for f in self.files if not f.fits_csv()]
             if lossy:

@@ -12,7 +12,7 @@ could not carry exactly, and export decides what to do about it.
 from __future__ import annotations
 
 from collections.abc import Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import datetime
 from decimal import Decimal, InvalidOperation
 from typing import Any
@@ -73,6 +73,9 @@ class Series:
     srid: int
     trid: int
     dates: tuple[str, ...]
+    # Its datasets, counted by mdid over its dates and one step more (a dataset stored
+    # off the grid after the last date is in no window): what the windows must find.
+    count: int = 0
 
     def window(self, first: int, count: int) -> QueryRange:
         """The /query range of `count` dates from the `first`-th."""
@@ -87,12 +90,14 @@ class Series:
 
     def to_json(self) -> dict[str, Any]:
         return {"category_id": self.category_id, "indicator_id": self.indicator_id,
-                "srid": self.srid, "trid": self.trid, "dates": list(self.dates)}  # fmt: skip
+                "srid": self.srid, "trid": self.trid, "dates": list(self.dates),
+                "count": self.count}  # fmt: skip
 
     @classmethod
     def from_json(cls, raw: Mapping[str, Any]) -> Series:
         return cls(str(raw["category_id"]), str(raw["indicator_id"]), int(raw["srid"]),
-                   int(raw["trid"]), tuple(str(d) for d in raw["dates"]))  # fmt: skip
+                   int(raw["trid"]), tuple(str(d) for d in raw["dates"]),
+                   int(raw["count"]))  # fmt: skip
 
 
 def grids(config: Mapping[str, list[dict[str, Any]]]) -> dict[int, Grid]:
@@ -106,7 +111,8 @@ def grids(config: Mapping[str, list[dict[str, Any]]]) -> dict[int, Grid]:
 
 def find_series(backend: Backend, config: Mapping[str, list[dict[str, Any]]]) -> list[Series]:
     """Every series with a visible dataset: each shown indicator at each shown resolution,
-    asked for its dates (one cheap call each; the service lists no series)."""
+    asked for its dates, and its datasets counted (cheap calls; the service lists no
+    series)."""
     found = []
     for indicator in config[EntityKind.INDICATOR.value]:
         for spatial in config[EntityKind.SPATIAL_RESOLUTION.value]:
@@ -115,7 +121,9 @@ def find_series(backend: Backend, config: Mapping[str, list[dict[str, Any]]]) ->
                 srid, trid = int(spatial["srid"]), int(temporal["trid"])
                 dates = backend.date_range(category, name, srid, trid)
                 if dates:
-                    found.append(Series(category, name, srid, trid, dates))
+                    one = Series(category, name, srid, trid, dates)
+                    count = len(backend.visible_mdids(one.window(0, len(dates) + 1)))
+                    found.append(replace(one, count=count))
     return found
 
 

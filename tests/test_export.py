@@ -1,0 +1,218 @@
+"""`export` on the embedded backend: grants found as stretches of dates, values carried
+digit for digit (Parquet decimals where a CSV's floats would lose them), what cannot be
+carried named and refused without --partial, and the folder rules (empty, or the same
+source's unfinished export)."""
+
+from __future__ import annotations
+
+import json
+from array import array
+from itertools import pairwise
+from pathlib import Path
+from typing import Any
+
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from loader.backends.local import LocalBackend
+from loader.backends.store import Incoming, Principal, Store
+from loader.model import MAX_ABS_VALUE, NANOS_PER_UNIT
+from loader.readback import Series, granted_stretches
+from loader.validation import validate
+from tests.helpers import cli_run, without_package
+
+CONFIG: dict[str, list[dict[str, Any]]] = {
+    "languages": [{"lid": 1, "code": "en", "name": "English", "flag": "", "default": True}],
+    "data_providers": [{"dpid": 1, "name": "Acme", "logo": "https://example.org/l.svg",
+                        "url": "https://example.org"}],
+    "categories": [{"category_id": "residents", "type": "single_location", "order": 1,
+                    "flowgeek_url": "https://example.org", "label": "Residents",
+                    "description": "People."}],
+    "indicators": [{"category_id": "residents", "indicator_id": "residents.residents",
+                    "order": 1, "flowgeek_url": "https://example.org", "label": "Residents",
+                    "description": "People.", "method": "A count.", "unit": "people",
+                    "num_decimals": 0, "scale_type": "linear", "hatching": False,
+                    "data_type": "single_location"}],
+    "temporal_resolutions": [{"trid": 1, "label": "Month", "index": 1,
+                              "relativedelta_unit": "months", "relativedelta_num": 1,
+                              "date_format": "%Y-%m", "description": "A month",
+                              "default_selected": 12}],
+    "spatial_resolutions": [{"srid": 1, "label": "District", "index": 1, "description": "Two",
+        "boundaries": {"type": "FeatureCollection", "features": [
+            {"type": "Feature", "properties": {"pcod": code},
+             "geometry": {"type": "Polygon", "coordinates": [[[0, 0], [1, 0], [1, 1], [0, 0]]]}}
+            for code in ("D1", "D2")]}}],
+}  # fmt: skip
+EVERYONE = ("read:free_data", "read:premium_data")
+
+
+def deployment(directory: Path) -> tuple[Store, Path]:
+    """An embedded backend with the config above and no data yet, and a manifest that
+    names it as its target and the two reading scopes in its access rules."""
+    store = Store(str(directory / "source.db"))
+    assert store.post_setup(CONFIG).status == 204
+    (directory / "config.json").write_text(json.dumps(CONFIG))
+    (directory / "one.csv").write_text("month,pcod,residents\n2021-01,D1,1\n")
+    manifest = directory / "source.yaml"
+    manifest.write_text(
+        "version: 1\ntargets:\n  here: {url: 'local:source.db'}\nsetup: config.json\n"
+        "unit_properties: {District: pcod}\nrevision: r1\n"
+        "datasets:\n  - {file: one.csv, category: residents, "
+        "spatial_resolution: District, temporal_resolution: Month, "
+        "columns: {date: month, spatial_unit: pcod}}\n"
+        "access:\n" + "".join(f"  {s}:\n    - indicator: residents.residents\n" for s in EVERYONE)
+    )
+    return store, manifest
+
+
+def put(store: Store, dt: str, cells: dict[str, int], scopes: tuple[str, ...] = ()) -> int:
+    """A residents dataset of `cells` (nanos by unit) on `dt`, granted to `scopes`."""
+    meta = {"revision": "x", "category_id": "residents", "indicator_id": "residents.residents",
+            "srid": 1, "trid": 1, "dt": dt}  # fmt: skip
+    reply = store.write_dataset(Incoming(meta, "single_location", list(cells),
+                                         [None] * len(cells), list(cells.values())),
+                                replace=False)  # fmt: skip
+    assert reply.status == 201, reply
+    for scope in scopes:
+        store.post_mapping(scope, int(reply.body))
+    return int(reply.body)
+
+
+def stored(db: Path) -> dict[tuple[Any, ...], tuple[Any, ...]]:
+    """Identity -> (units, nanos, scopes) of every dataset of a database."""
+    found = {}
+    with Store(str(db)).connection() as connection:
+        for mdid, *identity in connection.execute(
+            "SELECT mdid, indicator_id, srid, trid, dt FROM metadata"
+        ):
+            units, nanos = connection.execute(
+                "SELECT d.units, d.nanos FROM data d JOIN metadata m ON d.row_id = m.id "
+                "WHERE m.mdid = ?", (mdid,)).fetchone()  # fmt: skip
+            values = array("q")
+            values.frombytes(nanos)
+            scopes = sorted(row[0] for row in connection.execute(
+                "SELECT scope FROM scope_mapping WHERE mdid = ?", (mdid,)))  # fmt: skip
+            found[tuple(identity)] = (tuple(json.loads(units)), tuple(values), tuple(scopes))
+    return found
+
+
+def test_an_export_carries_values_digit_for_digit_and_grants_as_stretches(tmp_path: Path) -> None:
+    store, manifest = deployment(tmp_path)
+    put(store, "2021-01-01 00:00:00", {"D1": 1200 * NANOS_PER_UNIT, "D2": 1}, EVERYONE)
+    put(store, "2021-02-01 00:00:00", {"D1": -5}, EVERYONE)
+    # 2021-03 is a gap
+    put(store, "2021-04-01 00:00:00", {"D2": 2147483646_123456789}, ("read:premium_data",))
+    put(store, "2021-05-15 00:00:00", {"D1": 7})  # off the month's grid
+    put(store, "2021-06-01 00:00:00", {"ZZ": 7})  # a unit its boundaries lack
+    code, output = cli_run("export", str(manifest), "--out", str(tmp_path / "out"))
+    assert code == 1
+    assert "1 dataset dated off their resolution's grid" in output
+    assert "1 dataset holding unit codes their resolution's boundaries lack" in output
+    code, output = cli_run("export", str(manifest), "--out", str(tmp_path / "out"), "--partial")
+    assert code == 0, output
+    out = tmp_path / "out"
+    # A CSV read back as floats would lose the 19-digit value: the series goes as Parquet.
+    assert [p.name for p in (out / "data" / "residents").iterdir()] == [
+        "residents.residents.srid1.trid1.parquet"
+    ]
+    text = (out / "deploy.yaml").read_text()
+    assert (
+        "  read:free_data:\n    - {indicator: residents.residents, spatial_resolution: 1, "
+        'temporal_resolution: 1, start: "2021-01", duration: 3}\n'  # 2021-03: a gap
+    ) in text
+    assert (
+        "  read:premium_data:\n    - {indicator: residents.residents, spatial_resolution: 1, "
+        'temporal_resolution: 1, start: "2021-01", duration: 4}\n'
+    ) in text
+    assert "unit_properties:\n  District: pcod\n" in text
+    assert validate(out / "deploy.yaml").ok
+    code, output = cli_run("apply", str(out / "deploy.yaml"), "--yes")
+    assert code == 0, output
+    source, copy = stored(tmp_path / "source.db"), stored(out / ".flowkit" / "exported.db")
+    left_out = {("residents.residents", 1, 1, "2021-05-15 00:00:00"),
+                ("residents.residents", 1, 1, "2021-06-01 00:00:00")}  # fmt: skip
+    assert {k: v for k, v in source.items() if k not in left_out} == copy
+    assert copy[("residents.residents", 1, 1, "2021-04-01 00:00:00")][1] == (2147483646_123456789,)
+
+
+def test_without_pyarrow_values_a_csv_cannot_carry_are_named(tmp_path: Path) -> None:
+    store, manifest = deployment(tmp_path)
+    put(store, "2021-01-01 00:00:00", {"D1": 2147483646_123456789}, EVERYONE)
+    printed = without_package("pyarrow", (
+        "from loader.export import export, PartialExport\n"
+        "try:\n"
+        f"    export({str(manifest)!r}, {str(tmp_path / 'out')!r})\n"
+        "except PartialExport as error:\n"
+        "    print(error)\n"
+    ))  # fmt: skip
+    assert "1 series hold values a CSV cannot carry exactly" in printed
+    assert "install flowkit-loader[parquet]" in printed
+
+
+@settings(max_examples=12, deadline=None)
+@given(st.lists(st.integers(-MAX_ABS_VALUE * NANOS_PER_UNIT, MAX_ABS_VALUE * NANOS_PER_UNIT),
+                min_size=1, max_size=2))  # fmt: skip
+def test_any_stored_value_comes_back_exactly(tmp_path_factory: Any, values: list[int]) -> None:
+    directory = tmp_path_factory.mktemp("values")
+    store, manifest = deployment(directory)
+    put(store, "2021-01-01 00:00:00", dict(zip(("D1", "D2"), values, strict=False)), EVERYONE)
+    code, output = cli_run("export", str(manifest), "--out", str(directory / "out"))
+    assert code == 0, output
+    code, output = cli_run("apply", str(directory / "out" / "deploy.yaml"), "--yes")
+    assert code == 0, output
+    assert stored(directory / "source.db") == stored(directory / "out/.flowkit/exported.db")
+
+
+@settings(max_examples=60, deadline=None)
+@given(st.lists(st.sampled_from(("gap", "granted", "hidden")), min_size=1, max_size=40))
+def test_the_stretches_a_reader_sees_are_exactly_its_granted_dates(
+    tmp_path_factory: Any, months: list[str]
+) -> None:
+    """Each month a dataset granted to the scope, one it is not granted, or none (a gap);
+    the stretches found hold every granted one and no other dataset."""
+    months = ["granted", *months]  # a series starts with a dataset
+    store, _ = deployment(tmp_path_factory.mktemp("stretches"))
+    for index, kind in enumerate(months):
+        if kind in ("granted", "hidden"):
+            dt = f"{2000 + index // 12}-{index % 12 + 1:02d}-01 00:00:00"
+            put(store, dt, {"D1": index}, ("read:free_data",) if kind == "granted" else ())
+    last = max(i for i, kind in enumerate(months) if kind in ("granted", "hidden"))
+    dates = tuple(f"{2000 + i // 12}-{i % 12 + 1:02d}" for i in range(last + 1))
+    series = Series("residents", "residents.residents", 1, 1, dates)
+    everything = LocalBackend(store.path, principal=Principal.full())
+    reader = everything.reader("read:free_data")
+    found = granted_stretches(everything, reader, series)
+    covered = {first + step for first, count in found for step in range(count)}
+    assert {i for i in covered if months[i] != "gap"} == {
+        i for i, kind in enumerate(months[: last + 1]) if kind == "granted"
+    }
+    assert all(a + n < b for (a, n), (b, _) in pairwise(found))  # apart
+    everything.close()
+
+
+def test_an_export_starts_only_in_an_empty_folder_or_goes_on_with_its_own(tmp_path: Path) -> None:
+    store, manifest = deployment(tmp_path)
+    # An empty backend has nothing to export, and leaves nothing behind.
+    code, output = cli_run("export", str(manifest), "--out", str(tmp_path / "out"))
+    assert code == 1 and "the service shows no dataset to export" in output
+    assert not (tmp_path / "out").exists()
+    out = tmp_path / "out"
+    out.mkdir()
+    (out / "keep.txt").write_text("mine")
+    code, output = cli_run("export", str(manifest), "--out", str(out))
+    assert (code, output.strip()) == (
+        1, f"error: {out} exists and is not an empty folder: choose another --out"
+    )  # fmt: skip
+    # Refused for want of --partial, the export is kept for its own source only.
+    put(store, "2021-05-15 00:00:00", {"D1": 7})
+    code, output = cli_run("export", str(manifest), "--out", str(tmp_path / "kept"))
+    assert code == 1 and "--partial" in output
+    # Alone on its date, past the last one the service's range reaches: no window holds it.
+    assert "1 dataset no window of dates could read" in output
+    other = tmp_path / "other.yaml"
+    other.write_text(manifest.read_text().replace("local:source.db", "local:other.db"))
+    code, output = cli_run("export", str(other), "--out", str(tmp_path / "kept"))
+    assert code == 1 and "holds an unfinished export of local:" in output
+    assert "choose another --out or remove it" in output
+    code, output = cli_run("export", str(manifest), "--out", str(tmp_path / "kept"), "--partial")
+    assert code == 0 and "went on from an earlier run (1 window of dates already read)" in output
