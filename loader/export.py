@@ -390,8 +390,9 @@ class _Writer:
                     "(credentials.scopes), so its grants could not be read"
                 )
         kept_out: list[tuple[str, Callable[[_File], int]]] = [
-            ("whose values, read through /query, may have lost digits (2**22 or more, in "
-             "a category /csv does not give)", lambda f: len(f.inexact)),
+            ("whose values, read through /query, may have lost digits "
+             f"({EXACT_FLOAT_BELOW:,} or more, in a category /csv does not give)",
+             lambda f: len(f.inexact)),
             ("dated off their resolution's grid, which a manifest cannot name: not "
              "exported", lambda f: len(f.off_grid)),
             ("holding unit codes their resolution's boundaries lack, which the loader "

@@ -29,9 +29,10 @@ from loader.model import (
 from loader.timegrid import DateError, Grid, backend_dt
 
 WINDOW = 16  # dates read per request: a month of days in two requests, not thirty
-# Below 2**22 a double's spacing (2**-30) is finer than the DECIMAL's last digit (1e-9):
-# the float /query answers then rounds back to exactly the stored value; above, it may not.
-EXACT_FLOAT_BELOW = 2**22
+# Below 2**23 a double's spacing (2**-30 at most) is finer than the DECIMAL's last digit
+# (1e-9): the float /query answers then rounds back to exactly the stored value; above,
+# about half of the 9-decimal values do not (tests/test_readback.py).
+EXACT_FLOAT_BELOW = 2**23
 CONFIG_KINDS = (
     EntityKind.CATEGORY,
     EntityKind.INDICATOR,

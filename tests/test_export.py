@@ -7,75 +7,17 @@ from __future__ import annotations
 
 import json
 from array import array
-from itertools import pairwise
 from pathlib import Path
 from typing import Any
 
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from loader.backends.local import LocalBackend
-from loader.backends.store import Incoming, Principal, Store
+from loader.backends.store import Store
 from loader.model import MAX_ABS_VALUE, NANOS_PER_UNIT
-from loader.readback import Series, granted_stretches
 from loader.validation import validate
 from tests.helpers import cli_run, without_package
-
-CONFIG: dict[str, list[dict[str, Any]]] = {
-    "languages": [{"lid": 1, "code": "en", "name": "English", "flag": "", "default": True}],
-    "data_providers": [{"dpid": 1, "name": "Acme", "logo": "https://example.org/l.svg",
-                        "url": "https://example.org"}],
-    "categories": [{"category_id": "residents", "type": "single_location", "order": 1,
-                    "flowgeek_url": "https://example.org", "label": "Residents",
-                    "description": "People."}],
-    "indicators": [{"category_id": "residents", "indicator_id": "residents.residents",
-                    "order": 1, "flowgeek_url": "https://example.org", "label": "Residents",
-                    "description": "People.", "method": "A count.", "unit": "people",
-                    "num_decimals": 0, "scale_type": "linear", "hatching": False,
-                    "data_type": "single_location"}],
-    "temporal_resolutions": [{"trid": 1, "label": "Month", "index": 1,
-                              "relativedelta_unit": "months", "relativedelta_num": 1,
-                              "date_format": "%Y-%m", "description": "A month",
-                              "default_selected": 12}],
-    "spatial_resolutions": [{"srid": 1, "label": "District", "index": 1, "description": "Two",
-        "boundaries": {"type": "FeatureCollection", "features": [
-            {"type": "Feature", "properties": {"pcod": code},
-             "geometry": {"type": "Polygon", "coordinates": [[[0, 0], [1, 0], [1, 1], [0, 0]]]}}
-            for code in ("D1", "D2")]}}],
-}  # fmt: skip
-EVERYONE = ("read:free_data", "read:premium_data")
-
-
-def deployment(directory: Path) -> tuple[Store, Path]:
-    """An embedded backend with the config above and no data yet, and a manifest that
-    names it as its target and the two reading scopes in its access rules."""
-    store = Store(str(directory / "source.db"))
-    assert store.post_setup(CONFIG).status == 204
-    (directory / "config.json").write_text(json.dumps(CONFIG))
-    (directory / "one.csv").write_text("month,pcod,residents\n2021-01,D1,1\n")
-    manifest = directory / "source.yaml"
-    manifest.write_text(
-        "version: 1\ntargets:\n  here: {url: 'local:source.db'}\nsetup: config.json\n"
-        "unit_properties: {District: pcod}\nrevision: r1\n"
-        "datasets:\n  - {file: one.csv, category: residents, "
-        "spatial_resolution: District, temporal_resolution: Month, "
-        "columns: {date: month, spatial_unit: pcod}}\n"
-        "access:\n" + "".join(f"  {s}:\n    - indicator: residents.residents\n" for s in EVERYONE)
-    )
-    return store, manifest
-
-
-def put(store: Store, dt: str, cells: dict[str, int], scopes: tuple[str, ...] = ()) -> int:
-    """A residents dataset of `cells` (nanos by unit) on `dt`, granted to `scopes`."""
-    meta = {"revision": "x", "category_id": "residents", "indicator_id": "residents.residents",
-            "srid": 1, "trid": 1, "dt": dt}  # fmt: skip
-    reply = store.write_dataset(Incoming(meta, "single_location", list(cells),
-                                         [None] * len(cells), list(cells.values())),
-                                replace=False)  # fmt: skip
-    assert reply.status == 201, reply
-    for scope in scopes:
-        store.post_mapping(scope, int(reply.body))
-    return int(reply.body)
+from tests.manifests import EVERYONE, deployment, put
 
 
 def stored(db: Path) -> dict[tuple[Any, ...], tuple[Any, ...]]:
@@ -161,33 +103,6 @@ def test_any_stored_value_comes_back_exactly(tmp_path_factory: Any, values: list
     code, output = cli_run("apply", str(directory / "out" / "deploy.yaml"), "--yes")
     assert code == 0, output
     assert stored(directory / "source.db") == stored(directory / "out/.flowkit/exported.db")
-
-
-@settings(max_examples=60, deadline=None)
-@given(st.lists(st.sampled_from(("gap", "granted", "hidden")), min_size=1, max_size=40))
-def test_the_stretches_a_reader_sees_are_exactly_its_granted_dates(
-    tmp_path_factory: Any, months: list[str]
-) -> None:
-    """Each month a dataset granted to the scope, one it is not granted, or none (a gap);
-    the stretches found hold every granted one and no other dataset."""
-    months = ["granted", *months]  # a series starts with a dataset
-    store, _ = deployment(tmp_path_factory.mktemp("stretches"))
-    for index, kind in enumerate(months):
-        if kind in ("granted", "hidden"):
-            dt = f"{2000 + index // 12}-{index % 12 + 1:02d}-01 00:00:00"
-            put(store, dt, {"D1": index}, ("read:free_data",) if kind == "granted" else ())
-    last = max(i for i, kind in enumerate(months) if kind in ("granted", "hidden"))
-    dates = tuple(f"{2000 + i // 12}-{i % 12 + 1:02d}" for i in range(last + 1))
-    series = Series("residents", "residents.residents", 1, 1, dates)
-    everything = LocalBackend(store.path, principal=Principal.full())
-    reader = everything.reader("read:free_data")
-    found = granted_stretches(everything, reader, series)
-    covered = {first + step for first, count in found for step in range(count)}
-    assert {i for i in covered if months[i] != "gap"} == {
-        i for i, kind in enumerate(months[: last + 1]) if kind == "granted"
-    }
-    assert all(a + n < b for (a, n), (b, _) in pairwise(found))  # apart
-    everything.close()
 
 
 def test_an_export_starts_only_in_an_empty_folder_or_goes_on_with_its_own(tmp_path: Path) -> None:
