@@ -199,7 +199,7 @@ def init_command(  # noqa: PLR0913 (click hands a command each of its options)
     epilog=examples(
         "flowkit-loader export deploy.yaml --out backup/",
         "flowkit-loader export deploy.yaml --target production --out backup/ --partial",
-        "flowkit-loader apply backup/deploy.yaml --yes     # the copy, on its local target",
+        "flowkit-loader export deploy.yaml --out backup/ --parallelism 8   # or go on with it",
     ),
 )
 @click.argument("manifest", type=click.Path(dir_okay=False))

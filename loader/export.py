@@ -192,9 +192,7 @@ def export(
             resumed = _read_values(backend, work, config, series, parallelism, progress)
             scopes = sorted({r.scope for r in manifest.access} | set(chosen.scope_readers))
             looked = _read_grants(backend, work, series, scopes)
-        values = {(i, k): Values.from_json(work.read(_window_name(i, k)))
-                  for i, s in enumerate(series) for k in range(len(s.windows()))}  # fmt: skip
-        written = _Writer(folder, config, series, values, declared)
+        written = _Writer(folder, work, config, series, declared)
         losses = written.losses(scopes, looked, chosen)
         if losses.found and not partial:
             raise PartialExport(
@@ -202,7 +200,7 @@ def export(
                 "again with --partial to write it anyway (what was read is kept: it goes on "
                 "from here)"
             )
-        exported = written.write(work, looked, losses, chosen, manifest_path)
+        exported = written.write(looked, losses, chosen, manifest_path)
     except OSError as error:
         where = error.filename or folder
         raise ExportError(f"{where}: cannot write: {error.strerror or error}") from None
@@ -285,75 +283,93 @@ def _date_text(dt: str) -> str:
 
 
 @dataclass
-class _File:
-    """One series' data file: its datasets, and what keeps some of them out."""
+class _Facts:
+    """What one series' windows hold, without their values (which are read again, a series
+    at a time, to be written: a national deployment's values do not fit in memory)."""
 
     series: Series
-    datasets: dict[str, dict[tuple[str, ...], int]]
-    inexact: set[str]
-    off_grid: set[str]
-    unknown_units: set[str] = field(default_factory=set)  # dts left out
+    datasets: int
+    inexact: int  # datasets whose floats may have lost digits
+    off_grid: int  # datasets dated where a manifest cannot name them
+    fits_csv: bool  # whether a CSV, read back as floats, carries every value exactly
+    flow: bool
+    # Per unit-code property of its spatial resolution: the dts holding a code it lacks.
+    lacking: dict[str, set[str]]
+    unknown_units: set[str] = field(default_factory=set)  # dts left out, once one is chosen
     parquet: bool = False
 
     @property
     def unread(self) -> int:
         """How many datasets the series counted that no window found (which they are,
         the service does not say)."""
-        return max(0, self.series.count - len(self.datasets) - len(self.off_grid))
+        return max(0, self.series.count - self.datasets - self.off_grid)
 
-    def fits_csv(self) -> bool:
-        """Whether a CSV carries every value exactly, as the loader reads it back."""
-        return all(_round_trips(n) for cells in self.datasets.values() for n in cells.values())
+
+def _unit_codes(spatial: Mapping[str, Any]) -> dict[str, set[str]]:
+    """A spatial resolution's boundary properties that hold a unique code per geometry,
+    with their codes."""
+    boundaries = spatial.get("boundaries")
+    properties = boundary_properties(boundaries) if isinstance(boundaries, Mapping) else []
+    names = sorted(set().union(*(p.keys() for p in properties))) if properties else []
+    return {n: {str(p[n]) for p in properties} for n in names if is_unique_code(properties, n)}
 
 
 class _Writer:
-    def __init__(self, folder: Path, config: Mapping[str, list[dict[str, Any]]],
-                 series: list[Series], values: Mapping[tuple[int, int], Values],
-                 declared: SetupConfig) -> None:  # fmt: skip
+    """The export's folder, from the work folder's reads."""
+
+    def __init__(self, folder: Path, work: WorkFolder, config: Mapping[str, list[dict[str, Any]]],
+                 series: list[Series], declared: SetupConfig) -> None:  # fmt: skip
         self.folder = folder
+        self.work = work
         self.config = config
         self.series = series
         self.declared = declared
-        self.files: list[_File] = []
-        for i, one in enumerate(series):
-            parts = [values[(i, k)] for k in range(len(one.windows()))]
-            self.files.append(_File(
-                one, {dt: cells for p in parts for dt, cells in p.datasets.items()},
-                {dt for p in parts for dt in p.inexact}, {dt for p in parts for dt in p.off_grid},
-            ))  # fmt: skip
-        self.unit_properties = self._unit_properties()
         try:
             import pyarrow  # noqa: F401 (Parquet decimals: the `parquet` extra)
 
             self.has_parquet = True
         except ImportError:
             self.has_parquet = False
-        for file in self.files:
-            file.parquet = self.has_parquet and not file.fits_csv()
-
-    def _unit_properties(self) -> dict[int, str]:
-        """Per srid, the boundary property holding every unit code its datasets use; the
-        datasets with codes none holds are left out (the loader would refuse them)."""
-        chosen: dict[int, str] = {}
-        for spatial in self.config[EntityKind.SPATIAL_RESOLUTION.value]:
-            srid = int(spatial["srid"])
-            boundaries = spatial.get("boundaries")
-            properties = boundary_properties(boundaries) if isinstance(boundaries, Mapping) else []
-            names = sorted(set().union(*(p.keys() for p in properties))) if properties else []
-            codes = {n: {str(p[n]) for p in properties}
-                     for n in names if is_unique_code(properties, n)}  # fmt: skip
+        codes = {int(s["srid"]): _unit_codes(s)
+                 for s in config[EntityKind.SPATIAL_RESOLUTION.value]}  # fmt: skip
+        self.files = [self._facts(i, codes.get(one.srid, {})) for i, one in enumerate(series)]
+        # Per srid, the property whose codes its datasets use; those with a code it lacks
+        # are left out (the loader would refuse them).
+        self.unit_properties: dict[int, str] = {}
+        for srid, candidates in codes.items():
             files = [f for f in self.files if f.series.srid == srid]
-            used = {u for f in files for cells in f.datasets.values() for units in cells
-                    for u in units}  # fmt: skip
-            if not codes or not files:
+            if not candidates or not files:
                 continue
-            best = max(sorted(codes), key=lambda n: len(used & codes[n]))
-            chosen[srid] = best
+            best = min(sorted(candidates), key=lambda n: sum(len(f.lacking[n]) for f in files))
+            self.unit_properties[srid] = best
             for file in files:
-                for dt, cells in file.datasets.items():
-                    if any(u not in codes[best] for units in cells for u in units):
-                        file.unknown_units.add(dt)
-        return chosen
+                file.unknown_units = file.lacking[best]
+
+    def _load(self, index: int) -> dict[str, dict[tuple[str, ...], int]]:
+        """A series' datasets, as its windows read them."""
+        datasets: dict[str, dict[tuple[str, ...], int]] = {}
+        for window in range(len(self.series[index].windows())):
+            datasets.update(Values.from_json(self.work.read(_window_name(index, window))).datasets)
+        return datasets
+
+    def _facts(self, index: int, codes: Mapping[str, set[str]]) -> _Facts:
+        series = self.series[index]
+        datasets, inexact, off_grid = {}, set(), set()
+        for window in range(len(series.windows())):
+            values = Values.from_json(self.work.read(_window_name(index, window)))
+            datasets.update(values.datasets)
+            inexact.update(values.inexact)
+            off_grid.update(values.off_grid)
+        units = [{u for key in cells for u in key} for cells in datasets.values()]
+        fits = all(_round_trips(n) for cells in datasets.values() for n in cells.values())
+        facts = _Facts(
+            series, len(datasets), len(inexact), len(off_grid), fits,
+            any(len(key) == 2 for cells in datasets.values() for key in cells),
+            {name: {dt for dt, used in zip(datasets, units, strict=True) if not used <= held}
+             for name, held in codes.items()},
+        )  # fmt: skip
+        facts.parquet = self.has_parquet and not fits
+        return facts
 
     def losses(self, scopes: list[str], looked: Mapping[str, Any], target: Target) -> Losses:
         losses = Losses(always=[
@@ -389,12 +405,12 @@ class _Writer:
                     f"{scope}: the manifest names it but gives no reader credential of it "
                     "(credentials.scopes), so its grants could not be read"
                 )
-        kept_out: list[tuple[str, Callable[[_File], int]]] = [
+        kept_out: list[tuple[str, Callable[[_Facts], int]]] = [
             ("whose values, read through /query, may have lost digits "
              f"({EXACT_FLOAT_BELOW:,} or more, in a category /csv does not give)",
-             lambda f: len(f.inexact)),
+             lambda f: f.inexact),
             ("dated off their resolution's grid, which a manifest cannot name: not "
-             "exported", lambda f: len(f.off_grid)),
+             "exported", lambda f: f.off_grid),
             ("holding unit codes their resolution's boundaries lack, which the loader "
              "refuses: not exported", lambda f: len(f.unknown_units)),
             ("no window of dates could read (stored off their resolution's grid, or "
@@ -407,7 +423,7 @@ class _Writer:
                 total = sum(count(f) for f in self.files)
                 losses.found.append(f"{plural(total, 'dataset')} {what}: {_names(hit)}")
         if not self.has_parquet:
-            lossy = [f for f in self.files if not f.fits_csv()]
+            lossy = [f for f in self.files if not f.fits_csv]
             if lossy:
                 losses.found.append(
                     f"{plural(len(lossy), 'series', 'series')} hold values a CSV cannot carry "
@@ -421,20 +437,20 @@ class _Writer:
     def revision(self) -> str:
         return f"exported-{date.today().isoformat()}"
 
-    def _data_path(self, file: _File) -> str:
+    def _data_path(self, file: _Facts) -> str:
         s = file.series
         suffix = "parquet" if file.parquet else "csv"
         return f"data/{s.category_id}/{s.indicator_id}.srid{s.srid}.trid{s.trid}.{suffix}"
 
-    def write(self, work: WorkFolder, looked: Mapping[str, Mapping[int, list[tuple[int, int]]]],
+    def write(self, looked: Mapping[str, Mapping[int, list[tuple[int, int]]]],
               losses: Losses, target: Target, manifest_path: str | Path) -> Exported:  # fmt: skip
         datasets = 0
-        for file in self.files:
-            keep = {dt: cells for dt, cells in sorted(file.datasets.items())
+        for index, file in enumerate(self.files):
+            keep = {dt: cells for dt, cells in sorted(self._load(index).items())
                     if dt not in file.unknown_units}  # fmt: skip
             path = self.folder / self._data_path(file)
             path.parent.mkdir(parents=True, exist_ok=True)
-            (_write_parquet if file.parquet else _write_csv)(path, keep)
+            (_write_parquet if file.parquet else _write_csv)(path, keep, file.flow)
             datasets += len(keep)
         config_text = json.dumps(self.config, indent=1, ensure_ascii=False) + "\n"
         (self.folder / CONFIG_NAME).write_text(config_text, encoding="utf-8")
@@ -443,7 +459,7 @@ class _Writer:
         from loader.draft import write_new
 
         write_new(self.folder / MANIFEST_NAME, text)
-        work.done()
+        self.work.done()
         return Exported(self.folder, len(self.files), datasets, len(self.files),
                         {scope: len(r) for scope, r in rules.items()}, losses, 0)  # fmt: skip
 
@@ -500,8 +516,8 @@ class _Writer:
         body.append("datasets:")
         for file in self.files:
             s = file.series
-            flow = len(_units(file.datasets)) == 2
-            units = "origin: origin, destination: destination" if flow else "spatial_unit: unit"
+            units = ("origin: origin, destination: destination" if file.flow
+                     else "spatial_unit: unit")  # fmt: skip
             body += [
                 f"  - file: {self._data_path(file)}",
                 f"    category: {_yaml(s.category_id)}",
@@ -518,36 +534,35 @@ class _Writer:
         return "\n".join([*header, *body]) + "\n"
 
 
-def _units(datasets: Mapping[str, Mapping[tuple[str, ...], int]]) -> tuple[str, ...]:
-    for cells in datasets.values():
-        for units in cells:
-            return ("origin", "destination") if len(units) == 2 else ("unit",)
-    return ("unit",)
+_Datasets = Mapping[str, Mapping[tuple[str, ...], int]]
 
 
-def _write_csv(path: Path, datasets: Mapping[str, Mapping[tuple[str, ...], int]]) -> None:
+def _unit_names(flow: bool) -> tuple[str, ...]:
+    return ("origin", "destination") if flow else ("unit",)
+
+
+def _write_csv(path: Path, datasets: _Datasets, flow: bool) -> None:
     import csv
 
     with open(path, "w", encoding="utf-8", newline="") as handle:
         out = csv.writer(handle, lineterminator="\n")
-        out.writerow(["date", *_units(datasets), "value"])
+        out.writerow(["date", *_unit_names(flow), "value"])
         for dt, cells in datasets.items():
             day = _date_text(dt)
             out.writerows([day, *units, nanos_to_text(nanos)] for units, nanos in cells.items())
 
 
-def _write_parquet(path: Path, datasets: Mapping[str, Mapping[tuple[str, ...], int]]) -> None:
+def _write_parquet(path: Path, datasets: _Datasets, flow: bool) -> None:
     """Values as DECIMAL(20,9), which the loader reads exactly (a CSV's are floats)."""
     from decimal import Decimal
 
     import pyarrow as pa
     import pyarrow.parquet as pq
 
-    names = _units(datasets)
     rows = [(_date_text(dt), units, nanos) for dt, cells in datasets.items()
             for units, nanos in cells.items()]  # fmt: skip
     columns: dict[str, Any] = {"date": pa.array([r[0] for r in rows], pa.string())}
-    for index, name in enumerate(names):
+    for index, name in enumerate(_unit_names(flow)):
         columns[name] = pa.array([r[1][index] for r in rows], pa.string())
     columns["value"] = pa.array([Decimal(r[2]).scaleb(-9) for r in rows], pa.decimal128(20, 9))
     pq.write_table(pa.table(columns), path)
