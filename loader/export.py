@@ -21,7 +21,7 @@ from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
 from dataclasses import dataclass, field
 from datetime import date
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 from loader.config import boundary_properties, is_unique_code
 from loader.contract import CSV_CATEGORIES
@@ -34,6 +34,7 @@ from loader.model import (
     Role,
     SetupConfig,
     Target,
+    excerpt,
     loader_version,
     nanos_to_text,
     plural,
@@ -88,6 +89,7 @@ class Exported:
 
 
 Progress = Callable[[int, int], None]  # windows read so far, windows in all
+_Read = TypeVar("_Read")
 
 
 def _names(items: Iterable[str]) -> str:
@@ -131,12 +133,26 @@ class WorkFolder:
         temporary.write_text(json.dumps(content, separators=(",", ":")), encoding="utf-8")
         os.replace(temporary, target)
 
-    def read(self, name: str) -> Any:
+    def read(self, name: str, parse: Callable[[Any], _Read]) -> _Read | None:
+        """What `name` holds, through `parse`; None when it was not written yet."""
         target = self.path / name
-        return json.loads(target.read_text(encoding="utf-8")) if target.is_file() else None
+        if not target.is_file():
+            return None
+        try:
+            return parse(json.loads(target.read_text(encoding="utf-8")))
+        except (ValueError, KeyError, TypeError, AttributeError, UnicodeDecodeError) as error:
+            raise ExportError(
+                f"{target}: damaged ({type(error).__name__}: {excerpt(str(error))}): remove "
+                f"{self.path} to start the export over"
+            ) from None
 
     def done(self) -> None:
         shutil.rmtree(self.path)
+
+
+def _found(raw: Any) -> tuple[dict[str, list[dict[str, Any]]], list[Series]]:
+    config = {str(kind): [dict(e) for e in entities] for kind, entities in raw["config"].items()}
+    return config, [Series.from_json(s) for s in raw["series"]]
 
 
 def _window_name(series: int, window: int) -> str:
@@ -177,13 +193,15 @@ def export(
         opening = Opening(environ=env, parallelism=parallelism, read_only=True)
         with open_backend(chosen, declared, opening) as backend:
             check_reader_sees_everything(backend.identities([Role.READER]).get(Role.READER))
-            found = work.read("found.json")
+            found = work.read("found.json", _found)
             if found is None:
                 config = read_config(backend)
                 listed = find_series(backend, config)
-                found = {"config": config, "series": [s.to_json() for s in listed]}
-                work.write("found.json", found)
-            config, series = found["config"], [Series.from_json(s) for s in found["series"]]
+                work.write(
+                    "found.json", {"config": config, "series": [s.to_json() for s in listed]}
+                )
+                found = config, listed
+            config, series = found
             if not series:
                 work.done()
                 if not any(folder.iterdir()):
@@ -258,11 +276,11 @@ def _read_grants(backend: Backend, work: WorkFolder, series: list[Series],
         looked[scope] = {}
         for i, one in enumerate(series):
             name = _grants_name(scope, i)
-            stretches = work.read(name)
+            stretches = work.read(name, lambda raw: [(int(a), int(b)) for a, b in raw])
             if stretches is None:
                 stretches = granted_stretches(backend, reader, one)
                 work.write(name, stretches)
-            looked[scope][i] = [(int(a), int(b)) for a, b in stretches]
+            looked[scope][i] = stretches
     return looked
 
 
@@ -345,18 +363,25 @@ class _Writer:
             for file in files:
                 file.unknown_units = file.lacking[best]
 
+    def _window(self, index: int, window: int) -> Values:
+        read = self.work.read(_window_name(index, window), Values.from_json)
+        if read is None:  # every window was read before the folder is written
+            raise ExportError(f"{self.work.path}: the read of window {window} of series "
+                              f"{index} is gone: run the export again to read it")  # fmt: skip
+        return read
+
     def _load(self, index: int) -> dict[str, dict[tuple[str, ...], int]]:
         """A series' datasets, as its windows read them."""
         datasets: dict[str, dict[tuple[str, ...], int]] = {}
         for window in range(len(self.series[index].windows())):
-            datasets.update(Values.from_json(self.work.read(_window_name(index, window))).datasets)
+            datasets.update(self._window(index, window).datasets)
         return datasets
 
     def _facts(self, index: int, codes: Mapping[str, set[str]]) -> _Facts:
         series = self.series[index]
         datasets, inexact, off_grid = {}, set(), set()
         for window in range(len(series.windows())):
-            values = Values.from_json(self.work.read(_window_name(index, window)))
+            values = self._window(index, window)
             datasets.update(values.datasets)
             inexact.update(values.inexact)
             off_grid.update(values.off_grid)

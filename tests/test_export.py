@@ -131,3 +131,22 @@ def test_an_export_starts_only_in_an_empty_folder_or_goes_on_with_its_own(tmp_pa
     assert "choose another --out or remove it" in output
     code, output = cli_run("export", str(manifest), "--out", str(tmp_path / "kept"), "--partial")
     assert code == 0 and "went on from an earlier run (1 window of dates already read)" in output
+
+
+@settings(max_examples=25, deadline=None)
+@given(st.sampled_from(("found.json", "values/0-0.json")), st.binary(max_size=60))
+def test_a_damaged_work_folder_is_one_line_naming_it(
+    tmp_path_factory: Any, name: str, garbage: bytes
+) -> None:
+    directory = tmp_path_factory.mktemp("damaged")
+    store, manifest = deployment(directory)
+    put(store, "2021-01-01 00:00:00", {"D1": 1}, EVERYONE)
+    put(store, "2021-05-15 00:00:00", {"D1": 7})  # refused without --partial: the work stays
+    out = directory / "out"
+    assert cli_run("export", str(manifest), "--out", str(out))[0] == 1
+    (out / ".export" / name).write_bytes(garbage)
+    code, output = cli_run("export", str(manifest), "--out", str(out), "--partial")
+    assert code == 1
+    (line,) = [x for x in output.splitlines() if x != "reading"]  # the bar had begun
+    assert line.startswith(f"error: {out / '.export' / name}: damaged (")
+    assert line.endswith(f"remove {out / '.export'} to start the export over")
