@@ -38,14 +38,13 @@ import sys
 import tempfile
 import time
 from collections import Counter
-from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import httpx
-from common import SERVE_AUDIENCE, SERVE_SECRET_ENV, fail, served_manifest, serving
+from common import SERVE_AUDIENCE, SERVE_SECRET_ENV, fail, recording, served_manifest, serving
 from notebook_flow import fetch_token, run_notebook_flow, upstream_config
 
 import loader
@@ -89,26 +88,6 @@ class Phases:
     def count(self) -> Counter[str]:
         every = self.reads + self.setup + self.checks + self.datasets + self.grants
         return Counter(sent.call for sent in every + self.closing)
-
-
-@contextlib.contextmanager
-def recording() -> Iterator[list[tuple[httpx.Request, httpx.Response]]]:
-    """Every request an httpx client sends in this process, with its response, while the
-    block runs (httpx's own transport, wrapped and restored)."""
-    seen: list[tuple[httpx.Request, httpx.Response]] = []
-    original = httpx.HTTPTransport.handle_request
-
-    def handle(self: httpx.HTTPTransport, request: httpx.Request) -> httpx.Response:
-        response = original(self, request)
-        response.read()
-        seen.append((request, response))
-        return response
-
-    httpx.HTTPTransport.handle_request = handle  # type: ignore[method-assign]
-    try:
-        yield seen
-    finally:
-        httpx.HTTPTransport.handle_request = original  # type: ignore[method-assign]
 
 
 def apply_requests(directory: Path, secret: str) -> Phases:

@@ -1,5 +1,6 @@
-"""What the benchmarks share: where upstream's data is, and loading a manifest's
-canonical datasets outside any timing."""
+"""What the benchmarks share: where upstream's data is, loading a manifest's canonical
+datasets outside any timing, a `serve` to time against, and a record of the requests an
+httpx client sent."""
 
 from __future__ import annotations
 
@@ -11,6 +12,8 @@ import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
+
+import httpx
 
 ROOT = Path(__file__).resolve().parents[1]
 UPSTREAM_DATA = ROOT.parent / "shared" / "reference" / "upstream-data"
@@ -119,3 +122,23 @@ def aimed_at(manifest_text: str, base_url: str, state: Path) -> str:
     )
     head, _, rest = manifest_text.partition("targets:")
     return head + target + rest[rest.index("setup:") :]
+
+
+@contextmanager
+def recording() -> Iterator[list[tuple[httpx.Request, httpx.Response]]]:
+    """Every request an httpx client sends in this process, with its response, while the
+    block runs (httpx's own transport, wrapped and restored)."""
+    seen: list[tuple[httpx.Request, httpx.Response]] = []
+    original = httpx.HTTPTransport.handle_request
+
+    def handle(self: httpx.HTTPTransport, request: httpx.Request) -> httpx.Response:
+        response = original(self, request)
+        response.read()
+        seen.append((request, response))
+        return response
+
+    httpx.HTTPTransport.handle_request = handle  # type: ignore[method-assign]
+    try:
+        yield seen
+    finally:
+        httpx.HTTPTransport.handle_request = original  # type: ignore[method-assign]

@@ -211,7 +211,7 @@ def init_command(  # noqa: PLR0913 (click hands a command each of its options)
     is_flag=True,
     help="Write the export although some of the deployment could not be carried.",
 )
-@click.option("--parallelism", default=4, show_default=True, type=click.IntRange(1, 32),
+@click.option("--parallelism", default=8, show_default=True, type=click.IntRange(1, 32),
               help="Reads in flight at once.")  # fmt: skip
 def export_command(
     manifest: str, out: str, target: str | None, partial: bool, parallelism: int

@@ -14,8 +14,10 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import shutil
 import textwrap
+from collections import Counter
 from collections.abc import Callable, Iterable, Mapping
 from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
 from dataclasses import dataclass, field
@@ -173,7 +175,7 @@ def export(
     *,
     target: str | None = None,
     partial: bool = False,
-    parallelism: int = 4,
+    parallelism: int = 8,
     environ: Mapping[str, str] | None = None,
     progress: Progress | None = None,
 ) -> Exported:
@@ -196,7 +198,7 @@ def export(
             found = work.read("found.json", _found)
             if found is None:
                 config = read_config(backend)
-                listed = find_series(backend, config)
+                listed = find_series(backend, config, parallelism)
                 work.write(
                     "found.json", {"config": config, "series": [s.to_json() for s in listed]}
                 )
@@ -207,10 +209,11 @@ def export(
                 if not any(folder.iterdir()):
                     folder.rmdir()
                 raise ExportError(f"target {chosen.name}: the service shows no dataset to export")
-            resumed = _read_values(backend, work, config, series, parallelism, progress)
+            written = _Writer(folder, work, config, series, declared)
+            resumed = _read_values(backend, work, series, written, parallelism, progress)
             scopes = sorted({r.scope for r in manifest.access} | set(chosen.scope_readers))
-            looked = _read_grants(backend, work, series, scopes)
-        written = _Writer(folder, work, config, series, declared)
+            looked = _read_grants(backend, work, series, scopes, parallelism)
+        written.finish()
         losses = written.losses(scopes, looked, chosen)
         if losses.found and not partial:
             raise PartialExport(
@@ -229,35 +232,44 @@ def export(
 def _read_values(
     backend: Backend,
     work: WorkFolder,
-    config: Mapping[str, Any],
     series: list[Series],
+    writer: _Writer,
     parallelism: int,
     progress: Progress | None,
 ) -> int:
-    """Read every window not read yet, `parallelism` at a time; how many were read
-    before this run."""
-    by_trid = grids(config)
-    todo = [(i, k, query) for i, s in enumerate(series) for k, query in enumerate(s.windows())]
-    left = [(i, k, q) for i, k, q in todo if not (work.path / _window_name(i, k)).is_file()]
-    before = len(todo) - len(left)
-    count = before
+    """Read every window not read yet, `parallelism` at a time, and have each series'
+    file staged as soon as its last window is in (its writing overlaps the other reads);
+    how many windows were read before this run."""
+    by_trid = grids(writer.config)
+    todo = [(i, k) for i, s in enumerate(series) for k in range(len(s.windows()))]
+    left = [(i, k) for i, k in todo if not (work.path / _window_name(i, k)).is_file()]
+    waiting = Counter(i for i, _ in left)  # windows each series still needs
+    before = count = len(todo) - len(left)
     if progress:
         progress(count, len(todo))
 
-    def read(i: int, k: int) -> None:
+    def read(i: int, k: int) -> int:
         query = series[i].windows()[k]
         work.write(_window_name(i, k), read_values(backend, query, by_trid[query.trid]).to_json())
+        return i
+
+    def stage(i: int) -> None:
+        writer.stage(i)
 
     pool = ThreadPoolExecutor(max(1, parallelism), thread_name_prefix="export")
-    running: set[Future[None]] = set()
+    running: set[Future[int | None]] = {pool.submit(read, i, k) for i, k in left}
+    running |= {pool.submit(stage, i) for i in range(len(series)) if not waiting[i]}
     try:
-        for i, k, _ in left:
-            running.add(pool.submit(read, i, k))
         while running:
             finished, running = wait(running, return_when=FIRST_COMPLETED)
             for future in finished:
-                future.result()  # the first failure ends the export (what was read stays)
+                done = future.result()  # the first failure ends the export (what was read stays)
+                if done is None:
+                    continue  # a file staged
                 count += 1
+                waiting[done] -= 1
+                if not waiting[done]:
+                    running.add(pool.submit(stage, done))
             if progress:
                 progress(count, len(todo))
     finally:
@@ -265,23 +277,24 @@ def _read_values(
     return before
 
 
-def _read_grants(backend: Backend, work: WorkFolder, series: list[Series],
-                 scopes: list[str]) -> dict[str, dict[int, list[tuple[int, int]]]]:  # fmt: skip
+def _read_grants(backend: Backend, work: WorkFolder, series: list[Series], scopes: list[str],
+                 parallelism: int) -> dict[str, dict[int, list[tuple[int, int]]]]:  # fmt: skip
     """Per scope that has a reader: per series, the stretches of dates its readers see."""
-    looked: dict[str, dict[int, list[tuple[int, int]]]] = {}
-    for scope in scopes:
-        reader = backend.reader(scope)
-        if reader is None:
-            continue
-        looked[scope] = {}
-        for i, one in enumerate(series):
-            name = _grants_name(scope, i)
-            stretches = work.read(name, lambda raw: [(int(a), int(b)) for a, b in raw])
-            if stretches is None:
-                stretches = granted_stretches(backend, reader, one)
-                work.write(name, stretches)
-            looked[scope][i] = stretches
-    return looked
+    readers = {scope: r for scope in scopes if (r := backend.reader(scope)) is not None}
+
+    def look(scope: str, index: int) -> list[tuple[int, int]]:
+        name = _grants_name(scope, index)
+        stretches = work.read(name, lambda raw: [(int(a), int(b)) for a, b in raw])
+        if stretches is None:
+            stretches = granted_stretches(backend, readers[scope], series[index])
+            work.write(name, stretches)
+        return stretches
+
+    with ThreadPoolExecutor(max(1, parallelism), thread_name_prefix="grants") as pool:
+        found = {(scope, i): pool.submit(look, scope, i)
+                 for scope in readers for i in range(len(series))}  # fmt: skip
+        return {scope: {i: found[(scope, i)].result() for i in range(len(series))}
+                for scope in readers}  # fmt: skip
 
 
 # ---------------------------------------------------------------------------------------
@@ -348,13 +361,18 @@ class _Writer:
             self.has_parquet = True
         except ImportError:
             self.has_parquet = False
-        codes = {int(s["srid"]): _unit_codes(s)
-                 for s in config[EntityKind.SPATIAL_RESOLUTION.value]}  # fmt: skip
-        self.files = [self._facts(i, codes.get(one.srid, {})) for i, one in enumerate(series)]
-        # Per srid, the property whose codes its datasets use; those with a code it lacks
-        # are left out (the loader would refuse them).
+        self.codes = {int(s["srid"]): _unit_codes(s)
+                      for s in config[EntityKind.SPATIAL_RESOLUTION.value]}  # fmt: skip
+        self.staged: dict[int, _Facts] = {}  # by series: its file written in the work folder
+        self.files: list[_Facts] = []
         self.unit_properties: dict[int, str] = {}
-        for srid, candidates in codes.items():
+
+    def finish(self) -> None:
+        """Every series staged, and the unit-code property of each spatial resolution
+        chosen: the one its datasets use; those with a code it lacks are left out (the
+        loader would refuse them), and their files written again without them."""
+        self.files = [self.staged.get(i) or self.stage(i) for i in range(len(self.series))]
+        for srid, candidates in self.codes.items():
             files = [f for f in self.files if f.series.srid == srid]
             if not candidates or not files:
                 continue
@@ -362,6 +380,11 @@ class _Writer:
             self.unit_properties[srid] = best
             for file in files:
                 file.unknown_units = file.lacking[best]
+                if file.unknown_units:
+                    index = self.files.index(file)
+                    kept = {dt: cells for dt, cells in self._load(index).items()
+                            if dt not in file.unknown_units}  # fmt: skip
+                    self._write_staged(file, kept)
 
     def _window(self, index: int, window: int) -> Values:
         read = self.work.read(_window_name(index, window), Values.from_json)
@@ -377,12 +400,18 @@ class _Writer:
             datasets.update(self._window(index, window).datasets)
         return datasets
 
-    def _facts(self, index: int, codes: Mapping[str, set[str]]) -> _Facts:
+    def stage(self, index: int) -> _Facts:
+        """A series' facts, and its data file written in the work folder (moved into the
+        export's folder once it is written whole). Series are staged from several
+        threads, each its own."""
         series = self.series[index]
-        datasets, inexact, off_grid = {}, set(), set()
+        codes = self.codes.get(series.srid, {})
+        datasets: dict[str, dict[tuple[str, ...], int]] = {}
+        inexact: set[str] = set()
+        off_grid: set[str] = set()
         for window in range(len(series.windows())):
             values = self._window(index, window)
-            datasets.update(values.datasets)
+            datasets.update(sorted(values.datasets.items()))
             inexact.update(values.inexact)
             off_grid.update(values.off_grid)
         units = [{u for key in cells for u in key} for cells in datasets.values()]
@@ -394,7 +423,17 @@ class _Writer:
              for name, held in codes.items()},
         )  # fmt: skip
         facts.parquet = self.has_parquet and not fits
+        self._write_staged(facts, datasets)
+        self.staged[index] = facts
         return facts
+
+    def _staged(self, file: _Facts) -> Path:
+        return self.work.path / "files" / self._data_path(file)
+
+    def _write_staged(self, file: _Facts, datasets: _Datasets) -> None:
+        path = self._staged(file)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        (_write_parquet if file.parquet else _write_csv)(path, datasets, file.flow)
 
     def losses(self, scopes: list[str], looked: Mapping[str, Any], target: Target) -> Losses:
         losses = Losses(always=[
@@ -470,15 +509,12 @@ class _Writer:
     def write(self, looked: Mapping[str, Mapping[int, list[tuple[int, int]]]],
               losses: Losses, target: Target, manifest_path: str | Path) -> Exported:  # fmt: skip
         datasets = 0
-        for index, file in enumerate(self.files):
-            keep = {dt: cells for dt, cells in sorted(self._load(index).items())
-                    if dt not in file.unknown_units}  # fmt: skip
+        for file in self.files:
             path = self.folder / self._data_path(file)
             path.parent.mkdir(parents=True, exist_ok=True)
-            (_write_parquet if file.parquet else _write_csv)(path, keep, file.flow)
-            datasets += len(keep)
-        config_text = json.dumps(self.config, indent=1, ensure_ascii=False) + "\n"
-        (self.folder / CONFIG_NAME).write_text(config_text, encoding="utf-8")
+            os.replace(self._staged(file), path)
+            datasets += file.datasets - len(file.unknown_units)
+        (self.folder / CONFIG_NAME).write_text(_config_text(self.config), encoding="utf-8")
         rules = self._rules(looked)
         text = self._manifest(rules, losses, target, manifest_path)
         from loader.draft import write_new
@@ -559,6 +595,16 @@ class _Writer:
         return "\n".join([*header, *body]) + "\n"
 
 
+def _config_text(config: Mapping[str, list[dict[str, Any]]]) -> str:
+    """config.json with one entity a line: a diff shows which changed, and the megabytes
+    of boundaries go through the C encoder (indenting them would not)."""
+    kinds = []
+    for kind, entities in config.items():
+        lines = ",\n".join(f"    {json.dumps(e, ensure_ascii=False)}" for e in entities)
+        kinds.append(f"  {json.dumps(kind)}: " + (f"[\n{lines}\n  ]" if entities else "[]"))
+    return "{\n" + ",\n".join(kinds) + "\n}\n"
+
+
 _Datasets = Mapping[str, Mapping[tuple[str, ...], int]]
 
 
@@ -574,7 +620,14 @@ def _write_csv(path: Path, datasets: _Datasets, flow: bool) -> None:
         out.writerow(["date", *_unit_names(flow), "value"])
         for dt, cells in datasets.items():
             day = _date_text(dt)
-            out.writerows([day, *units, nanos_to_text(nanos)] for units, nanos in cells.items())
+            if any(_NEEDS_QUOTES.search(u) for units in cells for u in units):
+                out.writerows([day, *units, nanos_to_text(n)] for units, n in cells.items())
+            else:  # boundary codes as they usually are: no field needs quoting
+                handle.writelines(f"{day},{','.join(units)},{nanos_to_text(n)}\n"
+                                  for units, n in cells.items())  # fmt: skip
+
+
+_NEEDS_QUOTES = re.compile(r'[,"\r\n]')  # what the csv module would quote
 
 
 def _write_parquet(path: Path, datasets: _Datasets, flow: bool) -> None:

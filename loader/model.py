@@ -686,12 +686,12 @@ def content_of(data_by_date: Mapping[str, Mapping[str, Any]]) -> Content:
 def exact_rows(text: str) -> tuple[ExactRow, ...]:
     """A /csv answer (CRLF lines `date,area_code,value` or `date,origin_code,
     destination_code,value`; codes never hold commas: they are boundary codes) as rows."""
-    lines = text.split("\r\n")
     rows = []
-    for line in lines[1:]:
+    for line in text.split("\r\n")[1:]:
         if line:
-            cells = line.split(",")
-            rows.append((cells[0], tuple(cells[1:-1]), cells[-1]))
+            date, _, rest = line.partition(",")
+            units, _, value = rest.rpartition(",")
+            rows.append((date, tuple(units.split(",")), value))
     return tuple(rows)
 
 

@@ -12,6 +12,7 @@ could not carry exactly, and export decides what to do about it.
 from __future__ import annotations
 
 from collections.abc import Mapping
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field, replace
 from datetime import datetime
 from decimal import Decimal, InvalidOperation
@@ -110,22 +111,29 @@ def grids(config: Mapping[str, list[dict[str, Any]]]) -> dict[int, Grid]:
     }  # fmt: skip
 
 
-def find_series(backend: Backend, config: Mapping[str, list[dict[str, Any]]]) -> list[Series]:
+def find_series(
+    backend: Backend, config: Mapping[str, list[dict[str, Any]]], parallelism: int = 1
+) -> list[Series]:
     """Every series with a visible dataset: each shown indicator at each shown resolution,
-    asked for its dates, and its datasets counted (cheap calls; the service lists no
-    series)."""
-    found = []
-    for indicator in config[EntityKind.INDICATOR.value]:
-        for spatial in config[EntityKind.SPATIAL_RESOLUTION.value]:
-            for temporal in config[EntityKind.TEMPORAL_RESOLUTION.value]:
-                category, name = str(indicator["category_id"]), str(indicator["indicator_id"])
-                srid, trid = int(spatial["srid"]), int(temporal["trid"])
-                dates = backend.date_range(category, name, srid, trid)
-                if dates:
-                    one = Series(category, name, srid, trid, dates)
-                    count = len(backend.visible_mdids(one.window(0, len(dates) + 1)))
-                    found.append(replace(one, count=count))
-    return found
+    asked for its dates, and its datasets counted (cheap calls, `parallelism` at once; the
+    service lists no series)."""
+    combinations = [
+        (str(indicator["category_id"]), str(indicator["indicator_id"]), int(spatial["srid"]),
+         int(temporal["trid"]))
+        for indicator in config[EntityKind.INDICATOR.value]
+        for spatial in config[EntityKind.SPATIAL_RESOLUTION.value]
+        for temporal in config[EntityKind.TEMPORAL_RESOLUTION.value]
+    ]  # fmt: skip
+
+    def look(combination: tuple[str, str, int, int]) -> Series | None:
+        dates = backend.date_range(*combination)
+        if not dates:
+            return None
+        one = Series(*combination, dates)
+        return replace(one, count=len(backend.visible_mdids(one.window(0, len(dates) + 1))))
+
+    with ThreadPoolExecutor(max(1, parallelism), thread_name_prefix="series") as pool:
+        return [one for one in pool.map(look, combinations) if one is not None]
 
 
 @dataclass
@@ -138,19 +146,22 @@ class Values:
     off_grid: list[str] = field(default_factory=list)  # dates a manifest cannot name
 
     def to_json(self) -> dict[str, Any]:
-        return {
-            "datasets": {dt: [[list(units), nanos] for units, nanos in cells.items()]
-                         for dt, cells in self.datasets.items()},
-            "inexact": self.inexact, "off_grid": self.off_grid,
-        }  # fmt: skip
+        """Flat lists per dataset (units, destinations, nanos): quick to write and read."""
+        datasets = {}
+        for dt, cells in self.datasets.items():
+            keys = list(cells)
+            flow = any(len(key) == 2 for key in keys)
+            datasets[dt] = [[key[0] for key in keys], [key[1] for key in keys] if flow else None,
+                            list(cells.values())]  # fmt: skip
+        return {"datasets": datasets, "inexact": self.inexact, "off_grid": self.off_grid}
 
     @classmethod
     def from_json(cls, raw: Mapping[str, Any]) -> Values:
-        return cls(
-            {dt: {tuple(units): int(nanos) for units, nanos in cells}
-             for dt, cells in raw["datasets"].items()},
-            list(raw["inexact"]), list(raw["off_grid"]),
-        )  # fmt: skip
+        datasets = {}
+        for dt, (units, destinations, nanos) in raw["datasets"].items():
+            keys = zip(units, destinations, strict=True) if destinations else ((u,) for u in units)
+            datasets[str(dt)] = dict(zip(keys, map(int, nanos), strict=True))
+        return cls(datasets, list(raw["inexact"]), list(raw["off_grid"]))
 
 
 def read_values(backend: Backend, query: QueryRange, grid: Grid) -> Values:
@@ -169,17 +180,23 @@ def read_values(backend: Backend, query: QueryRange, grid: Grid) -> Values:
 def _from_rows(rows: tuple[tuple[str, tuple[str, ...], str], ...], grid: Grid,
                query: QueryRange) -> Values:  # fmt: skip
     values = Values()
+    by_day: dict[str, dict[tuple[str, ...], int] | None] = {}  # None: off the grid
     for day, units, text in rows:
-        try:
-            moment = datetime.strptime(day, "%Y-%m-%d")
-        except ValueError:
-            raise BackendError("POST /csv", 200, f"{query.indicator_id}: a date '{day}'") from None
-        dt = backend_dt(moment)
-        if not grid.is_on_grid(moment):
-            if dt not in values.off_grid:
+        cells = by_day.get(day, ...)
+        if cells is ...:  # a day first seen: placed once, not once per value
+            try:
+                moment = datetime.strptime(day, "%Y-%m-%d")
+            except ValueError:
+                raise BackendError(
+                    "POST /csv", 200, f"{query.indicator_id}: a date '{day}'"
+                ) from None
+            dt = backend_dt(moment)
+            cells = values.datasets.setdefault(dt, {}) if grid.is_on_grid(moment) else None
+            if cells is None:
                 values.off_grid.append(dt)
-            continue
-        values.datasets.setdefault(dt, {})[units] = decimal_nanos(text, query)
+            by_day[day] = cells
+        if cells is not None:
+            cells[units] = decimal_nanos(text, query)
     return values
 
 
@@ -198,6 +215,11 @@ def _from_floats(backend: Backend, query: QueryRange, grid: Grid) -> Values:
 
 def decimal_nanos(text: str, query: QueryRange) -> int:
     """A stored DECIMAL's text (`544650.000000000`, `0E-9`) as exact nanos."""
+    dot = text.find(".")
+    if dot >= 0 and len(text) - dot == 10:  # 9 decimals, as MySQL prints DECIMAL(20,9)
+        digits = text[:dot] + text[dot + 1 :]
+        if digits.removeprefix("-").isdigit():
+            return int(digits)
     try:
         return int((Decimal(text) * NANOS_PER_UNIT).to_integral_value())
     except InvalidOperation:
