@@ -210,3 +210,20 @@ def test_an_interrupted_export_goes_on_where_it_stopped(
         assert "exported 151 datasets of 24 series" in output
         # Only what was not read before is read: 23 windows of built-in categories, 10 done.
         assert sum(1 for _, path in cut.seen[before:] if path.endswith("/csv")) == 13
+
+
+def test_scopes_without_a_reader_are_named_and_their_grants_left_out(
+    tmp_path: Path, filled: tuple[str, Path]
+) -> None:
+    base, _ = filled
+    manifest = upstream_manifest(tmp_path, base)  # no credentials.scopes
+    out = tmp_path / "copy"
+    code, output = run("export", str(manifest), "--out", str(out))
+    assert code == 1
+    for scope in ("read:free_data", "read:premium_data"):
+        assert f"{scope}: the manifest names it but gives no reader credential of it" in output
+    code, output = run("export", str(manifest), "--out", str(out), "--partial")
+    assert code == 0, output
+    assert "(rules per scope: none)" in output
+    assert "grants: scope mappings cannot be listed; none was read" in output
+    assert "access:" not in (out / "deploy.yaml").read_text()
