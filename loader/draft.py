@@ -239,7 +239,7 @@ def place(path: Path, shown: str, config: Config) -> Placed:
 ID_KINDS = tuple(NAMED_KINDS)
 
 
-def _yaml(value: str, *, flow: bool = False) -> str:
+def yaml_scalar(value: str, *, flow: bool = False) -> str:
     """A YAML scalar that reads back as this very string (`no`, `null`, `a: b` and `3`
     quoted; in a flow mapping, `,[]{}?:#` too)."""
     import yaml
@@ -267,7 +267,7 @@ def draft(
     placed = [place(f, os.path.relpath(f.resolve(), here), config) for f in files]
     name = manifest.stem
     lines = [
-        f"# yaml-language-server: $schema={_schema_ref(here)}",
+        f"# yaml-language-server: $schema={schema_ref(here)}",
         "#",
         f"# Drafted by `flowkit-loader init` from {os.path.relpath(config_path.resolve(), here)}"
         f" and {len(files)} file{'s' if len(files) != 1 else ''}: check it, then",
@@ -280,13 +280,13 @@ def draft(
         "    # The embedded SQLite backend: validate, plan and apply work at once.",
         f"    url: local:.flowkit/{name}.db",
         "default_target: local",
-        f"setup: {_yaml(os.path.relpath(config_path.resolve(), here))}",
+        f"setup: {yaml_scalar(os.path.relpath(config_path.resolve(), here))}",
     ]
     read = [config_path.resolve(), *(f.resolve() for f in files)]
     root = Path(os.path.commonpath([r.parent for r in read]))
     if not root.is_relative_to(here):  # the loader reads beside its manifest unless told
         lines += ["# The config and data sit outside this folder: reading them is opted into here.",
-                  f"data_root: {_yaml(os.path.relpath(root, here))}"]  # fmt: skip
+                  f"data_root: {yaml_scalar(os.path.relpath(root, here))}"]  # fmt: skip
     ids = []
     for kind in ID_KINDS:
         served = dict((known or {}).get(kind, {}))
@@ -297,13 +297,13 @@ def draft(
             if entity.get(kind.id_field) is not None:
                 continue
             if label in served:
-                rows.append(f"    {_yaml(label)}: {served[label]}  # as the server has it")
+                rows.append(f"    {yaml_scalar(label)}: {served[label]}  # as the server has it")
                 continue
             guess = number
             while guess in taken:  # the server gives that id to another label
                 guess += 1
             taken.add(guess)
-            rows.append(f"    {_yaml(label)}: {guess}  {CONFIRM}")
+            rows.append(f"    {yaml_scalar(label)}: {guess}  {CONFIRM}")
         if rows:
             ids += [f"  {kind.value}:", *rows]
     if ids:
@@ -312,17 +312,19 @@ def draft(
     if used:  # explicit: the codes the files were matched by, whatever a guess would pick
         lines += ["# The boundary property whose codes the files use, per spatial resolution.",
                   "unit_properties:"]  # fmt: skip
-        lines += [f"  {_yaml(str(label))}: {_yaml(str(prop))}" for label, prop in used.items()]
+        lines += [
+            f"  {yaml_scalar(str(label))}: {yaml_scalar(str(prop))}" for label, prop in used.items()
+        ]
     lines += ["revision: v1  # the datasets' revision: change it when the method changes",
               "datasets:"]  # fmt: skip
     for entry in placed:
         if entry.problem:
             continue
-        lines += [f"  - file: {_yaml(entry.path)}",
-                  f"    category: {_yaml(entry.category or '')}  # {entry.why[0]}",
-                  f"    spatial_resolution: {_yaml(entry.spatial or '')}  # {entry.why[1]}",
-                  f"    temporal_resolution: {_yaml(entry.temporal or '')}  # {entry.why[2]}",
-                  "    columns: {" + ", ".join(f"{k}: {_yaml(v, flow=True)}"
+        lines += [f"  - file: {yaml_scalar(entry.path)}",
+                  f"    category: {yaml_scalar(entry.category or '')}  # {entry.why[0]}",
+                  f"    spatial_resolution: {yaml_scalar(entry.spatial or '')}  # {entry.why[1]}",
+                  f"    temporal_resolution: {yaml_scalar(entry.temporal or '')}  # {entry.why[2]}",
+                  "    columns: {" + ", ".join(f"{k}: {yaml_scalar(v, flow=True)}"
                                          for k, v in entry.columns.items())
                   + "}"]  # fmt: skip
     left = [p for p in placed if p.problem]
@@ -415,7 +417,7 @@ def confirm_markers(text: str) -> list[tuple[int, int, str]]:
         marked = _ID_LINE.match(line)
         if marked:
             label = marked["label"].strip()
-            if label[:1] in ("'", '"'):  # quoted by _yaml: read back as YAML reads it
+            if label[:1] in ("'", '"'):  # quoted by yaml_scalar: read back as YAML reads it
                 import yaml
 
                 label = str(yaml.safe_load(label))
@@ -423,7 +425,7 @@ def confirm_markers(text: str) -> list[tuple[int, int, str]]:
     return found
 
 
-def _schema_ref(here: Path) -> str:
+def schema_ref(here: Path) -> str:
     """The manifest schema's path from the manifest's folder (its $id where it is not on
     disk, a zipped package)."""
     from loader.validation import schema_path, schema_text

@@ -82,9 +82,8 @@ class Exported:
     """What an export wrote."""
 
     folder: Path
-    series: int
+    series: int  # one data file each
     datasets: int
-    files: int
     grants: dict[str, int]  # rules per scope
     losses: Losses
     resumed: int  # windows read by an earlier, interrupted run
@@ -114,9 +113,8 @@ class WorkFolder:
 
     def begin(self, source: Mapping[str, str]) -> None:
         """Start, or go on with the export of the same source; refuse anything else."""
-        started = self.path / "source.json"
-        if started.is_file():
-            had = json.loads(started.read_text(encoding="utf-8"))
+        had = self.read("source.json", dict)
+        if had is not None:
             if had != dict(source):
                 raise ExportError(
                     f"{self.out} holds an unfinished export of {had.get('target')} (from "
@@ -502,9 +500,15 @@ class _Writer:
         return f"exported-{date.today().isoformat()}"
 
     def _data_path(self, file: _Facts) -> str:
+        """`data/<category>/<indicator>.srid<N>.trid<M>.csv`, with ids made safe for a
+        file name (the service's may hold any character: `/` and `..` are kept out) and,
+        where that changed one, `~<series number>` added (no safe name holds a `~`)."""
         s = file.series
+        names = [_file_name(s.category_id), _file_name(s.indicator_id)]
+        if names != [s.category_id, s.indicator_id]:
+            names[1] += f"~{self.series.index(s)}"
         suffix = "parquet" if file.parquet else "csv"
-        return f"data/{s.category_id}/{s.indicator_id}.srid{s.srid}.trid{s.trid}.{suffix}"
+        return f"data/{names[0]}/{names[1]}.srid{s.srid}.trid{s.trid}.{suffix}"
 
     def write(self, looked: Mapping[str, Mapping[int, list[tuple[int, int]]]],
               losses: Losses, target: Target, manifest_path: str | Path) -> Exported:  # fmt: skip
@@ -521,12 +525,12 @@ class _Writer:
 
         write_new(self.folder / MANIFEST_NAME, text)
         self.work.done()
-        return Exported(self.folder, len(self.files), datasets, len(self.files),
+        return Exported(self.folder, len(self.files), datasets,
                         {scope: len(r) for scope, r in rules.items()}, losses, 0)  # fmt: skip
 
     def _rules(self, looked: Mapping[str, Mapping[int, list[tuple[int, int]]]]
                ) -> dict[str, list[str]]:  # fmt: skip
-        from loader.draft import _yaml
+        from loader.draft import yaml_scalar
 
         rules: dict[str, list[str]] = {}
         for scope, by_series in looked.items():
@@ -534,10 +538,11 @@ class _Writer:
             for i, stretches in sorted(by_series.items()):
                 s = self.series[i]
                 for first, count in stretches:
+                    indicator = yaml_scalar(s.indicator_id, flow=True)
                     lines.append(
-                        f"{{indicator: {_yaml(s.indicator_id, flow=True)}, spatial_resolution: "
-                        f"{s.srid}, temporal_resolution: {s.trid}, start: "
-                        f"{json.dumps(s.dates[first])}, duration: {count}}}"
+                        f"{{indicator: {indicator}, spatial_resolution: {s.srid}, "
+                        f"temporal_resolution: {s.trid}, start: {json.dumps(s.dates[first])}, "
+                        f"duration: {count}}}"
                     )
             if lines:
                 rules[scope] = lines
@@ -545,10 +550,10 @@ class _Writer:
 
     def _manifest(self, rules: Mapping[str, list[str]], losses: Losses, target: Target,
                   manifest_path: str | Path) -> str:  # fmt: skip
-        from loader.draft import _schema_ref, _yaml
+        from loader.draft import schema_ref, yaml_scalar
 
         header = [
-            f"# yaml-language-server: $schema={_schema_ref(self.folder.absolute())}",
+            f"# yaml-language-server: $schema={schema_ref(self.folder.absolute())}",
             "#",
             f"# Exported by flowkit-loader {loader_version()} on {date.today().isoformat()} "
             f"from {target.url}",
@@ -572,7 +577,7 @@ class _Writer:
         used = sorted({f.series.srid for f in self.files} & set(self.unit_properties))
         if used:
             body.append("unit_properties:")
-            body += [f"  {_yaml(labels[srid])}: {_yaml(self.unit_properties[srid])}"
+            body += [f"  {yaml_scalar(labels[srid])}: {yaml_scalar(self.unit_properties[srid])}"
                      for srid in used]  # fmt: skip
         body.append("datasets:")
         for file in self.files:
@@ -581,18 +586,23 @@ class _Writer:
                      else "spatial_unit: unit")  # fmt: skip
             body += [
                 f"  - file: {self._data_path(file)}",
-                f"    category: {_yaml(s.category_id)}",
+                f"    category: {yaml_scalar(s.category_id)}",
                 f"    spatial_resolution: {s.srid}",
                 f"    temporal_resolution: {s.trid}",
                 f"    columns: {{date: date, {units}}}",
-                f"    indicators: {{value: {_yaml(s.indicator_id, flow=True)}}}",
+                f"    indicators: {{value: {yaml_scalar(s.indicator_id, flow=True)}}}",
             ]
         if rules:
             body.append("access:")
             for scope, lines in rules.items():
-                body.append(f"  {_yaml(scope)}:")
+                body.append(f"  {yaml_scalar(scope)}:")
                 body += [f"    - {line}" for line in lines]
         return "\n".join([*header, *body]) + "\n"
+
+
+def _file_name(text: str) -> str:
+    """An id as a file name: letters, digits, `-`, `_` and inner dots; the rest as `_`."""
+    return re.sub(r"[^A-Za-z0-9._-]", "_", text).strip(".") or "_"
 
 
 def _config_text(config: Mapping[str, list[dict[str, Any]]]) -> str:

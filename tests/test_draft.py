@@ -11,7 +11,7 @@ import yaml
 from hypothesis import given
 from hypothesis import strategies as st
 
-from loader.draft import CONFIRM, DraftError, _yaml, confirm_markers, draft
+from loader.draft import CONFIRM, DraftError, confirm_markers, draft, yaml_scalar
 from loader.validation import validate
 from tests.conftest import ROOT, need_reference
 from tests.helpers import EXAMPLE_CONFIG, RESIDENTS_SAMPLE
@@ -85,17 +85,17 @@ def test_confirm_markers_are_found_on_id_lines_only() -> None:
 
 @given(st.text(min_size=1, max_size=40).filter(lambda t: t.strip() == t and t.isprintable()))
 def test_a_drafted_scalar_reads_back_as_the_same_string(value: str) -> None:
-    assert yaml.safe_load(f"key: {_yaml(value)}\n")["key"] == value
-    assert yaml.safe_load(f"{{key: {_yaml(value, flow=True)}, other: 1}}\n")["key"] == value
+    assert yaml.safe_load(f"key: {yaml_scalar(value)}\n")["key"] == value
+    assert yaml.safe_load(f"{{key: {yaml_scalar(value, flow=True)}, other: 1}}\n")["key"] == value
 
 
 @pytest.mark.parametrize("value", ["no", "null", "3", "a: b", "#x", "x,y", "Communal section"])
 def test_scalars_yaml_would_read_otherwise_are_quoted(value: str) -> None:
-    assert yaml.safe_load(f"{{key: {_yaml(value, flow=True)}}}")["key"] == value
+    assert yaml.safe_load(f"{{key: {yaml_scalar(value, flow=True)}}}")["key"] == value
 
 
 def test_a_quoted_label_is_named_as_yaml_reads_it() -> None:
-    text = f"ids:\n  languages:\n    {_yaml('no')}: 4  {CONFIRM}\n"
+    text = f"ids:\n  languages:\n    {yaml_scalar('no')}: 4  {CONFIRM}\n"
     column = text.splitlines()[2].index("#") + 1
     assert confirm_markers(text) == [(3, column, "languages.no")]
     assert yaml.safe_load(text) == {"ids": {"languages": {"no": 4}}}

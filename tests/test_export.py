@@ -13,11 +13,11 @@ from typing import Any
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from loader.backends.store import Store
-from loader.model import MAX_ABS_VALUE, NANOS_PER_UNIT
+from loader.backends.store import Incoming, Store
+from loader.model import MAX_ABS_VALUE, NANOS_PER_UNIT, EntityKind
 from loader.validation import validate
 from tests.helpers import cli_run, without_package
-from tests.manifests import EVERYONE, deployment, put
+from tests.manifests import CONFIG, EVERYONE, deployment, put
 
 
 def stored(db: Path) -> dict[tuple[Any, ...], tuple[Any, ...]]:
@@ -150,3 +150,27 @@ def test_a_damaged_work_folder_is_one_line_naming_it(
     (line,) = [x for x in output.splitlines() if x != "reading"]  # the bar had begun
     assert line.startswith(f"error: {out / '.export' / name}: damaged (")
     assert line.endswith(f"remove {out / '.export'} to start the export over")
+
+
+def test_ids_that_are_no_file_names_stay_inside_the_folder(tmp_path: Path) -> None:
+    store, manifest = deployment(tmp_path)
+    odd = "residents/../../outside"
+    indicator = {**CONFIG["indicators"][0], "indicator_id": odd, "order": 2}
+    assert store.post_entity(EntityKind.INDICATOR, indicator).status == 201
+    reply = store.write_dataset(Incoming(
+        {"revision": "x", "category_id": "residents", "indicator_id": odd, "srid": 1,
+         "trid": 1, "dt": "2021-01-01 00:00:00"}, "single_location", ["D1"], [None], [5]),
+        replace=False)  # fmt: skip
+    assert reply.status == 201
+    put(store, "2021-01-01 00:00:00", {"D2": 6})
+    out = tmp_path / "out"
+    code, output = cli_run("export", str(manifest), "--out", str(out))
+    assert code == 0, output
+    assert sorted(p.relative_to(out).as_posix() for p in out.rglob("*.csv")) == [
+        "data/residents/residents.residents.srid1.trid1.csv",
+        "data/residents/residents_.._.._outside~1.srid1.trid1.csv",
+    ]
+    assert not (tmp_path / "outside.srid1.trid1.csv").exists()
+    code, output = cli_run("apply", str(out / "deploy.yaml"), "--yes")
+    assert code == 0, output
+    assert stored(tmp_path / "source.db") == stored(out / ".flowkit" / "exported.db")
