@@ -301,6 +301,14 @@ def is_unique_code(properties: list[Mapping[str, Any]], name: str) -> bool:
     return all(isinstance(v, str) and v for v in values) and len(set(values)) == len(values)
 
 
+def unit_code_properties(boundaries: Any) -> dict[str, set[str]]:
+    """The boundary properties that hold a unique code per geometry, with their codes
+    (none when there are no boundaries)."""
+    properties = boundary_properties(boundaries) if isinstance(boundaries, Mapping) else []
+    names = sorted(set().union(*(p.keys() for p in properties))) if properties else []
+    return {n: {str(p[n]) for p in properties} for n in names if is_unique_code(properties, n)}
+
+
 def boundary_properties(boundaries: Mapping[str, Any]) -> list[Mapping[str, Any]]:
     """The property objects of every geometry (TopoJSON) or feature (GeoJSON)."""
     found: list[Mapping[str, Any]] = []

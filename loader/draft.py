@@ -29,7 +29,7 @@ from itertools import pairwise
 from pathlib import Path
 from typing import Any
 
-from loader.config import NAMED_KINDS, ConfigBuilder, boundary_properties, is_unique_code
+from loader.config import NAMED_KINDS, ConfigBuilder, unit_code_properties
 from loader.fileformats import format_of
 from loader.model import Backend, EntityKind, LoaderError
 
@@ -84,17 +84,10 @@ class Config:
     def unit_codes(self) -> dict[str, dict[str, set[str]]]:
         """Per spatial resolution's label, per boundary property holding a unique code per
         geometry: the codes (read once: boundaries are megabytes, and every file asks)."""
-        found = {}
-        for resolution in self.entities(EntityKind.SPATIAL_RESOLUTION):
-            boundaries = resolution.get("boundaries")
-            properties = boundary_properties(boundaries) if isinstance(boundaries, Mapping) else []
-            names = set().union(*(p.keys() for p in properties)) if properties else set()
-            found[str(resolution.get("label"))] = {
-                name: {str(p[name]) for p in properties}
-                for name in sorted(names)
-                if is_unique_code(properties, name)
-            }
-        return found
+        return {
+            str(resolution.get("label")): unit_code_properties(resolution.get("boundaries"))
+            for resolution in self.entities(EntityKind.SPATIAL_RESOLUTION)
+        }
 
     def temporal(self) -> dict[str, tuple[str, int]]:
         """Per temporal resolution's label: its relativedelta unit and step."""

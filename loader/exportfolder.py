@@ -20,7 +20,7 @@ from datetime import date
 from pathlib import Path
 from typing import Any
 
-from loader.config import boundary_properties, is_unique_code
+from loader.config import unit_code_properties
 from loader.contract import CSV_CATEGORIES
 from loader.draft import schema_ref, write_new, yaml_scalar
 from loader.manifest import display_path
@@ -83,8 +83,8 @@ def _date_text(dt: str) -> str:
 
 @dataclass
 class _Facts:
-    """What one series' windows hold, without their values (which are read again, a series
-    at a time, to be written: a national deployment's values do not fit in memory)."""
+    """What one series' windows hold, its file once staged: not its values (a national
+    deployment's do not fit in memory; they are read again only where some must go)."""
 
     series: Series
     datasets: int
@@ -102,15 +102,6 @@ class _Facts:
         """How many datasets the series counted that no window found (which they are,
         the service does not say)."""
         return max(0, self.series.count - self.datasets - self.off_grid)
-
-
-def _unit_codes(spatial: Mapping[str, Any]) -> dict[str, set[str]]:
-    """A spatial resolution's boundary properties that hold a unique code per geometry,
-    with their codes."""
-    boundaries = spatial.get("boundaries")
-    properties = boundary_properties(boundaries) if isinstance(boundaries, Mapping) else []
-    names = sorted(set().union(*(p.keys() for p in properties))) if properties else []
-    return {n: {str(p[n]) for p in properties} for n in names if is_unique_code(properties, n)}
 
 
 Window = Callable[[int, int], Values]  # a series' window of values, by their numbers
@@ -135,7 +126,7 @@ class FolderWriter:
             self.has_parquet = True
         except ImportError:
             self.has_parquet = False
-        self.codes = {int(s["srid"]): _unit_codes(s)
+        self.codes = {int(s["srid"]): unit_code_properties(s.get("boundaries"))
                       for s in config[EntityKind.SPATIAL_RESOLUTION.value]}  # fmt: skip
         self.staged: dict[int, _Facts] = {}  # by series: its file written in the work folder
         self.files: list[_Facts] = []

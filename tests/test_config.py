@@ -20,7 +20,13 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from loader.config import ConfigBuilder, Locate, boundary_properties, is_unique_code
+from loader.config import (
+    ConfigBuilder,
+    Locate,
+    boundary_properties,
+    is_unique_code,
+    unit_code_properties,
+)
 from loader.jsonpos import JsonPositions
 from loader.model import (
     Category,
@@ -642,3 +648,11 @@ def test_any_manifest_ids_over_the_example_give_problems_never_exceptions(
             assert any(f"'{label}'" in message for _, message in problems)
     for _, message in problems:
         assert message and "\n" not in message
+
+
+def test_unit_code_properties_are_those_unique_per_geometry() -> None:
+    features = [{"type": "Feature", "properties": {"pcod": code, "region": "North", "n": i}}
+                for i, code in enumerate(("D1", "D2"))]  # fmt: skip
+    boundaries = {"type": "FeatureCollection", "features": features}
+    assert unit_code_properties(boundaries) == {"pcod": {"D1", "D2"}}  # n: not text
+    assert unit_code_properties(None) == {} == unit_code_properties({"type": "Topology"})
