@@ -59,6 +59,7 @@ class WorkFolder:
     def __init__(self, out: Path) -> None:
         self.out = out
         self.path = out / WORK
+        self.created = False  # whether this run made the output folder
 
     def begin(self, source: Mapping[str, str]) -> None:
         """Start, or go on with the export of the same source; refuse anything else."""
@@ -73,6 +74,7 @@ class WorkFolder:
             return
         if self.out.exists() and (not self.out.is_dir() or any(self.out.iterdir())):
             raise ExportError(f"{self.out} exists and is not an empty folder: choose another --out")
+        self.created = not self.out.exists()
         self.write("source.json", dict(source))
 
     def write(self, name: str, content: Any) -> None:
@@ -105,6 +107,14 @@ class WorkFolder:
 
     def done(self) -> None:
         shutil.rmtree(self.path)
+
+    def abandon(self) -> None:
+        """Leave nothing behind of an export that found nothing to go on with: the work
+        folder, and the output folder where this run made it."""
+        if self.path.exists():
+            self.done()
+        if self.created and self.out.is_dir() and not any(self.out.iterdir()):
+            self.out.rmdir()
 
 
 def _found(raw: Any) -> tuple[dict[str, list[dict[str, Any]]], list[Series]]:
@@ -152,17 +162,19 @@ def export(
             check_reader_sees_everything(backend.identities([Role.READER]).get(Role.READER))
             found = work.read("found.json", _found)
             if found is None:
-                config = read_config(backend)
-                listed = find_series(backend, config, parallelism)
+                try:
+                    config = read_config(backend)
+                    listed = find_series(backend, config, parallelism)
+                except BaseException:
+                    work.abandon()  # nothing was read that is worth keeping
+                    raise
                 work.write(
                     "found.json", {"config": config, "series": [s.to_json() for s in listed]}
                 )
                 found = config, listed
             config, series = found
             if not series:
-                work.done()
-                if not any(folder.iterdir()):
-                    folder.rmdir()
+                work.abandon()
                 raise ExportError(f"target {chosen.name}: the service shows no dataset to export")
             written = FolderWriter(
                 folder, work.path / "files", work.window, config, series, declared

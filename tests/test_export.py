@@ -7,14 +7,18 @@ from __future__ import annotations
 
 import json
 from array import array
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
+import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from loader.backends import factory
+from loader.backends.local import AbsentBackend
 from loader.backends.store import Incoming, Store
-from loader.model import MAX_ABS_VALUE, NANOS_PER_UNIT, EntityKind
+from loader.model import MAX_ABS_VALUE, NANOS_PER_UNIT, BackendError, EntityKind
 from loader.validation import validate
 from tests.helpers import cli_run, without_package
 from tests.manifests import CONFIG, EVERYONE, deployment, put
@@ -174,3 +178,26 @@ def test_ids_that_are_no_file_names_stay_inside_the_folder(tmp_path: Path) -> No
     code, output = cli_run("apply", str(out / "deploy.yaml"), "--yes")
     assert code == 0, output
     assert stored(tmp_path / "source.db") == stored(out / ".flowkit" / "exported.db")
+
+
+class _Failing(AbsentBackend):
+    """A service that answers GET /setup and then fails: a fake backend kind."""
+
+    def list_entities(self, kind: EntityKind) -> tuple[Mapping[str, Any], ...]:
+        raise BackendError(f"GET /{kind.value}", 502, "Bad Gateway")
+
+
+def test_a_failure_before_anything_is_read_is_one_line_and_leaves_nothing(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    kind = factory.BackendKind("failing:NAME", r"failing:\w+",
+                               lambda target, setup, opening: _Failing(target.url),
+                               needs_credentials=False)  # fmt: skip
+    monkeypatch.setitem(factory.KINDS, "failing", kind)
+    _, manifest = deployment(tmp_path)
+    aimed = tmp_path / "failing.yaml"
+    aimed.write_text(manifest.read_text().replace("local:source.db", "failing:here"))
+    out = tmp_path / "out"
+    code, output = cli_run("export", str(aimed), "--out", str(out))
+    assert (code, output) == (1, "error: GET /categories: 502 Bad Gateway\n")
+    assert not out.exists()  # no work folder to go on with: it found nothing
