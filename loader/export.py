@@ -183,19 +183,18 @@ def export(
             scopes = sorted({r.scope for r in manifest.access} | set(chosen.scope_readers))
             looked = _read_grants(backend, work, series, scopes, parallelism)
         written.finish()
-        losses = written.losses(scopes, looked, chosen)
+        losses = written.losses(scopes, looked)
         if losses.found and not partial:
             raise PartialExport(
                 "the export cannot carry everything: " + "; ".join(losses.found) + ". Run it "
                 "again with --partial to write it anyway (what was read is kept: it goes on "
                 "from here)"
             )
-        exported = written.write(looked, losses, chosen, manifest_path)
+        exported = written.write(looked, losses, chosen, manifest_path, resumed)
         work.done()
     except OSError as error:
         where = error.filename or folder
         raise ExportError(f"{where}: cannot write: {error.strerror or error}") from None
-    exported.resumed = resumed
     return exported
 
 
@@ -211,7 +210,7 @@ def _read_values(
     file staged as soon as its last window is in (its writing overlaps the other reads);
     how many windows were read before this run."""
     by_trid = grids(writer.config)
-    todo = [(i, k) for i, s in enumerate(series) for k in range(len(s.windows()))]
+    todo = [(i, k) for i, s in enumerate(series) for k in range(len(s.windows))]
     left = [(i, k) for i, k in todo if not (work.path / _window_name(i, k)).is_file()]
     waiting = Counter(i for i, _ in left)  # windows each series still needs
     before = count = len(todo) - len(left)
@@ -219,7 +218,7 @@ def _read_values(
         progress(count, len(todo))
 
     def read(i: int, k: int) -> int:
-        query = series[i].windows()[k]
+        query = series[i].windows[k]
         work.write(_window_name(i, k), read_values(backend, query, by_trid[query.trid]).to_json())
         return i
 

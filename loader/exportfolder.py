@@ -87,6 +87,7 @@ class _Facts:
     deployment's do not fit in memory; they are read again only where some must go)."""
 
     series: Series
+    index: int  # the series' number in the export
     datasets: int
     inexact: int  # datasets whose floats may have lost digits
     off_grid: int  # datasets dated where a manifest cannot name them
@@ -146,15 +147,14 @@ class FolderWriter:
             for file in files:
                 file.unknown_units = file.lacking[best]
                 if file.unknown_units:
-                    index = self.files.index(file)
-                    kept = {dt: cells for dt, cells in self._load(index).items()
+                    kept = {dt: cells for dt, cells in self._load(file.index).items()
                             if dt not in file.unknown_units}  # fmt: skip
                     self._write_staged(file, kept)
 
     def _load(self, index: int) -> dict[str, dict[tuple[str, ...], int]]:
         """A series' datasets, as its windows read them."""
         datasets: dict[str, dict[tuple[str, ...], int]] = {}
-        for window in range(len(self.series[index].windows())):
+        for window in range(len(self.series[index].windows)):
             datasets.update(self._window(index, window).datasets)
         return datasets
 
@@ -167,7 +167,7 @@ class FolderWriter:
         datasets: dict[str, dict[tuple[str, ...], int]] = {}
         inexact: set[str] = set()
         off_grid: set[str] = set()
-        for window in range(len(series.windows())):
+        for window in range(len(series.windows)):
             values = self._window(index, window)
             datasets.update(sorted(values.datasets.items()))
             inexact.update(values.inexact)
@@ -175,7 +175,7 @@ class FolderWriter:
         units = [{u for key in cells for u in key} for cells in datasets.values()]
         fits = all(_round_trips(n) for cells in datasets.values() for n in cells.values())
         facts = _Facts(
-            series, len(datasets), len(inexact), len(off_grid), fits,
+            series, index, len(datasets), len(inexact), len(off_grid), fits,
             any(len(key) == 2 for cells in datasets.values() for key in cells),
             {name: {dt for dt, used in zip(datasets, units, strict=True) if not used <= held}
              for name, held in codes.items()},
@@ -193,7 +193,7 @@ class FolderWriter:
         path.parent.mkdir(parents=True, exist_ok=True)
         (_write_parquet if file.parquet else _write_csv)(path, datasets, file.flow)
 
-    def losses(self, scopes: list[str], looked: Mapping[str, Any], target: Target) -> Losses:
+    def losses(self, scopes: list[str], looked: Mapping[str, Any]) -> Losses:
         losses = Losses(always=[
             "revisions: the service never answers them; every dataset is exported with "
             f"the revision {self.revision}",
@@ -266,12 +266,12 @@ class FolderWriter:
         s = file.series
         names = [file_name(s.category_id), file_name(s.indicator_id)]
         if names != [s.category_id, s.indicator_id]:
-            names[1] += f"~{self.series.index(s)}"
+            names[1] += f"~{file.index}"
         suffix = "parquet" if file.parquet else "csv"
         return f"data/{names[0]}/{names[1]}.srid{s.srid}.trid{s.trid}.{suffix}"
 
-    def write(self, looked: Mapping[str, Mapping[int, list[tuple[int, int]]]],
-              losses: Losses, target: Target, manifest_path: str | Path) -> Exported:  # fmt: skip
+    def write(self, looked: Mapping[str, Mapping[int, list[tuple[int, int]]]], losses: Losses,
+              target: Target, manifest_path: str | Path, resumed: int) -> Exported:  # fmt: skip
         datasets = 0
         for file in self.files:
             path = self.folder / self._data_path(file)
@@ -283,7 +283,7 @@ class FolderWriter:
         text = self._manifest(rules, losses, target, manifest_path)
         write_new(self.folder / MANIFEST_NAME, text)
         return Exported(self.folder, len(self.files), datasets,
-                        {scope: len(r) for scope, r in rules.items()}, losses, 0)  # fmt: skip
+                        {scope: len(r) for scope, r in rules.items()}, losses, resumed)  # fmt: skip
 
     def _rules(self, looked: Mapping[str, Mapping[int, list[tuple[int, int]]]]
                ) -> dict[str, list[str]]:  # fmt: skip

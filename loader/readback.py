@@ -16,6 +16,7 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field, replace
 from datetime import datetime
 from decimal import Decimal, InvalidOperation
+from functools import cached_property
 from typing import Any
 
 from loader.contract import CSV_CATEGORIES
@@ -24,6 +25,7 @@ from loader.model import (
     Backend,
     BackendError,
     EntityKind,
+    ExactRow,
     QueryRange,
     value_nanos,
 )
@@ -84,11 +86,13 @@ class Series:
         return QueryRange(self.category_id, self.indicator_id, self.srid, self.trid,
                           self.dates[first], count)  # fmt: skip
 
-    def windows(self) -> list[QueryRange]:
-        return [
+    @cached_property
+    def windows(self) -> tuple[QueryRange, ...]:
+        """Its dates WINDOW at a time (made once: export asks for them per window)."""
+        return tuple(
             self.window(first, min(WINDOW, len(self.dates) - first))
             for first in range(0, len(self.dates), WINDOW)
-        ]
+        )
 
     def to_json(self) -> dict[str, Any]:
         return {"category_id": self.category_id, "indicator_id": self.indicator_id,
@@ -177,8 +181,7 @@ def read_values(backend: Backend, query: QueryRange, grid: Grid) -> Values:
     return _from_floats(backend, query, grid)
 
 
-def _from_rows(rows: tuple[tuple[str, tuple[str, ...], str], ...], grid: Grid,
-               query: QueryRange) -> Values:  # fmt: skip
+def _from_rows(rows: tuple[ExactRow, ...], grid: Grid, query: QueryRange) -> Values:
     values = Values()
     by_day: dict[str, dict[tuple[str, ...], int] | None] = {}  # None: off the grid
     for day, units, text in rows:

@@ -77,7 +77,7 @@ def test_the_config_is_read_as_shown_and_the_series_counted(tmp_path: Path) -> N
         (series,) = find_series(backend, config)
         assert series.dates == ("2021-01", "2021-02", "2021-03") and series.count == 2
         assert Series.from_json(series.to_json()) == series
-        values = read_values(backend, series.windows()[0], grids(config)[1])
+        values = read_values(backend, series.windows[0], grids(config)[1])
     assert values.datasets == {"2021-01-01 00:00:00": {("D1",): 5},
                                "2021-03-01 00:00:00": {("D2",): 6}}  # fmt: skip
     assert Values.from_json(values.to_json()) == values
